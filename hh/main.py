@@ -1,0 +1,51 @@
+"""Entry point: ``python -m hh.main --config=configs/lm.py:size=tiny --workdir=DIR``.
+
+Parses flags, saves the resolved config in the workdir and runs the stage the config names.
+Errors in the user's input (config keys, sizes, meshes, paths) end with one line saying what was
+wrong and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=tiny",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str):
+  """Runs ``config.stage`` in ``workdir`` (tests call this directly)."""
+  import jax  # after flag parsing, so --xla flags and platform choices take effect
+  from hh import multihost
+  multihost.maybe_initialize()
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+  if config.stage == "lm":
+    from hh.lm import train
+    result = train.train_and_evaluate(config, workdir)
+    if jax.process_index() == 0:
+      print(f"validation loss {result['val_loss']:.3f} nats/token after {result['step']} steps; "
+            f"unigram entropy of the tokenised text {result['unigram_entropy']:.3f} nats/token")
+    return result
+  raise ValueError(f"config.stage={config.stage!r}; allowed: lm")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    sys.exit(f"hh: error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

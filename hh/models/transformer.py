@@ -1,0 +1,266 @@
+"""Decoder-only transformer trunk in Flax Linen (SPEC §1).
+
+Pre-LayerNorm blocks, causal multi-head attention with a key-padding mask, rotary positions whose
+ids come from the mask (so a left-padded row gives the same outputs as the unpadded row), layers
+under ``nn.scan`` with a configurable ``jax.checkpoint`` policy, and an incremental decoding path
+through an explicit KV cache that is passed in and returned (no mutable collections).
+
+Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``,
+``norm``, scanned ``layers``); the main activations are constrained with ``act_*`` names. The
+config's ``axis_rules`` map them to mesh axes (``hh/sharding.py``).
+
+Shapes: B batch, T query length, S key length (cache slots), D d_model, H heads, K d_head,
+F d_ff, V vocab, L layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+# (k, v), each [L, B, S, H, K]; the per-layer slice inside the scan is [B, S, H, K].
+KVCache = tuple[Array, Array]
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing but the layer input: recompute the whole layer
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static model hyperparameters, built from ``config.model`` by ``from_config``."""
+  vocab_size: int
+  n_layer: int
+  d_model: int
+  n_head: int
+  d_ff: int
+  rope_theta: float = 10_000.0
+  init_std: float = 0.02
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  remat_policy: str = "none"
+
+  @property
+  def d_head(self) -> int:
+    return self.d_model // self.n_head
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int) -> "ModelConfig":
+    """Validates ``config.model`` and names the offending key on bad values."""
+    for key in ("dtype", "param_dtype"):
+      if model_cfg[key] not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"config.model.{key}={model_cfg[key]!r}; allowed: float32, bfloat16, "
+                         "float16")
+    if model_cfg.remat_policy not in ("none", *_REMAT_POLICIES):
+      raise ValueError(f"config.model.remat_policy={model_cfg.remat_policy!r}; allowed: none, "
+                       f"{', '.join(_REMAT_POLICIES)}")
+    if model_cfg.d_model % model_cfg.n_head:
+      raise ValueError(f"config.model.d_model={model_cfg.d_model} is not divisible by "
+                       f"config.model.n_head={model_cfg.n_head}")
+    return cls(vocab_size=vocab_size, n_layer=model_cfg.n_layer, d_model=model_cfg.d_model,
+               n_head=model_cfg.n_head, d_ff=model_cfg.d_ff, rope_theta=model_cfg.rope_theta,
+               init_std=model_cfg.init_std, dtype=jnp.dtype(model_cfg.dtype),
+               param_dtype=jnp.dtype(model_cfg.param_dtype),
+               remat_policy=model_cfg.remat_policy)
+
+
+def positions_from_mask(mask: Array) -> Array:
+  """Position ids [B, T] for a (left- or right-) padded mask [B, T]: 0 at the first real token."""
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def rope(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary embedding (Su et al. 2021), half-split form. x [B, T, H, K], positions [B, T]."""
+  half = x.shape[-1] // 2
+  freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)   # [K/2]
+  angle = positions[..., None].astype(jnp.float32) * freq          # [B, T, K/2]
+  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention_mask(kv_mask: Array, q_len: int, q_offset: Array | int) -> Array:
+  """Boolean [B, 1, T, S]: query t (at cache slot q_offset + t) sees real keys at slots ≤ it."""
+  s_len = kv_mask.shape[-1]
+  q_slot = q_offset + jnp.arange(q_len)[:, None]                   # [T, 1]
+  causal = jnp.arange(s_len)[None, :] <= q_slot                     # [T, S]
+  return (causal[None] & kv_mask[:, None, :].astype(bool))[:, None]  # [B, 1, T, S]
+
+
+def _dense_init(std: float):
+  return nn.initializers.normal(stddev=std)
+
+
+def _weight(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+            std: float) -> Array:
+  """A normal-initialised kernel with logical axis names, cast to the compute dtype."""
+  w = module.param(name, nn.with_logical_partitioning(_dense_init(std), axes), shape,
+                   module.cfg.param_dtype)
+  return w.astype(module.cfg.dtype)
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Array,
+               cache: KVCache | None, cache_index: Array | None):
+    cfg = self.cfg
+    qkv_shape, qkv_axes = (cfg.d_model, cfg.n_head, cfg.d_head), ("embed", "heads", "kv")
+    out_std = cfg.init_std / (2 * cfg.n_layer) ** 0.5
+    x = x.astype(cfg.dtype)
+    q = jnp.einsum("btd,dhk->bthk", x, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))
+    k = jnp.einsum("btd,dhk->bthk", x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
+    v = jnp.einsum("btd,dhk->bthk", x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
+    q = rope(q, positions, cfg.rope_theta)                            # [B, T, H, K]
+    k = rope(k, positions, cfg.rope_theta)
+    q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "act_kv"))
+    if cache is not None:  # write this step's keys at slots [cache_index, cache_index + T)
+      zero = jnp.zeros((), jnp.int32)
+      start = (zero, cache_index.astype(jnp.int32), zero, zero)
+      k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start)  # [B, S, H, K]
+      v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start)
+      cache = (k, v)
+    k = nn.with_logical_constraint(k, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
+    v = nn.with_logical_constraint(v, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
+    scores = jnp.einsum("bthk,bshk->bhts", q, k.astype(cfg.dtype)).astype(jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(cfg.d_head))
+    # A finite minimum, not -inf: a fully masked row (a pad query) softmaxes to uniform, not NaN.
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)        # [B, H, T, S]
+    out = jnp.einsum("bhts,bshk->bthk", probs, v.astype(cfg.dtype))  # [B, T, H, K]
+    w_out = _weight(self, "out", (cfg.n_head, cfg.d_head, cfg.d_model), ("heads", "kv", "embed"),
+                    out_std)
+    return jnp.einsum("bthk,hkd->btd", out, w_out), cache
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    wi = _weight(self, "wi", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std)
+    wo = _weight(self, "wo", (cfg.d_ff, cfg.d_model), ("mlp", "embed"),
+                 cfg.init_std / (2 * cfg.n_layer) ** 0.5)
+    h = jax.nn.gelu(jnp.einsum("btd,df->btf", x.astype(cfg.dtype), wi))  # [B, T, F]
+    h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_mlp"))
+    return jnp.einsum("btf,fd->btd", h, wo)
+
+
+def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+class Block(nn.Module):
+  """One pre-LN layer; the scan carry is the residual stream x [B, T, D]."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, cache: KVCache | None, positions: Array, mask: Array,
+               cache_index: Array | None):
+    h = _layer_norm(self.cfg, "ln_attn")(x)
+    attn, cache = Attention(self.cfg, name="attn")(h, positions, mask, cache, cache_index)
+    x = x + attn
+    x = x + Mlp(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln_mlp")(x))
+    x = nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
+    return x, cache
+
+
+class Transformer(nn.Module):
+  """Embedding → L scanned blocks → final LayerNorm. Returns hidden states [B, T, D].
+
+  Full forward: ``tokens`` [B, T] and ``mask`` [B, T] (1 = real token), positions from the mask.
+  Cached decoding: ``cache`` (k, v) [L, B, S, H, K], ``kv_mask`` [B, S] over all cache slots,
+  ``cache_index`` the slot of tokens[:, 0] and explicit ``positions`` [B, T]; returns the new cache.
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, mask: Array, positions: Array | None = None,
+               cache: KVCache | None = None, cache_index: Array | None = None,
+               kv_mask: Array | None = None):
+    cfg = self.cfg
+    if positions is None:
+      positions = positions_from_mask(mask)
+    if cache is None:
+      attn_mask = attention_mask(mask, tokens.shape[1], 0)
+    else:
+      attn_mask = attention_mask(kv_mask, tokens.shape[1], cache_index)
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                     embedding_init=nn.with_logical_partitioning(
+                         _dense_init(cfg.init_std), ("vocab", "embed")), name="embed")
+    x = embed(tokens)                                                   # [B, T, D]
+    x = nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
+
+    block = Block
+    if cfg.remat_policy != "none":
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+    scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                      length=cfg.n_layer, metadata_params={nn.PARTITION_NAME: "layers"})
+    x, cache = scanned(cfg, name="layers")(x, cache, positions, attn_mask, cache_index)
+    x = _layer_norm(cfg, "ln_final")(x)
+    return x, cache
+
+
+class LMHead(nn.Module):
+  """Untied projection to the vocabulary; logits in float32 [B, T, V]."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    w = _weight(self, "kernel", (self.cfg.d_model, self.cfg.vocab_size), ("embed", "vocab"),
+                self.cfg.init_std)
+    logits = jnp.einsum("btd,dv->btv", x.astype(self.cfg.dtype), w)
+    logits = nn.with_logical_constraint(logits, ("act_batch", "act_len", "act_vocab"))
+    return logits.astype(jnp.float32)
+
+
+class ScalarHead(nn.Module):
+  """Linear d_model → 1 (the PM score and the PPO value; SPEC §2.1), float32.
+
+  ``index`` [B] picks one position per row (e.g. the end-of-context token) → [B]; without it the
+  head is read at every position → [B, T]. Zero-initialised, so initial scores are exactly 0.
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, index: Array | None = None) -> Array:
+    if index is not None:
+      x = jnp.take_along_axis(x, index[:, None, None].astype(jnp.int32), axis=1)  # [B, 1, D]
+    w = self.param("kernel", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                   (self.cfg.d_model,), self.cfg.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ()), (),
+                      self.cfg.param_dtype)
+    out = jnp.einsum("b...d,d->b...", x.astype(jnp.float32), w.astype(jnp.float32)) + bias
+    return out[:, 0] if index is not None else out
+
+
+class DecoderLM(nn.Module):
+  """Trunk + LM head: ``(tokens, mask, ...) -> (logits [B, T, V] float32, cache)``."""
+  cfg: ModelConfig
+
+  def setup(self):
+    self.trunk = Transformer(self.cfg)
+    self.head = LMHead(self.cfg)
+
+  def __call__(self, tokens, mask, positions=None, cache=None, cache_index=None, kv_mask=None):
+    x, cache = self.trunk(tokens, mask, positions, cache, cache_index, kv_mask)
+    return self.head(x), cache
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+  """Zeros for (k, v), each [L, B, max_len, H, K], in the compute dtype by default."""
+  shape = (cfg.n_layer, batch, max_len, cfg.n_head, cfg.d_head)
+  dtype = dtype or cfg.dtype
+  return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)

@@ -1,0 +1,117 @@
+"""Mesh from config, logical-axis rules, shard-by-shape helpers and the replication guard.
+
+The model names every parameter and main activation with logical axes; ``config.axis_rules`` maps
+them to the mesh axes ``('data', 'fsdp', 'tensor')``. Batches are split over ``data × fsdp``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+  """Resolves ``config.mesh`` (one axis may be -1) against the device count, or says why not."""
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  described = " × ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
+  if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh ({described}): each axis must be ≥1, and at most one may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if num_devices % known:
+    raise ValueError(f"config.mesh ({described}) does not divide the {num_devices} devices: "
+                     f"the product of the fixed axes must divide {num_devices}")
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"config.mesh ({described}) covers {math.prod(sizes)} devices, but "
+                     f"{num_devices} are present; set one axis to -1 or make the product "
+                     f"{num_devices}")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ``Mesh`` over all (or the given) devices with auto-sharded axes ``MESH_AXES``."""
+  devices = list(devices if devices is not None else jax.devices())
+  shape = mesh_shape(mesh_cfg, len(devices))
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if devices == list(jax.devices()):
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def rules(config) -> tuple[tuple[str, Any], ...]:
+  """``config.axis_rules`` as the tuple Flax expects (lists from overrides become tuples)."""
+  return tuple((name, tuple(ax) if isinstance(ax, list) else ax)
+               for name, ax in config.axis_rules)
+
+
+def logical_shardings(abstract_boxed: Any, mesh: Mesh, axis_rules) -> Any:
+  """NamedShardings for a pytree whose leaves may be ``nn.LogicallyPartitioned`` boxes.
+
+  Unboxed leaves (step counters, RNG) are replicated. The result has the unboxed tree's shape.
+  """
+  specs = nn.get_partition_spec(abstract_boxed)
+  return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Batch-major arrays [B, ...]: B split over data × fsdp, the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Each process's rows → one global jax.Array per key, sharded on the batch axes.
+
+  ``local`` holds this process's contiguous ``1/process_count`` of the global batch rows.
+  """
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+          for k, v in local.items()}
+
+
+def replicated_fraction(abstract: Any, shardings: Any) -> tuple[float, list[str]]:
+  """Fraction of elements (over all leaves) that every device holds in full, and their names."""
+  total, repl, names = 0, 0, []
+  flat, _ = jax.tree_util.tree_flatten_with_path(abstract)
+  flat_sh = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for (path, leaf), sharding in zip(flat, flat_sh):
+    size = math.prod(leaf.shape)
+    total += size
+    if sharding.is_fully_replicated:
+      repl += size
+      names.append(jax.tree_util.keystr(path))
+  return repl / max(total, 1), names
+
+
+def check_replication(abstract_params: Any, shardings: Any, mesh: Mesh, max_fraction: float):
+  """Raises when a sharded run leaves more than ``max_fraction`` of the parameters replicated.
+
+  Catches rule tables that silently miss a logical name (MaxText's guard). Skipped on one device.
+  """
+  if mesh.size == 1:
+    return
+  frac, names = replicated_fraction(abstract_params, shardings)
+  if frac > max_fraction:
+    raise ValueError(
+        f"{frac:.1%} of parameters are replicated on mesh {dict(mesh.shape)} (allowed "
+        f"{max_fraction:.1%}, config.max_replicated_fraction); check config.axis_rules for: "
+        f"{', '.join(names[:8])}")
+
+
+def per_device_bytes(abstract: Any, shardings: Any) -> int:
+  """Bytes one device holds for a pytree of ShapeDtypeStructs under the given shardings."""
+  total = 0
+  flat_sh = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for leaf, sharding in zip(jax.tree_util.tree_leaves(abstract), flat_sh):
+    total += math.prod(sharding.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+  return total

@@ -1,0 +1,1 @@
+"""Pieces every training stage shares: state by shape, checkpoints, metrics, the loop."""

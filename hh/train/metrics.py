@@ -1,0 +1,82 @@
+"""Metrics: steps return sums plus counts; one writer on process 0 (JSON lines + TensorBoard).
+
+Every metric a stage writes is documented in README.md ("Metrics"). ``reduce`` turns
+``{name_sum, name_count}`` pairs into means so masked token averages stay exact across
+microbatches, log intervals and hosts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def reduce(sums: dict[str, Any]) -> dict[str, float]:
+  """``{'loss_sum': s, 'loss_count': n, 'x': v}`` → ``{'loss': s/n, 'x': v}`` (host floats)."""
+  host = {k: float(np.asarray(v)) for k, v in jax.device_get(sums).items()}
+  out = {}
+  for key, value in host.items():
+    if key.endswith("_count"):
+      continue
+    if key.endswith("_sum"):
+      base = key[: -len("_sum")]
+      out[base] = value / max(host.get(base + "_count", 1.0), 1e-12)
+    else:
+      out[key] = value
+  return out
+
+
+def accumulate(total: dict | None, new: dict) -> dict:
+  """Adds step metrics on device (no host sync); ``None`` starts a new interval."""
+  return new if total is None else jax.tree.map(lambda a, b: a + b, total, new)
+
+
+class Writer:
+  """Appends ``{"step", "split", ...}`` lines to ``metrics.jsonl`` and TensorBoard scalars."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self._tb = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      self._path = os.path.join(workdir, "metrics.jsonl")
+      from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+  def write(self, step: int, split: str, metrics: dict[str, float]):
+    if not self.active:
+      return
+    with open(self._path, "a") as f:
+      f.write(json.dumps({"step": int(step), "split": split, "time": time.time(),
+                          **{k: float(v) for k, v in metrics.items()}}) + "\n")
+    for k, v in metrics.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    self._tb.flush()
+
+  def truncate_after(self, step: int):
+    """Drops lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not self.active or not os.path.exists(self._path):
+      return
+    rows = read(os.path.dirname(self._path))
+    tmp = self._path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
+    os.replace(tmp, self._path)
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read(workdir: str, split: str | None = None) -> list[dict]:
+  """The metric lines of a workdir (for reports and experiments)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if split is None or r["split"] == split]

@@ -1,0 +1,28 @@
+"""hh: a JAX/Flax reimplementation of Bai et al. 2022 (HH-RLHF).
+
+Install for development with ``pip install -e '.[test]'``.
+"""
+import setuptools
+
+setuptools.setup(
+    name="hh",
+    version="0.1.0",
+    description="Helpful & harmless RLHF (Bai et al. 2022) in JAX/Flax",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["hh", "hh.*", "configs"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "ml_collections>=1.0",
+        "absl-py>=2.1",
+        "sentencepiece>=0.2",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+    },
+)
