@@ -1,0 +1,93 @@
+"""Scale without the hardware: AOT-compile a train step for a size on a mesh, print bytes/device.
+
+  python -m hh.plan --config=configs/lm.py:size=52B --devices=64 \\
+      --config.mesh.fsdp=16 --config.mesh.tensor=4 --device_memory_gib=32
+
+On CPU with ``--devices`` simulated devices and abstract shapes only (nothing is allocated), it
+lowers and compiles the jitted LM train step with its real shardings and prints, per device, the
+bytes of parameters, optimizer state and batch (from the shardings) and the compiled step's
+temporaries (XLA's memory analysis). CPU XLA is not TPU XLA, so the temporaries are an estimate
+of the same program, not the TPU compiler's exact figure.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=52B",
+                                          lock_config=True)
+_DEVICES = flags.DEFINE_integer("devices", 8, "Number of simulated CPU devices.")
+_MEMORY = flags.DEFINE_float("device_memory_gib", 32.0, "Memory of one target device, GiB.")
+flags.mark_flags_as_required(["config"])
+
+GiB = 2**30
+
+
+def plan(config, mesh) -> dict[str, float]:
+  """Compiles the LM train step of ``config`` on ``mesh`` from abstract shapes; returns bytes."""
+  from hh import sharding
+  from hh.lm import train as lm_train
+
+  with jax.set_mesh(mesh):
+    built = lm_train.build(config, mesh, config.tokenizer.vocab_size)
+    abstract, shardings = built["abstract"], built["shardings"]
+    batch_shape = (config.data.batch_size, config.data.seq_len)
+    batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32 if k == "weights" else jnp.int32,
+                                     sharding=sharding.batch_sharding(mesh))
+             for k in ("inputs", "targets", "weights")}
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         abstract, shardings)
+    t0 = time.perf_counter()
+    compiled = built["train_step"].lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
+  out = {
+      "params": sharding.per_device_bytes(abstract.params, shardings.params),
+      "opt_state": sharding.per_device_bytes(abstract.opt_state, shardings.opt_state),
+      "batch": sum(sharding.per_device_bytes(b, b.sharding) for b in batch.values()),
+      "arguments": mem.argument_size_in_bytes,
+      "outputs": mem.output_size_in_bytes,
+      "aliased": mem.alias_size_in_bytes,
+      "temporaries": mem.temp_size_in_bytes,
+      "n_params": n_params,
+      "compile_s": compile_s,
+  }
+  # Donated state is aliased to the output, so the peak is arguments + temporaries + the outputs
+  # that are not aliased (the metrics).
+  out["peak"] = out["arguments"] + out["temporaries"] + out["outputs"] - out["aliased"]
+  return out
+
+
+def format_plan(config, mesh, result: dict, memory_gib: float) -> str:
+  m = config.model
+  lines = [f"size {m.size}: {result['n_params'] / 1e9:.2f}B params, mesh {dict(mesh.shape)}, "
+           f"batch {config.data.batch_size}×{config.data.seq_len}, compute {m.dtype}, params "
+           f"{m.param_dtype}, remat {m.remat_policy} (compiled in {result['compile_s']:.0f}s)"]
+  for key in ("params", "opt_state", "batch", "temporaries", "peak"):
+    lines.append(f"  {key:<12} {result[key] / GiB:8.2f} GiB/device")
+  verdict = "fits" if result["peak"] <= memory_gib * GiB else "does NOT fit"
+  lines.append(f"  → {verdict} a {memory_gib:g} GiB device "
+               f"({result['peak'] / (memory_gib * GiB):.0%} of it)")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", _DEVICES.value)
+  from hh import sharding
+  try:
+    config = _CONFIG.value
+    mesh = sharding.make_mesh(config.mesh)
+    print(format_plan(config, mesh, plan(config, mesh), _MEMORY.value))
+  except (ValueError, KeyError) as e:
+    raise SystemExit(f"hh.plan: error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
