@@ -44,8 +44,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     one = jnp.ones((), jnp.float32)  # per-step values are averaged over the log interval
-    metrics = {**metrics, "grad_norm_sum": optax.global_norm(grads), "grad_norm_count": one,
-               "param_norm_sum": optax.global_norm(params), "param_norm_count": one}
+    metrics = {**metrics, "grad_norm_sum": optax.tree.norm(grads), "grad_norm_count": one,
+               "param_norm_sum": optax.tree.norm(params), "param_norm_count": one}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

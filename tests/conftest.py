@@ -1,0 +1,41 @@
+"""Test set-up: 8 simulated CPU devices for every test, shared data paths, a small tokenizer."""
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402  (after the flags above)
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+WIKITEXT = SHARED_DATA / "wikitext-2"
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: long experiments, not run in CI")
+
+
+@pytest.fixture(scope="session")
+def wikitext_tokenizer(tmp_path_factory):
+  """A 512-piece tokenizer trained on WikiText-2 validation text (shared by the tests)."""
+  from hh import tokenizer
+  lines = (WIKITEXT / "valid.txt").read_text(encoding="utf-8").splitlines()
+  return tokenizer.train(lines, 512, str(tmp_path_factory.mktemp("tok") / "tok.model"))
+
+
+def tiny_lm_config(workdir_tokenizer: str, **train):
+  """configs/lm.py:size=tiny shrunk for tests: short sequences, few steps, no progress bar."""
+  from configs import lm
+  config = lm.get_config("size=tiny")
+  config.tokenizer.path = workdir_tokenizer
+  config.data.seq_len = 32
+  config.data.batch_size = 8
+  config.train.progress = False
+  config.train.update(dict(steps=6, log_every=1, eval_every=3, eval_batches=2, ckpt_every=3))
+  config.train.update(train)
+  return config

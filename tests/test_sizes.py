@@ -1,0 +1,51 @@
+"""Parameter counts of all nine sizes through jax.eval_shape (nothing allocated)."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from configs import lm, sizes
+from hh.models import DecoderLM, ModelConfig
+
+
+def non_embedding_params(size: str) -> int:
+  config = lm.get_config(f"size={size}")
+  model = DecoderLM(ModelConfig.from_config(config.model, vocab_size=32_000))
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)["params"]
+  shapes = jax.tree.map(lambda x: getattr(x, "value", x), shapes,
+                        is_leaf=lambda x: hasattr(x, "names"))
+  trunk = dict(shapes["trunk"])
+  trunk.pop("embed")  # token embedding; the LM head lives outside the trunk
+  return sum(x.size for x in jax.tree.leaves(trunk))
+
+
+def closed_form(size: str) -> int:
+  """12·L·d² for the matrices (d_ff = 4d) + 4·L·d LayerNorm + 2·d final LayerNorm."""
+  n_layer, d, _, d_ff, _ = sizes.SIZES[size]
+  return n_layer * (4 * d * d + 2 * d * d_ff + 4 * d) + 2 * d
+
+
+@pytest.mark.parametrize("size", sizes.PAPER_SIZES)
+def test_paper_sizes_within_5_percent(size):
+  count = non_embedding_params(size)
+  assert count == closed_form(size)
+  nominal = sizes.SIZES[size][-1]
+  assert abs(count - nominal) / nominal < 0.05, (size, count)
+
+
+@pytest.mark.parametrize("size,nominal", [("tiny", 1e6), ("small", 3e6)])
+def test_cpu_sizes(size, nominal):
+  count = non_embedding_params(size)
+  assert count == closed_form(size)
+  assert abs(count - nominal) / nominal < 0.15, (size, count)
+
+
+def test_ladder_is_about_4x():
+  counts = [closed_form(s) for s in sizes.PAPER_SIZES]
+  ratios = [b / a for a, b in zip(counts, counts[1:])]
+  assert all(3.0 < r < 5.0 for r in ratios), ratios
+
+
+def test_unknown_size_lists_allowed():
+  with pytest.raises(ValueError, match="unknown model size '7B'; allowed: tiny, small, 13M"):
+    lm.get_config("size=7B")
