@@ -71,9 +71,9 @@ def _one_step(config, devices, batch_np):
 def test_sharded_step_equals_single_device_step():
   """One AdamW step on 1 device vs 8 devices (fsdp=4 × tensor=2): same loss and params.
 
-  Tolerance: fp32 with reductions split differently across devices: loss rel 1e-6; params
-  rtol 1e-5 / atol 1e-5, i.e. 0.3% of the first Adam step (≈ lr = 3e-3 per element), since
-  Adam's g/√v amplifies the last-bit differences of near-zero gradients.
+  Tolerance: fp32 with reductions split differently across devices: loss and gradient norm
+  rel 1e-6; params rtol 1e-5 / atol 1% of the LR, since the first Adam step is ≈ lr·g/|g| and
+  turns last-bit differences of near-zero gradients into differences of a fraction of lr.
   """
   config = lm.get_config("size=small")
   config.data.seq_len, config.data.batch_size = 16, 8
@@ -90,8 +90,9 @@ def test_sharded_step_equals_single_device_step():
   assert wi.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
   assert m1["loss_sum"] / m1["loss_count"] == pytest.approx(m8["loss_sum"] / m8["loss_count"],
                                                              rel=1e-6)
+  assert m1["grad_norm_sum"] == pytest.approx(m8["grad_norm_sum"], rel=1e-5)
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.01 * config.optim.lr)
   # and the step moved the parameters
   assert any(np.abs(a - b).max() > 1e-4 for a, b in
              zip(jax.tree.leaves(p1), jax.tree.leaves(_init_params(config))))
