@@ -7,10 +7,11 @@ wrong and what is allowed.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from hh import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=tiny",
                                           lock_config=True)
@@ -41,11 +42,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  try:
+  with cli.user_errors("hh"):
     run(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    sys.exit(f"hh: error: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, "hh"))

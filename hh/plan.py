@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
+from hh import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=52B",
                                           lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", 8, "Number of simulated CPU devices.")
@@ -81,13 +83,11 @@ def main(argv):
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", _DEVICES.value)
   from hh import sharding
-  try:
+  with cli.user_errors("hh.plan"):
     config = _CONFIG.value
     mesh = sharding.make_mesh(config.mesh)
     print(format_plan(config, mesh, plan(config, mesh), _MEMORY.value))
-  except (ValueError, KeyError) as e:
-    raise SystemExit(f"hh.plan: error: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, "hh.plan"))
