@@ -108,6 +108,21 @@ def check_replication(abstract_params: Any, shardings: Any, mesh: Mesh, max_frac
         f"{', '.join(names[:8])}")
 
 
+def check_divisible(abstract: Any, shardings: Any, what: str = "parameter"):
+  """Raises, naming the leaf and the mesh axes, when a sharded dimension does not divide evenly."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(abstract)
+  flat_sh = jax.tree_util.tree_leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for (path, leaf), sh in zip(flat, flat_sh):
+    for dim, axes in zip(leaf.shape, tuple(sh.spec) + (None,) * len(leaf.shape)):
+      axes = (axes,) if isinstance(axes, str) else (axes or ())
+      parts = math.prod(sh.mesh.shape[a] for a in axes)
+      if dim % parts:
+        raise ValueError(
+            f"{what} {jax.tree_util.keystr(path)} of shape {leaf.shape}: a dimension of {dim} "
+            f"cannot be split {parts} ways over mesh axes {axes}; change config.mesh or the "
+            "model size (e.g. n_head must be divisible by mesh.tensor)")
+
+
 def per_device_bytes(abstract: Any, shardings: Any) -> int:
   """Bytes one device holds for a pytree of ShapeDtypeStructs under the given shardings."""
   total = 0
