@@ -22,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def run(config, workdir: str):
   """Runs ``config.stage`` in ``workdir`` (tests call this directly)."""
   import jax  # after flag parsing, so --xla flags and platform choices take effect
+
   from hh import multihost
   multihost.maybe_initialize()
   if jax.process_index() == 0:

@@ -15,11 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh import sharding, tokenizer as tok_lib
+from hh import sharding
+from hh import tokenizer as tok_lib
 from hh.data import text
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
-from hh.train import checkpoint, loop, metrics as metrics_lib, state as state_lib
+from hh.train import checkpoint, loop
+from hh.train import metrics as metrics_lib
+from hh.train import state as state_lib
 
 
 @dataclasses.dataclass

@@ -1,6 +1,15 @@
 """Model family: the transformer trunk, its heads and the KV-cache decoding path."""
-from hh.models.transformer import (DecoderLM, KVCache, LMHead, ModelConfig, ScalarHead,
-                                   Transformer, attention_mask, init_cache, positions_from_mask)
+from hh.models.transformer import (
+                                   DecoderLM,
+                                   KVCache,
+                                   LMHead,
+                                   ModelConfig,
+                                   ScalarHead,
+                                   Transformer,
+                                   attention_mask,
+                                   init_cache,
+                                   positions_from_mask,
+)
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "ScalarHead", "Transformer",
            "attention_mask", "init_cache", "positions_from_mask"]

@@ -14,7 +14,8 @@ from typing import Any
 import jax
 import tqdm
 
-from hh.train import checkpoint, metrics as metrics_lib
+from hh.train import checkpoint
+from hh.train import metrics as metrics_lib
 
 
 def fit(*, state: Any, train_step: Callable, next_batch: Callable[[], Any],

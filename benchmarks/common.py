@@ -1,0 +1,38 @@
+"""Shared benchmark helpers: timing with block_until_ready, matmul peak, model FLOPs."""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def time_fn(fn, *args, warmup: int = 2, iters: int = 5) -> float:
+  """Median seconds per call of a jitted ``fn`` (outputs blocked on)."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(dtype=jnp.float32, n: int = 2048, iters: int = 5) -> float:
+  """Measured FLOP/s of a square matmul on the default device: this machine's practical peak."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(lambda x, y: x @ y)
+  best = min(time_fn(f, a, b, iters=1) for _ in range(iters))
+  return 2 * n**3 / best
+
+
+def lm_train_flops(n_layer: int, d_model: int, d_ff: int, vocab: int, tokens: int,
+                   seq_len: int) -> float:
+  """Model FLOPs of one train step (PaLM appendix B): 6·N·tokens + 12·L·T·d·tokens.
+
+  N counts the matmul parameters (attention, MLP, LM head; the embedding lookup is free).
+  """
+  n_matmul = n_layer * (4 * d_model * d_model + 2 * d_model * d_ff) + d_model * vocab
+  return 6 * n_matmul * tokens + 12 * n_layer * seq_len * d_model * tokens
