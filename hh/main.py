@@ -13,11 +13,6 @@ from ml_collections import config_flags
 
 from hh import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=tiny",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def run(config, workdir: str):
   """Runs ``config.stage`` in ``workdir`` (tests call this directly)."""
@@ -44,8 +39,17 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   with cli.user_errors("hh"):
-    run(_CONFIG.value, _WORKDIR.value)
+    run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags():
+  """Flags are defined only when run as a program, so tests can import every entry point."""
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=tiny",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, "hh"))

@@ -20,12 +20,6 @@ from ml_collections import config_flags
 
 from hh import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=52B",
-                                          lock_config=True)
-_DEVICES = flags.DEFINE_integer("devices", 8, "Number of simulated CPU devices.")
-_MEMORY = flags.DEFINE_float("device_memory_gib", 32.0, "Memory of one target device, GiB.")
-flags.mark_flags_as_required(["config"])
-
 GiB = 2**30
 
 
@@ -81,13 +75,22 @@ def format_plan(config, mesh, result: dict, memory_gib: float) -> str:
 def main(argv):
   del argv
   jax.config.update("jax_platforms", "cpu")
-  jax.config.update("jax_num_cpu_devices", _DEVICES.value)
+  jax.config.update("jax_num_cpu_devices", flags.FLAGS.devices)
   from hh import sharding
   with cli.user_errors("hh.plan"):
-    config = _CONFIG.value
+    config = flags.FLAGS.config
     mesh = sharding.make_mesh(config.mesh)
-    print(format_plan(config, mesh, plan(config, mesh), _MEMORY.value))
+    print(format_plan(config, mesh, plan(config, mesh), flags.FLAGS.device_memory_gib))
+
+
+def define_flags():
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=52B",
+                                  lock_config=True)
+  flags.DEFINE_integer("devices", 8, "Number of simulated CPU devices.")
+  flags.DEFINE_float("device_memory_gib", 32.0, "Memory of one target device, GiB.")
+  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, "hh.plan"))
