@@ -1,13 +1,15 @@
 """Helpers shared by the config files (big_vision's ``parse_arg`` pattern)."""
 from __future__ import annotations
 
+import os
 import pathlib
 
 import ml_collections
 
-# The shared data folder that sits beside a checkout of hh (see ../shared/data/README.md).
+# The shared data folder that sits beside a checkout of hh (see ../shared/data/README.md);
+# HH_DATA_DIR points elsewhere.
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = pathlib.Path(os.environ.get("HH_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -11,8 +11,9 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from configs.common import SHARED_DATA  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 WIKITEXT = SHARED_DATA / "wikitext-2"
 
 

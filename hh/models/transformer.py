@@ -15,6 +15,7 @@ F d_ff, V vocab, L layers.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -98,6 +99,19 @@ def _dense_init(std: float):
   return nn.initializers.normal(stddev=std)
 
 
+def _dense(x: Array, w: Array, n_in: int = 1) -> Array:
+  """Contracts the last ``n_in`` axes of x with the first ``n_in`` axes of w, as one 2-D matmul.
+
+  Flattening the batch and length axes first matters on CPU: XLA then computes the weight
+  gradient as one [in, B·T] × [B·T, out] matmul (2.6 s → 1.3 s for the 13M LM head) instead of a
+  contraction over two axes. On accelerators it compiles to the same dot.
+  """
+  lead, d_in = x.shape[:x.ndim - n_in], w.shape[:n_in]
+  d_out = w.shape[n_in:]
+  y = x.reshape(-1, math.prod(d_in)) @ w.reshape(math.prod(d_in), -1)
+  return y.reshape(*lead, *d_out)
+
+
 def _weight(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
             std: float) -> Array:
   """A normal-initialised kernel with logical axis names, cast to the compute dtype."""
@@ -116,9 +130,9 @@ class Attention(nn.Module):
     qkv_shape, qkv_axes = (cfg.d_model, cfg.n_head, cfg.d_head), ("embed", "heads", "kv")
     out_std = cfg.init_std / (2 * cfg.n_layer) ** 0.5
     x = x.astype(cfg.dtype)
-    q = jnp.einsum("btd,dhk->bthk", x, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))
-    k = jnp.einsum("btd,dhk->bthk", x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
-    v = jnp.einsum("btd,dhk->bthk", x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
+    q = _dense(x, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))  # [B, T, H, K]
+    k = _dense(x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
+    v = _dense(x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
     q = rope(q, positions, cfg.rope_theta)                            # [B, T, H, K]
     k = rope(k, positions, cfg.rope_theta)
     q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "act_kv"))
@@ -138,7 +152,7 @@ class Attention(nn.Module):
     out = jnp.einsum("bhts,bshk->bthk", probs, v.astype(cfg.dtype))  # [B, T, H, K]
     w_out = _weight(self, "out", (cfg.n_head, cfg.d_head, cfg.d_model), ("heads", "kv", "embed"),
                     out_std)
-    return jnp.einsum("bthk,hkd->btd", out, w_out), cache
+    return _dense(out, w_out, n_in=2), cache
 
 
 class Mlp(nn.Module):
@@ -150,9 +164,9 @@ class Mlp(nn.Module):
     wi = _weight(self, "wi", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std)
     wo = _weight(self, "wo", (cfg.d_ff, cfg.d_model), ("mlp", "embed"),
                  cfg.init_std / (2 * cfg.n_layer) ** 0.5)
-    h = jax.nn.gelu(jnp.einsum("btd,df->btf", x.astype(cfg.dtype), wi))  # [B, T, F]
+    h = jax.nn.gelu(_dense(x.astype(cfg.dtype), wi))                    # [B, T, F]
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_mlp"))
-    return jnp.einsum("btf,fd->btd", h, wo)
+    return _dense(h, wo)
 
 
 def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
@@ -221,7 +235,7 @@ class LMHead(nn.Module):
   def __call__(self, x: Array) -> Array:
     w = _weight(self, "kernel", (self.cfg.d_model, self.cfg.vocab_size), ("embed", "vocab"),
                 self.cfg.init_std)
-    logits = jnp.einsum("btd,dv->btv", x.astype(self.cfg.dtype), w)
+    logits = _dense(x.astype(self.cfg.dtype), w)
     logits = nn.with_logical_constraint(logits, ("act_batch", "act_len", "act_vocab"))
     return logits.astype(jnp.float32)
 
