@@ -21,6 +21,10 @@ setuptools.setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
+        "tensorflow-datasets>=4.9.7",
+        "array-record>=0.5",
+        "grain>=0.2.10",
+        "importlib_resources>=6",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "portpicker>=1.6"],
