@@ -97,7 +97,7 @@ def parse_pair(row: object, where: str, subset: str, allow_empty_response: bool,
   if not isinstance(row, dict) or not all(isinstance(row.get(k), str)
                                           for k in ("chosen", "rejected")):
     missing = [k for k in ("chosen", "rejected") if not isinstance(row, dict) or k not in row]
-    raise BadInput(where, "missing_key", f"expected string keys 'chosen' and 'rejected'"
+    raise BadInput(where, "missing_key", "expected string keys 'chosen' and 'rejected'"
                    + (f"; missing {missing}" if missing else "; found non-strings"))
   chosen_t, rejected_t = row["chosen"], row["rejected"]
   if chosen_t == rejected_t:

@@ -1,0 +1,158 @@
+"""Grain pipelines over TFDS data sources: PM pairs, RL prompts and dialogue LM examples.
+
+Order and sharding: ``grain.samplers.IndexSampler`` shards the records by process
+(``jax.process_index()/process_count()``, contiguous, remainder dropped), then shuffles within the
+shard from ``seed`` and epoch. Each process tokenises and batches its own ``batch_size /
+process_count`` rows; ``hh.sharding.global_batch`` turns them into global arrays on the mesh.
+The iterator's state (a small JSON string) goes into the orbax checkpoint beside the train state;
+restoring it replays exactly the batches an uninterrupted run would have produced next.
+
+Truncation (SPEC §2.1): a PM sample is ``context + "\\n\\nAssistant:" + response + <|eoc|>``.
+The context is cut from the **left** so the response and the EOC token always survive; only a
+response longer than ``seq_len - 1`` tokens on its own is cut, at its end (``truncated`` = 1).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import grain
+import jax
+import numpy as np
+
+from hh.data.tfds_io import text
+from hh.tokenizer import ASSISTANT, PAD_ID, Tokenizer
+
+
+def pm_sequence(tok: Tokenizer, context: str, response: str, seq_len: int):
+  """Right-padded ids [T], mask [T], EOC index, and whether the response itself was cut."""
+  ctx = tok.encode(context)
+  resp = tok.encode(ASSISTANT + response)
+  budget = seq_len - 1
+  truncated = len(resp) > budget
+  resp = resp[:budget]
+  ctx = ctx[len(ctx) - (budget - len(resp)):] if budget > len(resp) else []
+  ids = ctx + resp + [tok.eoc_id]
+  out = np.full(seq_len, PAD_ID, np.int32)
+  out[:len(ids)] = ids
+  mask = (np.arange(seq_len) < len(ids)).astype(np.int32)
+  return out, mask, len(ids) - 1, truncated
+
+
+def prompt_sequence(tok: Tokenizer, context: str, seq_len: int):
+  """Left-padded ids [T] and mask [T] for ``context + "\\n\\nAssistant:"`` (cut from the left)."""
+  ids = tok.encode(context + ASSISTANT)[-seq_len:]
+  out = np.full(seq_len, PAD_ID, np.int32)
+  out[seq_len - len(ids):] = ids
+  mask = (np.arange(seq_len) >= seq_len - len(ids)).astype(np.int32)
+  return out, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class PairTokenizer(grain.transforms.Map):
+  """A comparison → chosen/rejected sequences [T] with masks, EOC indices and metadata."""
+  tok: Tokenizer
+  seq_len: int
+
+  def map(self, ex: dict) -> dict:
+    index = ex["_index"]
+    context = text(ex["context_text"])
+    out = {"index": np.int64(index), "num_human_turns": np.int32(ex["num_human_turns"])}
+    for side in ("chosen", "rejected"):
+      ids, mask, eoc, cut = pm_sequence(self.tok, context, text(ex[side]), self.seq_len)
+      out.update({f"{side}_tokens": ids, f"{side}_mask": mask, f"{side}_eoc": np.int32(eoc),
+                  f"{side}_truncated": np.int32(cut)})
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTokenizer(grain.transforms.Map):
+  """A context (ending on a Human turn) → left-padded prompt tokens for RL."""
+  tok: Tokenizer
+  seq_len: int
+
+  def map(self, ex: dict) -> dict:
+    index = ex["_index"]
+    ids, mask = prompt_sequence(self.tok, text(ex["context_text"]), self.seq_len)
+    return {"index": np.int64(index), "prompt_tokens": ids, "prompt_mask": mask,
+            "num_human_turns": np.int32(ex["num_human_turns"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogueLM(grain.transforms.Map):
+  """A transcript → fixed-length LM example (inputs, targets, weights), padded or cut at the end."""
+  tok: Tokenizer
+  seq_len: int
+  field: str = "chosen_transcript"
+
+  def map(self, ex: dict) -> dict:
+    index = ex["_index"]
+    ids = self.tok.encode(text(ex[self.field]))[:self.seq_len + 1]
+    window = np.full(self.seq_len + 1, PAD_ID, np.int32)
+    window[:len(ids)] = ids
+    weights = (np.arange(self.seq_len) < len(ids) - 1).astype(np.float32)
+    return {"index": np.int64(index), "inputs": window[:-1], "targets": window[1:],
+            "weights": weights}
+
+
+class Indexed:
+  """A data source whose records carry their own index (``"_index"``), to trace every row."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __repr__(self) -> str:  # appears in the saved iterator state: keep it stable
+    return f"Indexed({self.source!r})"
+
+  def __getitem__(self, i: int) -> dict:
+    return {**self.source[i], "_index": int(i)}
+
+
+def make_loader(source, transforms: Sequence, batch_size: int, seed: int,
+                num_epochs: int | None = 1, shuffle: bool = True,
+                worker_count: int = 0) -> grain.DataLoader:
+  """This process's loader of ``batch_size / process_count`` rows per (global) batch."""
+  n_proc = jax.process_count()
+  if batch_size % n_proc:
+    raise ValueError(f"batch_size={batch_size} must be divisible by the {n_proc} processes")
+  shard = grain.sharding.ShardOptions(shard_index=jax.process_index(), shard_count=n_proc,
+                                      drop_remainder=True)
+  sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard,
+                                        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+  ops = [*transforms, grain.transforms.Batch(batch_size // n_proc, drop_remainder=True)]
+  return grain.DataLoader(data_source=Indexed(source), sampler=sampler, operations=ops,
+                          worker_count=worker_count)
+
+
+class Iterator:
+  """A loader's iterator with JSON-able state for the checkpoint (``state()``/``restore()``)."""
+
+  def __init__(self, loader: grain.DataLoader):
+    self._it = iter(loader)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._it)
+
+  def state(self) -> dict[str, str]:
+    return {"grain": self._it.get_state().decode()}
+
+  def restore(self, state: dict[str, str]):
+    self._it.set_state(state["grain"].encode())
+
+
+def pm_pair_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Stacks a PM batch's chosen and rejected rows into one trunk batch of 2B sequences.
+
+  Rows [0, B) are chosen, [B, 2B) rejected; ``eoc`` indexes each row's EOC token.
+  """
+  return {"tokens": np.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]]),
+          "mask": np.concatenate([batch["chosen_mask"], batch["rejected_mask"]]),
+          "eoc": np.concatenate([batch["chosen_eoc"], batch["rejected_eoc"]]),
+          "num_human_turns": batch["num_human_turns"]}
+

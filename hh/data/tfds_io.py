@@ -1,0 +1,61 @@
+"""Build TFDS datasets as array_record and read them back as data sources — TensorFlow-free.
+
+``build`` prepares a dataset once under ``data_dir`` (reusing it when complete). TFDS writes into
+an ``incomplete.*`` folder and renames it only when every split is written; if a build fails,
+``build`` also removes that folder, so a failed build leaves nothing behind and the next attempt
+starts clean.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import tensorflow_datasets as tfds
+
+FILE_FORMAT = "array_record"
+
+
+def _builder_cls(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
+  """'hh_rlhf' / 'pmp' → the builder class (importing registers it with TFDS)."""
+  if name == "hh_rlhf":
+    from hh.data.hh_rlhf import HhRlhf
+    return HhRlhf
+  if name == "pmp":
+    from hh.data.pmp import Pmp
+    return Pmp
+  if name == "hh_sim":
+    from hh.sim.dataset import HhSim
+    return HhSim
+  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp, hh_sim")
+
+
+def build(dataset: str, data_dir: str, **builder_kwargs) -> tfds.core.DatasetBuilder:
+  """Prepares ``"name/config"`` under ``data_dir`` (once) and returns its builder."""
+  name, _, config = dataset.partition("/")
+  cls = _builder_cls(name)
+  configs = [c.name for c in cls.BUILDER_CONFIGS]
+  if config not in configs:
+    raise ValueError(f"unknown config {dataset!r}; allowed: "
+                     f"{', '.join(f'{name}/{c}' for c in configs)}")
+  builder = cls(config=config, data_dir=data_dir, file_format=FILE_FORMAT, **builder_kwargs)
+  try:
+    builder.download_and_prepare()
+  except BaseException:
+    for partial in glob.glob(os.path.join(os.path.dirname(builder.data_dir), "incomplete*")):
+      shutil.rmtree(partial, ignore_errors=True)
+    raise
+  return builder
+
+
+def source(builder: tfds.core.DatasetBuilder, split: str):
+  """A random-access ``ArrayRecordDataSource`` for one split (``len`` and ``[i]``)."""
+  if split not in builder.info.splits:
+    raise ValueError(f"split {split!r} not in {builder.info.full_name}; "
+                     f"available: {', '.join(builder.info.splits)}")
+  return builder.as_data_source(split=split)
+
+
+def text(value) -> str:
+  """TFDS returns Text features as bytes: decode to str."""
+  return value.decode("utf-8") if isinstance(value, bytes) else value
