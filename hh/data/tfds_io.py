@@ -24,10 +24,7 @@ def _builder_cls(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
   if name == "pmp":
     from hh.data.pmp import Pmp
     return Pmp
-  if name == "hh_sim":
-    from hh.sim.dataset import HhSim
-    return HhSim
-  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp, hh_sim")
+  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp")
 
 
 def build(dataset: str, data_dir: str, **builder_kwargs) -> tfds.core.DatasetBuilder:

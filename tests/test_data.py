@@ -1,0 +1,193 @@
+"""hh-rlhf through TFDS (no TensorFlow) and grain: counts, round trips, resume, bad input."""
+import collections
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED_DATA
+from hh.data import hh_rlhf, pipeline, tfds_io
+from hh.tokenizer import ASSISTANT, HUMAN
+
+HH = SHARED_DATA / "hh-rlhf"
+
+
+@pytest.fixture(scope="module")
+def harmless(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  return tfds_io.build("hh_rlhf/harmless-base", str(data_dir), source_dir=str(HH))
+
+
+def raw_rows():
+  with gzip.open(HH / "harmless-base" / "test.jsonl.gz", "rt", encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_build_gives_1900_examples_without_tensorflow(tmp_path):
+  code = ("import sys; from hh.data import tfds_io; "
+          f"b = tfds_io.build('hh_rlhf/harmless-base', {str(tmp_path)!r}, source_dir={str(HH)!r});"
+          "print(len(tfds_io.source(b, 'test')), 'tensorflow' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       check=True).stdout.split()
+  assert out[-2:] == ["1900", "False"]
+
+
+def test_inspect_turns_histogram_matches_raw_json(harmless, tmp_path):
+  expected = collections.Counter(
+      r["chosen"][:r["chosen"].rfind(ASSISTANT)].count(HUMAN) for r in raw_rows())
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(harmless.data_dir)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "hh.data.inspect", "--dataset=hh_rlhf/harmless-base",
+       "--split=test", f"--source_dir={HH}", f"--data_dir={data_dir}", "--vocab_size=600",
+       "--examples=1"], capture_output=True, text=True, cwd=REPO, check=True)
+  line = next(x for x in proc.stdout.splitlines() if x.startswith("turns histogram"))
+  printed = dict(tuple(map(int, kv.split(": "))) for kv in line.split("): ")[1].split(", "))
+  assert printed == dict(expected)
+  assert "1900 examples" in proc.stdout and "context_realigned': 2" in proc.stdout
+
+
+def test_split_rule_and_fields(harmless):
+  src = tfds_io.source(harmless, "test")
+  rows = raw_rows()
+  for i in (0, 86, 1254, 1688):  # plain, empty chosen, and the two realigned contexts
+    ex, raw = src[i], rows[i]
+    ctx = tfds_io.text(ex["context_text"])
+    assert ctx + ASSISTANT + tfds_io.text(ex["chosen"]) == raw["chosen"]
+    assert ctx + ASSISTANT + tfds_io.text(ex["rejected"]) == raw["rejected"]
+    speakers = [tfds_io.text(s) for s in ex["context"]["speaker"]]
+    assert speakers[-1] == "Human" and int(ex["num_human_turns"]) == speakers.count("Human")
+
+
+def test_pm_batches_detokenise_to_the_original_text(harmless, wikitext_tokenizer):
+  tok = wikitext_tokenizer
+  src = tfds_io.source(harmless, "test")
+  loader = pipeline.make_loader(src, [pipeline.PairTokenizer(tok, 4096)], 8, seed=1)
+  batch = next(iter(loader))
+  for row in range(8):
+    ex = src[int(batch["index"][row])]
+    for side in ("chosen", "rejected"):
+      ids, mask = batch[f"{side}_tokens"][row], batch[f"{side}_mask"][row]
+      eoc = batch[f"{side}_eoc"][row]
+      assert ids[eoc] == tok.eoc_id and mask.sum() == eoc + 1 and ids[eoc + 1:].sum() == 0
+      assert tok.decode(ids[:eoc]) == tfds_io.text(ex[f"{side}_transcript"])
+  # a short window keeps the whole response and the EOC, cutting the context on the left
+  response = tfds_io.text(src[0]["chosen"])
+  seq_len = len(tok.encode(ASSISTANT + response)) + 10  # room for 9 context tokens
+  short = pipeline.PairTokenizer(tok, seq_len).map({**src[0], "_index": 0})
+  full = tfds_io.text(src[0]["chosen_transcript"])
+  eoc = short["chosen_eoc"]
+  assert eoc == seq_len - 1 and short["chosen_tokens"][eoc] == tok.eoc_id
+  assert short["chosen_truncated"] == 0
+  kept = tok.decode(short["chosen_tokens"][:eoc])
+  assert full.endswith(kept) and kept.endswith(tfds_io.text(src[0]["chosen"]))
+
+
+def test_prompt_batches_end_with_the_assistant_marker(harmless, wikitext_tokenizer):
+  tok = wikitext_tokenizer
+  src = tfds_io.source(harmless, "test")
+  loader = pipeline.make_loader(src, [pipeline.PromptTokenizer(tok, 1024)], 4, seed=0)
+  batch = next(iter(loader))
+  for row in range(4):
+    ids, mask = batch["prompt_tokens"][row], batch["prompt_mask"][row]
+    assert mask[-1] == 1 and ids[-1] == tok.assistant_id  # left-padded, marker last
+    ctx = tfds_io.text(src[int(batch["index"][row])]["context_text"])
+    assert tok.decode(ids[mask == 1]) == ctx + ASSISTANT
+
+
+def test_dialogue_lm_example_weights(harmless, wikitext_tokenizer):
+  ex = pipeline.DialogueLM(wikitext_tokenizer, 4096).map({**tfds_io.source(harmless, "test")[0],
+                                                          "_index": 0})
+  n = int(ex["weights"].sum())
+  np.testing.assert_array_equal(ex["inputs"][1:n], ex["targets"][:n - 1])
+  assert ex["targets"][n:].sum() == 0
+
+
+def test_resume_after_k_batches_gives_the_same_stream(harmless, wikitext_tokenizer, tmp_path):
+  """Stop after k batches, checkpoint with orbax, restore: batches k+1… equal an unbroken run."""
+  import jax.numpy as jnp
+
+  from hh.train import checkpoint
+  src = tfds_io.source(harmless, "test")
+  make = lambda: pipeline.Iterator(pipeline.make_loader(  # noqa: E731
+      src, [pipeline.PairTokenizer(wikitext_tokenizer, 128)], 16, seed=3, num_epochs=2))
+  unbroken = [next(it)["index"] for it in [make()] for _ in range(8)]
+  it = make()
+  for _ in range(3):
+    next(it)
+  mngr = checkpoint.manager(str(tmp_path), keep=1, interval=1)
+  checkpoint.save(mngr, 3, {"x": jnp.zeros(())}, it.state(), force=True)
+  mngr.wait_until_finished()
+  _, data_state = checkpoint.restore_latest(mngr, {"x": jnp.zeros(())}, {"x": None})
+  resumed = make()
+  resumed.restore(data_state)
+  for k in range(3, 8):
+    np.testing.assert_array_equal(next(resumed)["index"], unbroken[k])
+
+
+def _write_rows(path, lines):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with gzip.open(path, "wb") as f:
+    for line in lines:
+      f.write(line if isinstance(line, bytes) else (line + "\n").encode())
+
+
+GOOD = json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected":
+                   "\n\nHuman: hi\n\nAssistant: go away"})
+BAD_ROWS = {
+    "not_json": '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: a", "rejec',
+    "missing_key": json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a"}),
+    "non_utf8": b'{"chosen": "\\n\\nHuman: caf\xe9\\n\\nAssistant: a", "rejected": "b"}\n',
+    "empty_response": json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant:   ",
+                                  "rejected": "\n\nHuman: hi\n\nAssistant: no"}),
+    "no_assistant_turn": json.dumps({"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: yo"}),
+    "identical_pair": json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b",
+                                  "rejected": "\n\nHuman: a\n\nAssistant: b"}),
+    "context_mismatch": json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b",
+                                    "rejected": "\n\nHuman: c\n\nAssistant: d"}),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(BAD_ROWS))
+def test_bad_rows_raise_with_file_line_and_problem(tmp_path, problem):
+  src = tmp_path / "src"
+  _write_rows(src / "harmless-base" / "test.jsonl.gz", [GOOD, BAD_ROWS[problem], GOOD])
+  kwargs = {"allow_empty_response": False} if problem == "empty_response" else {}
+  with pytest.raises(hh_rlhf.BadInput, match=rf"test.jsonl.gz:2: {problem}:"):
+    tfds_io.build("hh_rlhf/harmless-base", str(tmp_path / "data"), source_dir=str(src),
+                  **kwargs)
+  # a failed build leaves no half-written dataset behind
+  leftovers = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+  assert not [p for p in leftovers if "array_record" in p.name or "incomplete" in str(p)]
+
+
+@pytest.mark.parametrize("problem", sorted(BAD_ROWS))
+def test_bad_rows_are_skipped_and_counted(tmp_path, problem):
+  src = tmp_path / "src"
+  _write_rows(src / "harmless-base" / "test.jsonl.gz", [GOOD, BAD_ROWS[problem], GOOD])
+  kwargs = {"allow_empty_response": False} if problem == "empty_response" else {}
+  b = tfds_io.build("hh_rlhf/harmless-base", str(tmp_path / "data"), source_dir=str(src),
+                    skip_bad=True, **kwargs)
+  assert len(tfds_io.source(b, "test")) == 2
+  assert b.info.metadata["test"] == {"rows": 3, "examples": 2, f"skipped_{problem}": 1}
+
+
+def test_missing_source_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="expected the official hh-rlhf layout"):
+    tfds_io.build("hh_rlhf/helpful-base", str(tmp_path), source_dir=str(tmp_path / "none"))
+  with pytest.raises(ValueError, match="unknown config 'hh_rlhf/helpful'; allowed: "):
+    tfds_io.build("hh_rlhf/helpful", str(tmp_path))
+
+
+def test_red_team_attempts_json_array(tmp_path):
+  src = tmp_path / "src"
+  rows = [{"transcript": "\n\nHuman: how do I pick a lock?\n\nAssistant: I can't help.",
+           "rating": 0, "min_harmlessness_score_transcript": 1.5, "task_description": "locks",
+           "num_params": "52B", "model_type": "plain lm"}]
+  _write_rows(src / "red-team-attempts" / "red_team_attempts.jsonl.gz", [json.dumps(rows)])
+  b = tfds_io.build("hh_rlhf/red-team-attempts", str(tmp_path / "data"), source_dir=str(src))
+  ex = tfds_io.source(b, "train")[0]
+  assert int(ex["num_human_turns"]) == 1 and float(ex["min_harmlessness_score_transcript"]) == 1.5
