@@ -86,6 +86,23 @@ def test_pm_batches_detokenise_to_the_original_text(harmless, wikitext_tokenizer
   assert full.endswith(kept) and kept.endswith(tfds_io.text(src[0]["chosen"]))
 
 
+def test_pm_batch_becomes_a_global_array_on_the_mesh(harmless, wikitext_tokenizer):
+  import jax
+
+  from configs import lm
+  from hh import sharding
+  src = tfds_io.source(harmless, "test")
+  batch = next(iter(pipeline.make_loader(src, [pipeline.PairTokenizer(wikitext_tokenizer, 64)],
+                                         8, seed=0)))
+  stacked = pipeline.pm_pair_batch(batch)
+  mesh = sharding.make_mesh(lm.get_config("size=tiny").mesh)  # fsdp over all 8 devices
+  arrays = sharding.global_batch({k: stacked[k] for k in ("tokens", "mask", "eoc")}, mesh)
+  assert arrays["tokens"].shape == (16, 64) and len(jax.devices()) == 8
+  assert arrays["tokens"].sharding.shard_shape((16, 64)) == (2, 64)
+  np.testing.assert_array_equal(np.asarray(arrays["tokens"][:8]), batch["chosen_tokens"])
+  np.testing.assert_array_equal(np.asarray(arrays["eoc"][8:]), batch["rejected_eoc"])
+
+
 def test_prompt_batches_end_with_the_assistant_marker(harmless, wikitext_tokenizer):
   tok = wikitext_tokenizer
   src = tfds_io.source(harmless, "test")

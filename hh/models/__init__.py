@@ -1,15 +1,16 @@
 """Model family: the transformer trunk, its heads and the KV-cache decoding path."""
 from hh.models.transformer import (
-                                   DecoderLM,
-                                   KVCache,
-                                   LMHead,
-                                   ModelConfig,
-                                   ScalarHead,
-                                   Transformer,
-                                   attention_mask,
-                                   init_cache,
-                                   positions_from_mask,
+  DecoderLM,
+  KVCache,
+  LMHead,
+  ModelConfig,
+  PreferenceModel,
+  ScalarHead,
+  Transformer,
+  attention_mask,
+  init_cache,
+  positions_from_mask,
 )
 
-__all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "ScalarHead", "Transformer",
-           "attention_mask", "init_cache", "positions_from_mask"]
+__all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",
+           "Transformer", "attention_mask", "init_cache", "positions_from_mask"]

@@ -273,6 +273,19 @@ class DecoderLM(nn.Module):
     return self.head(x), cache
 
 
+class PreferenceModel(nn.Module):
+  """Trunk + scalar head read at one index per row (the EOC token, SPEC §2.1): scores [B]."""
+  cfg: ModelConfig
+
+  def setup(self):
+    self.trunk = Transformer(self.cfg)
+    self.head = ScalarHead(self.cfg)
+
+  def __call__(self, tokens, mask, index):
+    x, _ = self.trunk(tokens, mask)
+    return self.head(x, index)
+
+
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
   """Zeros for (k, v), each [L, B, max_len, H, K], in the compute dtype by default."""
   shape = (cfg.n_layer, batch, max_len, cfg.n_head, cfg.d_head)

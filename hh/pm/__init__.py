@@ -1,0 +1,1 @@
+"""Preference models: the pairwise loss, its jitted step, evaluation and scoring."""
