@@ -21,6 +21,7 @@ setuptools.setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
+        "matplotlib>=3.8",
         "tensorflow-datasets>=4.9.7",
         "array-record>=0.5",
         "grain>=0.2.10",

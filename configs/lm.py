@@ -54,10 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.data = ml_collections.ConfigDict(dict(
-      name="wikitext2",
+      sources=("wikitext2",),  # wikitext2 and/or sim (the synthetic world's dialogues)
       dir=str(common.SHARED_DATA / "wikitext-2"),  # folder holding the raw text files below
       files=("valid.txt", "test.txt"),  # read and split into articles
-      val_every=10,          # every 10th article is held out for validation
+      val_every=10,          # every 10th document is held out for validation
       seq_len=2048 if paper_scale else 128,  # tokens per training sequence
       batch_size=64 if paper_scale else 16,  # global batch (sequences), split over data×fsdp
   ))

@@ -31,7 +31,28 @@ def run(config, workdir: str):
       print(f"validation loss {result['val_loss']:.3f} nats/token after {result['step']} steps; "
             f"unigram entropy of the tokenised text {result['unigram_entropy']:.3f} nats/token")
     return result
-  raise ValueError(f"config.stage={config.stage!r}; allowed: lm")
+  if config.stage == "pipeline":
+    from hh import pipeline
+    results = pipeline.run(config, workdir)
+    if jax.process_index() == 0:
+      _print_pipeline(results, workdir)
+    return results
+  raise ValueError(f"config.stage={config.stage!r}; allowed: lm, pipeline")
+
+
+def _print_pipeline(results: dict, workdir: str):
+  world = results.get("world")
+  if world:
+    c = world["ceilings"]
+    print(f"world: tranches {world['tranches']}; Bayes ceiling helpful/test "
+          f"{c['helpful/test']['bayes_ceiling']:.3f}, harmless/test "
+          f"{c['harmless/test']['bayes_ceiling']:.3f}")
+  lm = results.get("lm")
+  if lm:
+    print(f"lm: validation loss {lm['val_loss']:.3f} nats/token after {lm['step']} steps; "
+          f"unigram entropy {lm['unigram_entropy']:.3f} nats/token")
+  if results.get("report"):
+    print(f"report: {results['report']['path']}")
 
 
 def main(argv):

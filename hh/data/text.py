@@ -35,7 +35,7 @@ def read_articles(data_dir: str, files) -> list[str]:
 
 
 def split_articles(articles: list[str], val_every: int) -> tuple[list[str], list[str]]:
-  """Every ``val_every``-th article is validation, the rest train."""
+  """Every ``val_every``-th document is validation, the rest train."""
   val = [a for i, a in enumerate(articles) if i % val_every == val_every - 1]
   train = [a for i, a in enumerate(articles) if i % val_every != val_every - 1]
   return train, val
@@ -100,10 +100,13 @@ class Batcher:
 
 
 def eval_batches(windows: np.ndarray, batch_size: int, n_batches: int):
-  """A fixed list of this process's validation batches (the first n·B windows)."""
+  """A fixed list of this process's validation batches: n·B windows spread evenly over the
+  validation stream, so every source of a mixed corpus is represented."""
   per = batch_size // jax.process_count()
+  n_batches = min(n_batches, len(windows) // batch_size)
+  picked = np.linspace(0, len(windows) - 1, n_batches * batch_size).round().astype(int)
   out = []
-  for b in range(min(n_batches, len(windows) // batch_size)):
-    rows = np.arange(b * batch_size, (b + 1) * batch_size)
+  for b in range(n_batches):
+    rows = picked[b * batch_size:(b + 1) * batch_size]
     out.append(lm_example(windows[rows[jax.process_index() * per:(jax.process_index() + 1) * per]]))
   return out

@@ -14,6 +14,7 @@ import shutil
 import tensorflow_datasets as tfds
 
 FILE_FORMAT = "array_record"
+tfds.disable_progress_bar()
 
 
 def _builder_cls(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
@@ -24,7 +25,10 @@ def _builder_cls(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
   if name == "pmp":
     from hh.data.pmp import Pmp
     return Pmp
-  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp")
+  if name == "hh_sim":
+    from hh.sim.dataset import HhSim
+    return HhSim
+  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp, hh_sim")
 
 
 def build(dataset: str, data_dir: str, **builder_kwargs) -> tfds.core.DatasetBuilder:

@@ -44,9 +44,31 @@ def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_l
   return tok_lib.train(lines, config.tokenizer.vocab_size, path)
 
 
-def load_data(config, workdir: str) -> LMData:
-  articles = text.read_articles(config.data.dir, config.data.files)
-  train_texts, val_texts = text.split_articles(articles, config.data.val_every)
+def corpus(config, world_workdir: str | None) -> list[str]:
+  """The documents of ``config.data.sources``: WikiText-2 articles and/or world dialogues."""
+  docs: list[str] = []
+  for source in config.data.sources:
+    if source == "wikitext2":
+      docs += text.read_articles(config.data.dir, config.data.files)
+    elif source == "sim":
+      if world_workdir is None:
+        raise ValueError("config.data.sources has 'sim' but no world was built (run "
+                         "configs/pipeline.py, which builds the world first)")
+      from hh.data import tfds_io
+      from hh.sim import stage as sim_stage
+      builder = sim_stage.build(config.world.to_dict(), world_workdir, "lm")
+      for split in builder.info.splits:
+        src = tfds_io.source(builder, split)
+        docs += [tfds_io.text(src[i]["text"]) for i in range(len(src))]
+    else:
+      raise ValueError(f"config.data.sources: unknown source {source!r}; allowed: wikitext2, "
+                       "sim")
+  return docs
+
+
+def load_data(config, workdir: str, world_workdir: str | None = None) -> LMData:
+  docs = corpus(config, world_workdir)
+  train_texts, val_texts = text.split_articles(docs, config.data.val_every)
   tok = load_tokenizer(config, workdir, train_texts)
   train_stream = text.tokenize(train_texts, tok)
   val_stream = text.tokenize(val_texts, tok)
@@ -101,11 +123,14 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
   return metrics_lib.reduce(total)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Pretrains the LM named by ``config``; returns the final validation metrics."""
+def train_and_evaluate(config, workdir: str, world_workdir: str | None = None) -> dict[str, Any]:
+  """Pretrains the LM named by ``config``; returns the final validation metrics.
+
+  ``world_workdir``: where the pipeline built the synthetic world (for the 'sim' source).
+  """
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
-  data = load_data(config, workdir)
+  data = load_data(config, workdir, world_workdir)
   batcher = text.Batcher(data.train, config.data.batch_size, config.seed)
   val_batches = text.eval_batches(data.val, config.data.batch_size, config.train.eval_batches)
   writer = metrics_lib.Writer(workdir)

@@ -1,0 +1,98 @@
+"""The pipeline report: ``report/report.md`` with PNG figures, from what the stages wrote.
+
+Reads only the workdir (world summary, datasets, metrics), so it can be regenerated at any time.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def lm_figure(lm_dir: str, unigram: float, path: str):
+  from hh.train import metrics
+  plt = _plt()
+  train, val = metrics.read(lm_dir, "train"), metrics.read(lm_dir, "val")
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+  ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="validation")
+  ax.axhline(unigram, ls="--", c="gray", label=f"unigram entropy {unigram:.2f}")
+  ax.set(xlabel="step", ylabel="loss (nats/token)", title="LM pretraining")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def world_figure(workdir: str, path: str):
+  """Gold helpfulness of chosen vs rejected (helpful tranche); helpful vs harmless (red-team)."""
+  from hh.data import tfds_io
+  from hh.sim import stage
+  plt = _plt()
+  world_cfg = json.load(open(os.path.join(workdir, "config.json")))["world"]
+  helpful = tfds_io.source(stage.build(world_cfg, workdir, "helpful"), "train")
+  harmless = tfds_io.source(stage.build(world_cfg, workdir, "harmless"), "train")
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  rows = [helpful[i] for i in range(len(helpful))]
+  bins = np.linspace(-0.6, 1.05, 34)
+  a.hist([r["chosen_helpful"] for r in rows], bins, alpha=0.6, label="chosen")
+  a.hist([r["rejected_helpful"] for r in rows], bins, alpha=0.6, label="rejected")
+  a.set(xlabel="gold helpfulness", ylabel="responses", title="helpful tranche (noisy labels)")
+  a.legend()
+  pts = np.array([[r[f"{s}_helpful"], r[f"{s}_harmless"]] for i in range(len(harmless))
+                  for r in [harmless[i]] for s in ("chosen", "rejected")])
+  jitter = np.random.default_rng(0).normal(0, 0.03, pts.shape)
+  b.scatter(*(pts + jitter).T, s=4, alpha=0.3)
+  b.set(xlabel="gold helpfulness", ylabel="gold harmlessness",
+        title="base responses to harmful requests")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write(config, workdir: str) -> str:
+  """Writes report/report.md (+ PNGs) and returns its path."""
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  lines = ["# hh pipeline report", "", f"Workdir `{os.path.abspath(workdir)}`, model size "
+           f"`{config.model.size}`, world seed {config.world.seed}.", ""]
+  summary_path = os.path.join(workdir, "world", "summary.json")
+  if os.path.exists(summary_path):
+    s = json.load(open(summary_path))
+    world_figure(workdir, os.path.join(out, "world.png"))
+    lines += ["## The synthetic world", "", "A sample comparison (helpful tranche); gold "
+              "(helpfulness, harmlessness) chosen "
+              f"{tuple(round(x, 2) for x in s['sample']['gold_chosen'])}, rejected "
+              f"{tuple(round(x, 2) for x in s['sample']['gold_rejected'])}:", "", "```",
+              s["sample"]["transcript_chosen"].strip(), "", "[rejected] Assistant:" +
+              s["sample"]["rejected"], "```", "", "| dataset | train | test |", "|---|---|---|"]
+    lines += [f"| {k} | {v.get('train', 0)} | {v.get('test', 0)} |"
+              for k, v in s["tranches"].items()]
+    lines += ["", "| comparisons | Bayes ceiling | inter-annotator agreement | labels = gold |",
+              "|---|---|---|---|"]
+    lines += [f"| {k} | {v['bayes_ceiling']:.3f} | {v['inter_annotator_agreement']:.3f} | "
+              f"{v['label_agrees_with_gold']:.3f} |" for k, v in s["ceilings"].items()]
+    lines += ["", "Helpfulness vs harmlessness of base responses to harmful requests: "
+              f"correlation {s['helpful_harmless_correlation_on_harmful']:.2f}.", "",
+              "![world](world.png)", ""]
+  lm_result = os.path.join(workdir, "lm", "lm_result.json")
+  if os.path.exists(lm_result):
+    r = json.load(open(lm_result))
+    lm_figure(os.path.join(workdir, "lm"), r["unigram_entropy"], os.path.join(out, "lm.png"))
+    lines += ["## Language model", "", f"{r['step']} steps; validation loss "
+              f"{r['val_loss']:.3f} nats/token (unigram entropy of the tokenised text "
+              f"{r['unigram_entropy']:.3f}); next-token accuracy {r['val_accuracy']:.3f}; "
+              f"vocabulary {r['vocab_size']}; {r['train_tokens']:,} training tokens.", "",
+              "![lm](lm.png)", ""]
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
