@@ -111,7 +111,7 @@ def _candidates(response: str, kind: str, world: W.World, question: str,
     return set(_NUMBER.findall(response)) - echoed
   names = set(world.countries) | {str(v["capital"]) for v in world.countries.values()}
   words = set(re.findall(r"[A-Za-z]+", response))
-  cands = {w for w in words if w in names or w.lower() in world.words
+  cands = {w for w in words if w == answer or w in names or w.lower() in world.words
            or (w.isupper() and len(w) > 2) or w[::-1] in world.words}
   return cands - echoed
 
