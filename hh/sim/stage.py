@@ -66,7 +66,9 @@ def run(world_cfg: dict, workdir: str) -> dict:
           "inter_annotator_agreement": annotator.inter_annotator_agreement(s_c, s_r, T),
           "label_agrees_with_gold": float(np.mean(s_c > s_r))}
   summary["helpful_harmless_correlation_on_harmful"] = harmful_correlation(world_cfg)
-  ex = tfds_io.source(builders["helpful"], "train")[0]
+  helpful = tfds_io.source(builders["helpful"], "train")
+  ex = next((helpful[i] for i in range(len(helpful)) if helpful[i]["num_human_turns"] >= 3),
+            helpful[0])  # a multi-turn sample shows more of the format
   summary["sample"] = {"transcript_chosen": tfds_io.text(ex["chosen_transcript"]),
                        "rejected": tfds_io.text(ex["rejected"]),
                        "gold_chosen": [float(ex["chosen_helpful"]), float(ex["chosen_harmless"])],
