@@ -1,0 +1,65 @@
+"""PM evaluations as pure functions of scores (SPEC §2.5): float64 numpy in, numbers out.
+
+Inputs are per-pair arrays: ``good`` / ``bad`` [N] the scores of the preferred and the other
+response (after mean removal where it matters), ``turns`` [N] the number of Human turns.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(good: np.ndarray, bad: np.ndarray) -> float:
+  """Fraction of pairs with r(good) > r(bad) (ties count as wrong)."""
+  good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+  return float(np.mean(good > bad)) if good.size else float("nan")
+
+
+def calibration(good: np.ndarray, bad: np.ndarray, n_bins: int = 10,
+                max_delta: float | None = None) -> dict[str, np.ndarray | float]:
+  """Accuracy binned by |Δ| = |r_good − r_bad| against the model's own claim σ(|Δ|) (Fig. 9).
+
+  In each bin: ``accuracy`` = fraction of pairs where the higher-scored response was the
+  preferred one, ``predicted`` = mean σ(|Δ|) of the bin's pairs, ``count``. The expected
+  calibration error is Σ_b (n_b/N)·|accuracy_b − predicted_b|. Bins are equal-width on
+  [0, max_delta] (default: the largest |Δ|); empty bins are NaN and do not count.
+  """
+  good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+  delta = good - bad
+  mag = np.abs(delta)
+  top = float(max_delta if max_delta is not None else max(mag.max(initial=0.0), 1e-12))
+  edges = np.linspace(0.0, top, n_bins + 1)
+  idx = np.clip(np.digitize(mag, edges[1:-1]), 0, n_bins - 1)
+  right = (delta > 0).astype(np.float64)  # the higher-scored response was preferred
+  conf = 1.0 / (1.0 + np.exp(-mag))
+  count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    acc = np.bincount(idx, right, minlength=n_bins) / count
+    pred = np.bincount(idx, conf, minlength=n_bins) / count
+  filled = count > 0
+  ece = float(np.sum(count[filled] / count.sum() * np.abs(acc[filled] - pred[filled])))
+  return {"edges": edges, "centers": (edges[:-1] + edges[1:]) / 2, "accuracy": acc,
+          "predicted": pred, "count": count, "ece": ece}
+
+
+def accuracy_by_turns(good, bad, turns, max_turns: int = 5) -> dict[int, tuple[float, int]]:
+  """{n: (accuracy, count)} for n = 1 … max_turns − 1, and ``max_turns`` meaning ≥ max_turns."""
+  turns = np.minimum(np.asarray(turns), max_turns)
+  good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+  return {int(t): (accuracy(good[turns == t], bad[turns == t]), int((turns == t).sum()))
+          for t in range(1, max_turns + 1) if (turns == t).any()}
+
+
+def threshold_accuracy(good, bad, thresholds) -> list[tuple[float, float, int]]:
+  """[(threshold, accuracy, count)] over pairs whose two scores both exceed the threshold
+  (scores after mean removal; SPEC Fig. 25)."""
+  good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+  out = []
+  for th in thresholds:
+    keep = (good > th) & (bad > th)
+    out.append((float(th), accuracy(good[keep], bad[keep]), int(keep.sum())))
+  return out
+
+
+def mean_removal_offset(scores: np.ndarray) -> float:
+  """The constant subtracted from a PM's scores: their mean on a held-out set (SPEC §2.2)."""
+  return float(np.mean(np.asarray(scores, np.float64)))

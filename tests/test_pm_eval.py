@@ -1,0 +1,74 @@
+"""PM evaluation and Elo math against hand computations and simulations from known values."""
+import numpy as np
+import pytest
+
+from hh import elo
+from hh.pm import eval as pm_eval
+
+
+def test_accuracy_by_hand():
+  assert pm_eval.accuracy([1, 2, 3, 0], [0, 3, 1, 0]) == 0.5  # the tie counts as wrong
+
+
+def test_calibration_by_hand():
+  good = np.array([0.5, 0.2, 1.6, 1.5, 1.9])
+  bad = np.array([0.0, 0.6, 0.0, 0.0, 0.0])
+  cal = pm_eval.calibration(good, bad, n_bins=2, max_delta=2.0)  # bins [0,1), [1,2]
+  # bin 0: |Δ| = 0.5 (right), 0.4 (wrong) → 1/2; bin 1: 1.6, 1.5, 1.9 all right → 1
+  np.testing.assert_allclose(cal["accuracy"], [0.5, 1.0])
+  sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+  pred = [np.mean([sig(0.5), sig(0.4)]), np.mean([sig(1.6), sig(1.5), sig(1.9)])]
+  np.testing.assert_allclose(cal["predicted"], pred)
+  assert cal["ece"] == pytest.approx(2 / 5 * abs(0.5 - pred[0]) + 3 / 5 * abs(1.0 - pred[1]))
+
+
+def test_calibrated_scores_have_small_ece_and_overconfident_ones_do_not():
+  rng = np.random.default_rng(0)
+  delta = rng.normal(0, 2, 100_000)  # the true log-odds that the first is preferred
+  first_preferred = rng.random(delta.size) < 1 / (1 + np.exp(-delta))
+  s1, s2 = delta, np.zeros_like(delta)
+  good = np.where(first_preferred, s1, s2)
+  bad = np.where(first_preferred, s2, s1)
+  assert pm_eval.calibration(good, bad, 10, 6.0)["ece"] < 0.01
+  assert pm_eval.calibration(3 * good, 3 * bad, 10, 6.0)["ece"] > 0.05  # overconfident PM
+
+
+def test_accuracy_by_turns_and_threshold_by_hand():
+  good = np.array([1.0, 2.0, 0.5, 3.0, 4.0])
+  bad = np.array([0.0, 3.0, 0.4, 3.5, 1.0])
+  turns = np.array([1, 1, 2, 7, 5])
+  assert pm_eval.accuracy_by_turns(good, bad, turns) == {1: (0.5, 2), 2: (1.0, 1), 5: (0.5, 2)}
+  out = pm_eval.threshold_accuracy(good, bad, [0.0, 0.45, 2.5])
+  # > 0: pairs 2–5 (2 right) → 1/2; > 0.45: pairs 2, 4, 5 → 1/3; > 2.5: pair 4 only → 0
+  assert out == [(0.0, 0.5, 4), (0.45, 1 / 3, 3), (2.5, 0.0, 1)]
+  assert pm_eval.mean_removal_offset([1.0, 2.0, 6.0]) == 3.0
+
+
+def test_elo_conversions():
+  assert elo.ELO_PER_PM == pytest.approx(173.7, abs=0.05)  # "ΔElo ≈ 174·ΔPM"
+  assert elo.win_rate(400.0, 0.0) == pytest.approx(10 / 11)
+  assert elo.win_rate(0.0, 0.0) == 0.5
+  assert elo.elo_from_win_rate(10 / 11) == pytest.approx(400.0)
+  # a PM difference of Δ gives P = σ(Δ), the same as its Elo difference
+  d = 0.8
+  assert elo.win_rate(elo.pm_to_elo(d), 0.0) == pytest.approx(1 / (1 + np.exp(-d)))
+  assert elo.elo_to_pm(elo.pm_to_elo(1.3)) == pytest.approx(1.3)
+
+
+def test_fit_elo_recovers_known_ratings_with_honest_errors():
+  true = np.array([0.0, 100.0, -150.0, 300.0])
+  rng = np.random.default_rng(0)
+  z = []
+  for _ in range(40):
+    wins = np.zeros((4, 4))
+    for i in range(4):
+      for j in range(i + 1, 4):
+        n = 400
+        w = rng.binomial(n, elo.win_rate(true[i], true[j]))
+        wins[i, j], wins[j, i] = w, n - w
+    fit, err = elo.fit_elo(wins)
+    assert fit[0] == 0.0 and err[0] == 0.0
+    z.append((fit[1:] - true[1:]) / err[1:])
+  z = np.array(z)
+  assert np.abs(z).max() < 4.5
+  assert 0.7 < z.std() < 1.3  # the error bars match the scatter of the estimates
