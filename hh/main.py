@@ -31,13 +31,23 @@ def run(config, workdir: str):
       print(f"validation loss {result['val_loss']:.3f} nats/token after {result['step']} steps; "
             f"unigram entropy of the tokenised text {result['unigram_entropy']:.3f} nats/token")
     return result
+  if config.stage == "pm":
+    from hh.pm import train as pm_train
+    result = pm_train.train_and_evaluate(config, workdir)
+    if jax.process_index() == 0:
+      for spec, r in result["by_test_set"].items():
+        extra = (f"; Bayes ceiling {r['bayes_ceiling']:.3f} → {r['fraction_of_ceiling']:.1%} of "
+                 "it" if "bayes_ceiling" in r else "")
+        print(f"{spec}: PM accuracy {r['accuracy']:.3f} on {r['pairs']} pairs; 'prefer the "
+              f"shorter response' {r['shorter_response_baseline']:.3f}{extra}")
+    return result
   if config.stage == "pipeline":
     from hh import pipeline
     results = pipeline.run(config, workdir)
     if jax.process_index() == 0:
       _print_pipeline(results, workdir)
     return results
-  raise ValueError(f"config.stage={config.stage!r}; allowed: lm, pipeline")
+  raise ValueError(f"config.stage={config.stage!r}; allowed: lm, pm, pipeline")
 
 
 def _print_pipeline(results: dict, workdir: str):

@@ -57,7 +57,8 @@ class PairTokenizer(grain.transforms.Map):
   def map(self, ex: dict) -> dict:
     index = ex["_index"]
     context = text(ex["context_text"])
-    out = {"index": np.int64(index), "num_human_turns": np.int32(ex["num_human_turns"])}
+    out = {"index": np.int64(index), "num_human_turns": np.int32(ex["num_human_turns"]),
+           "weight": np.float32(ex.get("_weight", 1.0)), "part": np.int32(ex.get("_part", 0))}
     for side in ("chosen", "rejected"):
       ids, mask, eoc, cut = pm_sequence(self.tok, context, text(ex[side]), self.seq_len)
       out.update({f"{side}_tokens": ids, f"{side}_mask": mask, f"{side}_eoc": np.int32(eoc),
@@ -111,18 +112,38 @@ class Indexed:
     return {**self.source[i], "_index": int(i)}
 
 
+class Concat:
+  """Several data sources as one; records get ``_part`` (which source) and ``_weight``."""
+
+  def __init__(self, sources: Sequence, weights: Sequence[float]):
+    self.sources, self.weights = list(sources), list(weights)
+    self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def __repr__(self) -> str:
+    return f"Concat({self.sources!r}, {self.weights!r})"
+
+  def __getitem__(self, i: int) -> dict:
+    part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+    ex = self.sources[part][int(i - self.offsets[part])]
+    return {**ex, "_part": part, "_weight": self.weights[part]}
+
+
 def make_loader(source, transforms: Sequence, batch_size: int, seed: int,
                 num_epochs: int | None = 1, shuffle: bool = True,
-                worker_count: int = 0) -> grain.DataLoader:
+                worker_count: int = 0, drop_remainder: bool = True) -> grain.DataLoader:
   """This process's loader of ``batch_size / process_count`` rows per (global) batch."""
   n_proc = jax.process_count()
   if batch_size % n_proc:
     raise ValueError(f"batch_size={batch_size} must be divisible by the {n_proc} processes")
   shard = grain.sharding.ShardOptions(shard_index=jax.process_index(), shard_count=n_proc,
-                                      drop_remainder=True)
+                                      drop_remainder=drop_remainder)
   sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard,
                                         shuffle=shuffle, num_epochs=num_epochs, seed=seed)
-  ops = [*transforms, grain.transforms.Batch(batch_size // n_proc, drop_remainder=True)]
+  ops = [*transforms, grain.transforms.Batch(batch_size // n_proc,
+                                             drop_remainder=drop_remainder)]
   return grain.DataLoader(data_source=Indexed(source), sampler=sampler, operations=ops,
                           worker_count=worker_count)
 
@@ -154,5 +175,5 @@ def pm_pair_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {"tokens": np.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]]),
           "mask": np.concatenate([batch["chosen_mask"], batch["rejected_mask"]]),
           "eoc": np.concatenate([batch["chosen_eoc"], batch["rejected_eoc"]]),
-          "num_human_turns": batch["num_human_turns"]}
+          "weight": batch["weight"]}
 

@@ -1,0 +1,66 @@
+"""Preference-model training: PMP then finetuning on comparisons (SPEC §2.3, §2.4).
+
+  # on the synthetic world built by configs/pipeline.py in runs/pipeline:
+  python -m hh.main --config=configs/pm.py:size=tiny,data=sim --workdir=runs/pm \\
+      --config.world_workdir=runs/pipeline --config.init_from=runs/pipeline/lm
+  # on real hh-rlhf comparisons (the shipped harmless-base rows):
+  python -m hh.main --config=configs/pm.py:size=tiny,data=hh_rlhf --workdir=runs/pm_real \\
+      --config.init_from=runs/lm_tiny
+
+The paper's settings are the defaults for the paper sizes: PMP at 0.1× the LM-pretraining LR,
+finetuning at 0.01× with a constant LR, one epoch each, context 1024. CPU sizes take larger LR
+factors (commented below): their few hundred steps from a tiny LM learn nothing at 0.01×.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common, lm, sizes, world
+
+
+def phase(lr_factor: float, schedule: str, datasets: tuple, seq_len: int, batch_pairs: int,
+          eval_every: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      lr_factor=lr_factor,      # × config.optim.lr (the LM-pretraining LR)
+      schedule=schedule,        # constant | cosine | linear (after warmup)
+      warmup_steps=10,
+      epochs=1,                 # single epoch: the learning curve is the data-scaling curve
+      datasets=datasets,        # "name/config[:split]" (see hh/pm/train.py)
+      seq_len=seq_len,          # context + response + EOC, context cut from the left
+      batch_pairs=batch_pairs,  # comparisons per step (2× sequences through the trunk)
+      max_pairs=config_dict.placeholder(int),  # use only the first N comparisons (data scaling)
+      eval_every=eval_every,    # evaluate on the test comparisons every N steps (learning curve)
+  ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, size="tiny", data="sim", pmp=True)
+  if arg.data not in ("sim", "hh_rlhf"):
+    raise ValueError(f"config argument data={arg.data!r}; allowed: sim, hh_rlhf")
+  paper_scale = arg.size not in sizes.CPU_SIZES
+  config = lm.get_config(f"size={arg.size}")
+  config.stage = "pm"
+  config.world = world.get_world_config()  # used when datasets name hh_sim
+  config.world_workdir = config_dict.placeholder(str)  # where hh_sim was built (the pipeline)
+  config.hh_rlhf_dir = str(common.SHARED_DATA / "hh-rlhf")  # official layout (source_dir)
+  seq = 1024 if paper_scale else 128
+  batch = 32 if paper_scale else 16
+  if arg.data == "sim":
+    pmp_sets = ("hh_sim/pmp:train",)
+    ft_sets = ("hh_sim/helpful:train", "hh_sim/harmless:train")
+    test_sets = ("hh_sim/helpful:test", "hh_sim/harmless:test")
+  else:  # the shipped 1,900 harmless-base rows: 90% train / 10% test by index
+    pmp_sets = ()
+    ft_sets = ("hh_rlhf/harmless-base:test[:90%]",)
+    test_sets = ("hh_rlhf/harmless-base:test[90%:]",)
+  # CPU sizes: 0.3× / 0.1× instead of 0.1× / 0.01× (see the module doc).
+  config.pmp = phase(0.1 if paper_scale else 0.3, "cosine", pmp_sets if arg.pmp else (), seq,
+                     batch, 100)
+  config.finetune = phase(0.01 if paper_scale else 0.1, "constant", ft_sets, seq, batch, 50)
+  config.test_datasets = test_sets
+  config.harmless_weight = 1.0  # λ in L_helpful + λ·L_harmless (SPEC §2.4; λ = 1 default)
+  config.train.log_every = 10
+  config.train.ckpt_every = 100
+  config.init_from = config_dict.placeholder(str)  # the pretrained LM's workdir (trunk only)
+  return config
