@@ -78,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=100_000 if paper_scale else 400,
       log_every=20,          # train metrics to JSON lines / TensorBoard
       eval_every=100,        # validation loss
+      eval_at=(),            # extra steps to evaluate at (e.g. log-spaced learning curves)
       eval_batches=8,        # validation batches per evaluation (fixed set)
       ckpt_every=100,        # async orbax checkpoint
       keep_ckpts=2,

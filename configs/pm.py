@@ -9,7 +9,7 @@
 
 The paper's settings are the defaults for the paper sizes: PMP at 0.1× the LM-pretraining LR,
 finetuning at 0.01× with a constant LR, one epoch each, context 1024. CPU sizes take larger LR
-factors (commented below): their few hundred steps from a tiny LM learn nothing at 0.01×.
+factors (commented below): a few hundred steps of a tiny model learn too little at 0.01×.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def phase(lr_factor: float, schedule: str, datasets: tuple, seq_len: int, batch_
       batch_pairs=batch_pairs,  # comparisons per step (2× sequences through the trunk)
       max_pairs=config_dict.placeholder(int),  # use only the first N comparisons (data scaling)
       eval_every=eval_every,    # evaluate on the test comparisons every N steps (learning curve)
+      eval_at=(2, 4, 8, 16, 32, 64, 128),  # and at these steps: a log-spaced curve
   ))
 
 
@@ -54,10 +55,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     pmp_sets = ()
     ft_sets = ("hh_rlhf/harmless-base:test[:90%]",)
     test_sets = ("hh_rlhf/harmless-base:test[90%:]",)
-  # CPU sizes: 0.3× / 0.1× instead of 0.1× / 0.01× (see the module doc).
-  config.pmp = phase(0.1 if paper_scale else 0.3, "cosine", pmp_sets if arg.pmp else (), seq,
+  # CPU sizes: 1.0× / 0.3× instead of 0.1× / 0.01× (see the module doc; at 0.1× finetuning
+  # the tiny PM reaches 0.660 helpful accuracy, at 0.3× 0.672).
+  config.pmp = phase(0.1 if paper_scale else 1.0, "cosine", pmp_sets if arg.pmp else (), seq,
                      batch, 100)
-  config.finetune = phase(0.01 if paper_scale else 0.1, "constant", ft_sets, seq, batch, 50)
+  config.finetune = phase(0.01 if paper_scale else 0.3, "constant", ft_sets, seq, batch, 50)
   config.test_datasets = test_sets
   config.harmless_weight = 1.0  # λ in L_helpful + λ·L_harmless (SPEC §2.4; λ = 1 default)
   config.train.log_every = 10

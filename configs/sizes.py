@@ -10,6 +10,8 @@ from __future__ import annotations
 
 # name: (n_layer, d_model, n_head, d_ff, nominal non-embedding parameters)
 SIZES: dict[str, tuple[int, int, int, int, float]] = {
+    "micro": (1, 64, 1, 256, 5e4),      # ≈0.05M, CPU ladder for the PM figures
+    "mini": (1, 128, 2, 512, 2e5),      # ≈0.2M, CPU ladder
     "tiny": (2, 192, 3, 768, 1e6),      # ≈0.89M, CPU tests and the default pipeline
     "small": (4, 256, 4, 1024, 3e6),    # ≈3.15M, CPU
     "13M": (4, 512, 8, 2048, 13e6),
@@ -21,7 +23,7 @@ SIZES: dict[str, tuple[int, int, int, int, float]] = {
     "52B": (64, 8192, 64, 32768, 52e9),
 }
 PAPER_SIZES = ("13M", "42M", "197M", "810M", "2.7B", "13B", "52B")
-CPU_SIZES = ("tiny", "small")
+CPU_SIZES = ("micro", "mini", "tiny", "small")  # a ~4× ladder: 0.05M, 0.2M, 0.9M, 3.2M
 
 
 def lookup(size: str) -> tuple[int, int, int, int, float]:

@@ -32,7 +32,9 @@ def user_errors(prog: str):
   except USER_ERRORS as e:
     if os.environ.get("HH_TRACEBACK"):
       raise
-    sys.exit(f"{prog}: error: {_one_line(e)}")
+    kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
+    hint = "" if not kind else " (HH_TRACEBACK=1 shows where)"
+    sys.exit(f"{prog}: error: {kind}{_one_line(e)}{hint}")
 
 
 def parse_flags(argv: list[str], prog: str = "hh") -> list[str]:

@@ -61,6 +61,11 @@ def _print_pipeline(results: dict, workdir: str):
   if lm:
     print(f"lm: validation loss {lm['val_loss']:.3f} nats/token after {lm['step']} steps; "
           f"unigram entropy {lm['unigram_entropy']:.3f} nats/token")
+  pm = results.get("pm")
+  if pm:
+    for spec, r in pm["by_test_set"].items():
+      print(f"pm: {spec} accuracy {r['accuracy']:.3f} = {r['fraction_of_ceiling']:.1%} of the "
+            f"Bayes ceiling {r['bayes_ceiling']:.3f}")
   if results.get("report"):
     print(f"report: {results['report']['path']}")
 

@@ -46,12 +46,20 @@ def _lm(config, workdir):
   return train.train_and_evaluate(config, os.path.join(workdir, "lm"), world_workdir=workdir)
 
 
+def _pm(config, workdir):
+  from hh.pm import train
+  result = train.train_and_evaluate(config, os.path.join(workdir, "pm"),
+                                    lm_workdir=os.path.join(workdir, "lm"),
+                                    world_workdir=workdir)
+  return {k: v for k, v in result.items() if k != "phases"}
+
+
 def _report(config, workdir):
   from hh import report
   return {"path": report.write(config, workdir)}
 
 
-STAGES: dict[str, Callable] = {"world": _world, "lm": _lm, "report": _report}
+STAGES: dict[str, Callable] = {"world": _world, "lm": _lm, "pm": _pm, "report": _report}
 
 
 def run(config, workdir: str) -> dict[str, dict]:

@@ -58,6 +58,33 @@ def world_figure(workdir: str, path: str):
   plt.close(fig)
 
 
+def pm_figure(pm_dir: str, test_sets, path: str):
+  """Left: test accuracy vs comparisons seen (finetuning). Right: calibration (Fig. 9)."""
+  from hh.pm import eval as pm_eval
+  from hh.train import metrics
+  plt = _plt()
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  val = metrics.read(os.path.join(pm_dir, "finetune"), "val")
+  for p, spec in enumerate(test_sets):
+    a.plot([r["pairs_seen"] for r in val], [r.get(f"accuracy_{p}", np.nan) for r in val], "o-",
+           label=spec)
+  a.set(xlabel="comparisons seen (one epoch)", ylabel="test accuracy", title="PM finetuning")
+  a.legend(fontsize=8)
+  d = np.load(os.path.join(pm_dir, "eval_scores.npz"))
+  grid = np.linspace(0, 4, 50)
+  b.plot(grid, 1 / (1 + np.exp(-grid)), "k--", label="1/(1+e^-Δ)")
+  for p, spec in enumerate(test_sets):
+    sel = d["part"] == p
+    cal = pm_eval.calibration(d["good"][sel], d["bad"][sel], n_bins=8, max_delta=4.0)
+    ok = cal["count"] >= 5
+    b.plot(cal["centers"][ok], cal["accuracy"][ok], "o-", label=f"{spec} (ECE {cal['ece']:.3f})")
+  b.set(xlabel="|PM score difference|", ylabel="accuracy", title="calibration", ylim=(0.4, 1.02))
+  b.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def write(config, workdir: str) -> str:
   """Writes report/report.md (+ PNGs) and returns its path."""
   out = os.path.join(workdir, "report")
@@ -92,6 +119,25 @@ def write(config, workdir: str) -> str:
               f"{r['unigram_entropy']:.3f}); next-token accuracy {r['val_accuracy']:.3f}; "
               f"vocabulary {r['vocab_size']}; {r['train_tokens']:,} training tokens.", "",
               "![lm](lm.png)", ""]
+  pm_result = os.path.join(workdir, "pm", "pm_result.json")
+  if os.path.exists(pm_result):
+    from hh.pm import eval as pm_eval
+    r = json.load(open(pm_result))
+    pm_figure(os.path.join(workdir, "pm"), list(config.test_datasets), os.path.join(out, "pm.png"))
+    d = np.load(os.path.join(workdir, "pm", "eval_scores.npz"))
+    lines += ["## Preference model", "", "PMP then finetuning, one epoch each, from the LM "
+              f"(mean-removal offset {r['offset']:.3f}).", "",
+              "| test set | pairs | accuracy | Bayes ceiling | fraction of ceiling | shorter "
+              "response |", "|---|---|---|---|---|---|"]
+    for spec, e in r["by_test_set"].items():
+      lines.append(f"| {spec} | {e['pairs']} | {e['accuracy']:.3f} | "
+                   f"{e.get('bayes_ceiling', float('nan')):.3f} | "
+                   f"{e.get('fraction_of_ceiling', float('nan')):.1%} | "
+                   f"{e['shorter_response_baseline']:.3f} |")
+    turns = pm_eval.accuracy_by_turns(d["good"], d["bad"], d["turns"])
+    lines += ["", "Accuracy by number of Human turns (all test pairs; 5 = five or more): " +
+              ", ".join(f"{t}: {a:.3f} (n={n})" for t, (a, n) in turns.items()), "",
+              "![pm](pm.png)", ""]
   path = os.path.join(out, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))

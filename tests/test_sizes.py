@@ -33,19 +33,21 @@ def test_paper_sizes_within_5_percent(size):
   assert abs(count - nominal) / nominal < 0.05, (size, count)
 
 
-@pytest.mark.parametrize("size,nominal", [("tiny", 1e6), ("small", 3e6)])
+@pytest.mark.parametrize("size,nominal", [("micro", 5e4), ("mini", 2e5), ("tiny", 1e6),
+                                          ("small", 3e6)])
 def test_cpu_sizes(size, nominal):
   count = non_embedding_params(size)
   assert count == closed_form(size)
   assert abs(count - nominal) / nominal < 0.15, (size, count)
 
 
-def test_ladder_is_about_4x():
-  counts = [closed_form(s) for s in sizes.PAPER_SIZES]
+@pytest.mark.parametrize("ladder", [sizes.PAPER_SIZES, sizes.CPU_SIZES])
+def test_ladder_is_about_4x(ladder):
+  counts = [closed_form(s) for s in ladder]
   ratios = [b / a for a, b in zip(counts, counts[1:])]
   assert all(3.0 < r < 5.0 for r in ratios), ratios
 
 
 def test_unknown_size_lists_allowed():
-  with pytest.raises(ValueError, match="unknown model size '7B'; allowed: tiny, small, 13M"):
+  with pytest.raises(ValueError, match="unknown model size '7B'; allowed: micro, mini, tiny, small, 13M"):
     lm.get_config("size=7B")

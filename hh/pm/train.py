@@ -33,15 +33,15 @@ from hh.train import metrics as metrics_lib
 from hh.train import state as state_lib
 
 
-def open_dataset(spec: str, config, workdir: str):
+def open_dataset(spec: str, config, workdir: str, world_workdir: str | None):
   """``"hh_sim/helpful:test"`` → its random-access data source."""
   name, _, split = spec.partition(":")
   if name.startswith("hh_sim/"):
-    if config.world_workdir is None:
+    if world_workdir is None:
       raise ValueError(f"{spec}: set config.world_workdir to the workdir where the world was "
                        "built (the pipeline's)")
     from hh.sim import stage as sim_stage
-    builder = sim_stage.build(config.world.to_dict(), config.world_workdir, name.split("/")[1])
+    builder = sim_stage.build(config.world.to_dict(), world_workdir, name.split("/")[1])
   elif name.startswith("hh_rlhf/"):
     builder = tfds_io.build(name, os.path.join(workdir, "tfds"), source_dir=config.hh_rlhf_dir)
   elif name.startswith("pmp/"):
@@ -51,8 +51,8 @@ def open_dataset(spec: str, config, workdir: str):
   return builder.as_data_source(split=split or "train")
 
 
-def _sources(specs, config, workdir, max_pairs=None):
-  sources = [open_dataset(s, config, workdir) for s in specs]
+def _sources(specs, config, workdir, world_workdir, max_pairs=None):
+  sources = [open_dataset(s, config, workdir, world_workdir) for s in specs]
   weights = [config.harmless_weight if "harmless" in s else 1.0 for s in specs]
   source = pipeline.Concat(sources, weights)
   if max_pairs is not None:
@@ -77,13 +77,13 @@ class _Head:
     return self.source[int(self.idx[i])]
 
 
-def load_tokenizer(config) -> tok_lib.Tokenizer:
+def load_tokenizer(config, lm_workdir: str | None) -> tok_lib.Tokenizer:
   if config.tokenizer.path is not None:
     return tok_lib.Tokenizer.load(config.tokenizer.path)
-  if config.init_from is None:
+  if lm_workdir is None:
     raise ValueError("config.init_from (the pretrained LM's workdir) or config.tokenizer.path "
                      "is needed: the PM uses the LM's tokenizer")
-  return tok_lib.Tokenizer.load(os.path.join(config.init_from, "tokenizer.model"))
+  return tok_lib.Tokenizer.load(os.path.join(lm_workdir, "tokenizer.model"))
 
 
 def _score_fn(model, rules):
@@ -126,10 +126,10 @@ def _extra(source, index: np.ndarray, key: str) -> np.ndarray | None:
 
 
 def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | None,
-              tok, mesh, test_source) -> dict:
+              tok, mesh, test_source, world_workdir: str | None) -> dict:
   """One phase (PMP or finetune): one epoch, periodic eval on ``test_source``."""
   phase_dir = os.path.join(workdir, name)
-  source = _sources(phase.datasets, config, workdir, phase.max_pairs)
+  source = _sources(phase.datasets, config, workdir, world_workdir, phase.max_pairs)
   steps = len(source) // phase.batch_pairs * phase.epochs
   if steps < 1:
     raise ValueError(f"config.{name}: {len(source)} pairs are fewer than one batch of "
@@ -182,6 +182,7 @@ def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | N
 
   train_cfg = config.train.copy_and_resolve_references()
   train_cfg.steps, train_cfg.eval_every = steps, phase.eval_every
+  train_cfg.eval_at = tuple(phase.eval_at)
   state = loop.fit(state=state, train_step=train_step,
                    next_batch=lambda: sharding.global_batch(
                        {k: v for k, v in pipeline.pm_pair_batch(next(it)).items()}, mesh),
@@ -194,19 +195,25 @@ def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | N
           "lr": optim.lr}
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, lm_workdir: str | None = None,
+                       world_workdir: str | None = None) -> dict:
+  """Trains and evaluates the PM; ``lm_workdir``/``world_workdir`` default to the config's
+  ``init_from``/``world_workdir`` (the pipeline passes its own stage folders)."""
   os.makedirs(workdir, exist_ok=True)
+  lm_workdir = lm_workdir or config.init_from
+  world_workdir = world_workdir or config.world_workdir
   mesh = sharding.make_mesh(config.mesh)
-  tok = load_tokenizer(config)
-  test_source = _sources(config.test_datasets, config, workdir)
-  init = (config.init_from, True) if config.init_from is not None else None
+  tok = load_tokenizer(config, lm_workdir)
+  test_source = _sources(config.test_datasets, config, workdir, world_workdir)
+  init = (lm_workdir, True) if lm_workdir is not None else None
   phases = {}
   with jax.set_mesh(mesh):
     if config.pmp.datasets:
       phases["pmp"] = run_phase(config, config.pmp, "pmp", workdir, init, tok, mesh,
-                                test_source)
+                                test_source, world_workdir)
       init = (os.path.join(workdir, "pmp"), False)
-    ft = run_phase(config, config.finetune, "finetune", workdir, init, tok, mesh, test_source)
+    ft = run_phase(config, config.finetune, "finetune", workdir, init, tok, mesh, test_source,
+                   world_workdir)
     phases["finetune"] = ft
     r = score_pairs(ft["score"], ft["state"].params, test_source, tok,
                     config.finetune.seq_len, 4 * config.finetune.batch_pairs, mesh)
@@ -217,6 +224,7 @@ def _finish(config, workdir, r, test_source, phases, tok) -> dict:
   """Mean removal, accuracies, ceilings and baselines → pm_result.json + eval_scores.npz."""
   offset = pm_eval.mean_removal_offset(np.concatenate([r["good"], r["bad"]]))
   result = {"accuracy": pm_eval.accuracy(r["good"], r["bad"]), "offset": offset,
+            "tokenizer": tok.path,
             "test_pairs": int(len(r["good"])),
             "phases": {k: {"steps": v["steps"], "pairs": v["pairs"], "lr": v["lr"]}
                        for k, v in phases.items()}, "by_test_set": {}}

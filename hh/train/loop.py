@@ -49,7 +49,7 @@ def fit(*, state: Any, train_step: Callable, next_batch: Callable[[], Any],
       writer.write(step, "train", logged)
       bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:.0f}")
       acc, t_start, steps_in_interval = None, time.perf_counter(), 0
-    if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+    if step % train_cfg.eval_every == 0 or step == train_cfg.steps or step in train_cfg.eval_at:
       writer.write(step, "val", evaluate(state))
     if step % train_cfg.ckpt_every == 0 or step == last:
       checkpoint.save(mngr, step, state, data_state(), force=True)

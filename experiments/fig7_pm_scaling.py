@@ -1,0 +1,56 @@
+"""Fig. 7: PM test accuracy against comparisons seen (one line per size) and against size.
+
+  python experiments/fig7_pm_scaling.py      # ~15 min on 2 CPU cores (the ladder's 4 PMs)
+
+Each PM is finetuned for one epoch on the synthetic world's helpful + harmless base tranches
+(5,400 pairs) from the pretrained LM of its size; with one epoch the learning curve is the
+data-scaling curve (SPEC §2.4). Expected: accuracy rises with log(comparisons) and with size.
+"""
+import numpy as np
+
+from configs import sizes
+from experiments import common
+
+
+def n_params(size: str) -> int:
+  n_layer, d, _, d_ff, _ = sizes.SIZES[size]
+  return n_layer * (4 * d * d + 2 * d * d_ff + 4 * d) + 2 * d
+
+
+def runs() -> dict[str, str]:
+  return {s: common.pm(f"fig7_{s}", s) for s in common.LADDER}
+
+
+def main():
+  workdirs = runs()
+  plt = common.plt()
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for size, wd in workdirs.items():
+    x, y0 = common.curve(wd, 0)
+    _, y1 = common.curve(wd, 1)
+    n0, n1 = 400, 200  # test pairs: helpful, harmless (mix accuracy weights them so)
+    a.plot(x, (n0 * y0 + n1 * y1) / (n0 + n1), "o-", ms=3, label=size)
+  a.set(xscale="log", xlabel="comparisons seen", ylabel="test accuracy (HH mix)",
+        title="PM accuracy vs data")
+  a.legend()
+  xs = [n_params(s) for s in workdirs]
+  for key, label in ((0, "helpful"), (1, "harmless")):
+    a_ = [list(common.result(wd)["by_test_set"].values())[key]["accuracy"]
+          for wd in workdirs.values()]
+    b.plot(xs, a_, "o-", label=label)
+  mix = [common.result(wd)["accuracy"] for wd in workdirs.values()]
+  b.plot(xs, mix, "o-", label="HH mix")
+  b.set(xscale="log", xlabel="non-embedding parameters", ylabel="final test accuracy",
+        title="PM accuracy vs size")
+  b.legend()
+  fig.tight_layout()
+  fig.savefig(common.figure_path("fig7_pm_scaling.png"), dpi=110)
+  for size, wd in workdirs.items():
+    r = common.result(wd)
+    print(size, f"mix {r['accuracy']:.3f}", {k: round(v["accuracy"], 3)
+                                              for k, v in r["by_test_set"].items()})
+  print(np.round(mix, 3))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,32 @@
+"""PMP ablation: finetuning accuracy against comparisons seen, with and without PMP.
+
+  python experiments/pmp_ablation.py    # 2 tiny PMs, ~6 min on 2 CPU cores
+
+With PMP the PM is first trained one epoch on the world's binarized PMP pairs (SPEC §2.3).
+Expected: PMP helps most when comparisons are few.
+"""
+from experiments import common
+
+SIZE = "tiny"
+
+
+def main():
+  runs = {"with PMP": common.pm(f"pmp_{SIZE}_on", SIZE, pmp=True),
+          "without PMP": common.pm(f"pmp_{SIZE}_off", SIZE, pmp=False)}
+  plt = common.plt()
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+  for label, wd in runs.items():
+    for part, (name, axis) in enumerate((("helpful", ax[0]), ("harmless", ax[1]))):
+      x, y = common.curve(wd, part)
+      axis.plot(x, y, "o-", ms=3, label=label)
+      print(label, name, list(zip(x.astype(int).tolist(), y.round(3).tolist())))
+  for axis, name in zip(ax, ("helpful", "harmless")):
+    axis.set(xscale="log", xlabel="finetuning comparisons seen", ylabel=f"{name} test accuracy",
+             title=f"PMP ablation ({SIZE})")
+    axis.legend()
+  fig.tight_layout()
+  fig.savefig(common.figure_path("pmp_ablation.png"), dpi=110)
+
+
+if __name__ == "__main__":
+  main()
