@@ -14,19 +14,11 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # noqa: E402
-from configs import lm  # noqa: E402
+from benchmarks import pm_step as pm_step_bench  # noqa: E402
 from configs.common import SHARED_DATA  # noqa: E402
-from hh import sharding, tokenizer  # noqa: E402
+from hh import tokenizer  # noqa: E402
 from hh.data import pipeline, tfds_io  # noqa: E402
-from hh.models import ModelConfig, PreferenceModel  # noqa: E402
-from hh.pm import step as pm_step  # noqa: E402
-from hh.train import state as state_lib  # noqa: E402
 
 PAIRS, SEQ = 8, 512
 
@@ -48,30 +40,7 @@ def pipeline_pairs_per_sec(workdir: str) -> tuple[float, tokenizer.Tokenizer]:
 
 
 def pm_step_pairs_per_sec() -> float:
-  config = lm.get_config("size=13M")
-  config.model.dtype, config.model.remat_policy = "float32", "none"
-  model = PreferenceModel(ModelConfig.from_config(config.model, 32_000))
-  tx = state_lib.make_optimizer(config.optim, 1000)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules(config)
-  rng = np.random.default_rng(0)
-  batch = {"tokens": rng.integers(5, 32_000, (2 * PAIRS, SEQ)).astype(np.int32),
-           "mask": np.ones((2 * PAIRS, SEQ), np.int32),
-           "eoc": np.full(2 * PAIRS, SEQ - 1, np.int32), "weight": np.ones(PAIRS, np.float32)}
-  with jax.set_mesh(mesh):
-    example = (jnp.zeros((1, SEQ), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
-    init = state_lib.init_fn(model, tx, example, 0)
-    _, shardings, _ = state_lib.abstract_state(init, mesh, rules)
-    holder = {"state": state_lib.create_state(init, shardings)}
-    step = jax.jit(pm_step.make_pm_train_step(model, tx, rules), donate_argnums=0)
-    batch = sharding.global_batch(batch, mesh)
-
-    def run(b):
-      holder["state"], m = step(holder["state"], b)
-      return m
-
-    seconds = common.time_fn(run, batch, warmup=2, iters=3)
-  return PAIRS / seconds
+  return pm_step_bench.measure(pairs=PAIRS, seq=SEQ)["pairs_per_sec"]
 
 
 def main():

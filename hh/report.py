@@ -68,7 +68,8 @@ def pm_figure(pm_dir: str, test_sets, path: str):
   for p, spec in enumerate(test_sets):
     a.plot([r["pairs_seen"] for r in val], [r.get(f"accuracy_{p}", np.nan) for r in val], "o-",
            label=spec)
-  a.set(xlabel="comparisons seen (one epoch)", ylabel="test accuracy", title="PM finetuning")
+  a.set(xscale="log", xlabel="comparisons seen (one epoch)", ylabel="test accuracy",
+        title="PM finetuning")
   a.legend(fontsize=8)
   d = np.load(os.path.join(pm_dir, "eval_scores.npz"))
   grid = np.linspace(0, 4, 50)

@@ -1,0 +1,58 @@
+"""The PM stage end to end on real hh-rlhf rows, and the scoring service against it."""
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, tiny_lm_config
+from hh import main as hh_main
+from hh.pm import score as pm_score
+from hh.tokenizer import ASSISTANT
+
+
+@pytest.fixture(scope="module")
+def real_pm(tmp_path_factory, wikitext_tokenizer):
+  root = tmp_path_factory.mktemp("pm")
+  hh_main.run(tiny_lm_config(wikitext_tokenizer.path, steps=3), str(root / "lm"))
+  from configs import pm
+  config = pm.get_config("size=tiny,data=hh_rlhf")
+  config.init_from = str(root / "lm")
+  config.tokenizer.path = wikitext_tokenizer.path
+  config.finetune.update(dict(max_pairs=64, seq_len=64, batch_pairs=8, eval_every=4,
+                              eval_at=(2,)))
+  config.train.progress = False
+  result = hh_main.run(config, str(root / "pm"))
+  return root / "pm", result
+
+
+def test_real_data_runs_and_reports_the_shorter_response_baseline(real_pm):
+  workdir, result = real_pm
+  entry = result["by_test_set"]["hh_rlhf/harmless-base:test[90%:]"]
+  assert entry["pairs"] == 190 and 0.0 <= entry["accuracy"] <= 1.0
+  # the baseline, independently from the raw JSON rows 1,710–1,899
+  with gzip.open(SHARED_DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz", "rt") as f:
+    rows = [json.loads(line) for line in f][1710:]
+  final = lambda t: t[t.rfind(ASSISTANT) + len(ASSISTANT):]  # noqa: E731
+  shorter = np.mean([len(final(r["chosen"])) < len(final(r["rejected"])) for r in rows])
+  assert entry["shorter_response_baseline"] == pytest.approx(shorter)
+  assert result["phases"]["finetune"]["steps"] == 8  # 64 pairs / 8 per step, one epoch
+  val = [json.loads(x) for x in (workdir / "finetune" / "metrics.jsonl").read_text().splitlines()
+         if '"val"' in x]
+  assert [v["pairs_seen"] for v in val] == [16, 32, 64]
+
+
+def test_scorer_reproduces_the_evaluation_scores(real_pm):
+  workdir, result = real_pm
+  d = np.load(workdir / "eval_scores.npz")
+  from hh.data import tfds_io
+  src = tfds_io.build("hh_rlhf/harmless-base", str(workdir / "tfds"),
+                      source_dir=str(SHARED_DATA / "hh-rlhf")).as_data_source(
+                          split="test[90%:]")
+  idx = d["index"][:5].astype(int)
+  ctx = [tfds_io.text(src[int(i)]["context_text"]) for i in idx]
+  chosen = [tfds_io.text(src[int(i)]["chosen"]) for i in idx]
+  scorer = pm_score.Scorer(str(workdir), batch_size=8)
+  np.testing.assert_allclose(scorer.score(ctx, chosen), d["good"][:5], rtol=1e-4, atol=1e-4)
+  # mean removal: the offset is the mean of all raw test scores, so the stored ones average 0
+  assert np.mean(np.concatenate([d["good"], d["bad"]])) == pytest.approx(0.0, abs=1e-5)
