@@ -1,18 +1,18 @@
 """PMP ablation: finetuning accuracy against comparisons seen, with and without PMP.
 
-  python experiments/pmp_ablation.py    # 2 tiny PMs, ~6 min on 2 CPU cores
+  python experiments/pmp_ablation.py    # one tiny PM with PMP (+ fig. 7's tiny PM), ~4 min
 
 With PMP the PM is first trained one epoch on the world's binarized PMP pairs (SPEC §2.3).
 Expected: PMP helps most when comparisons are few.
 """
-from experiments import common
+from experiments import common, fig7_pm_scaling
 
 SIZE = "tiny"
 
 
 def main():
   runs = {"with PMP": common.pm(f"pmp_{SIZE}_on", SIZE, pmp=True),
-          "without PMP": common.pm(f"pmp_{SIZE}_off", SIZE, pmp=False)}
+          "without PMP": fig7_pm_scaling.runs()[SIZE]}  # the same run without PMP
   plt = common.plt()
   fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
   for label, wd in runs.items():
