@@ -44,7 +44,7 @@ class Tokenizer:
       raise FileNotFoundError(f"config.tokenizer.path={path!r}: no such file (a SentencePiece "
                               ".model trained by hh.tokenizer.train was expected)")
     with open(path, "rb") as f:
-      return cls(f.read(), path)
+      return cls(f.read(), os.path.abspath(path))
 
   def __getstate__(self):
     return {"proto": self._proto, "path": self.path}
