@@ -7,7 +7,10 @@ starts clean.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
+import logging
 import os
 import shutil
 
@@ -41,7 +44,9 @@ def build(dataset: str, data_dir: str, **builder_kwargs) -> tfds.core.DatasetBui
                      f"{', '.join(f'{name}/{c}' for c in configs)}")
   builder = cls(config=config, data_dir=data_dir, file_format=FILE_FORMAT, **builder_kwargs)
   try:
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # TFDS prints its progress
+      builder.download_and_prepare()
+    logging.info("%s", chatter.getvalue().strip())
   except BaseException:
     for partial in glob.glob(os.path.join(os.path.dirname(builder.data_dir), "incomplete*")):
       shutil.rmtree(partial, ignore_errors=True)
