@@ -52,7 +52,8 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, step: int | 
   path = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"config.init_from={workdir!r}: no checkpoints/ folder there")
-  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
+      read_only=True, save_interval_steps=0, create=False)) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"config.init_from={workdir!r}: no complete checkpoint in {path}")
