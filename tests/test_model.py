@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 
 from hh.models import DecoderLM, ModelConfig, ScalarHead, Transformer
 from hh.models.decoding import decode_step, prefill
@@ -27,7 +28,9 @@ def _ln(x, scale, bias, eps=1e-6):
   return (x - mu) / np.sqrt(var + eps) * scale + bias
 
 
-def _gelu(x):  # tanh approximation, as jax.nn.gelu
+def _gelu(x, approximate=True):  # tanh approximation (jax.nn.gelu's default) or exact
+  if not approximate:
+    return 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2)))
   return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
@@ -61,7 +64,7 @@ def reference_logits(params, tokens, mask, cfg=CFG):
       a /= a.sum(-1, keepdims=True)
       x = x + np.einsum("hts,shk,hkd->td", a, v, lp["attn"]["out"])
       h = _ln(x, lp["ln_mlp"]["scale"], lp["ln_mlp"]["bias"])
-      x = x + _gelu(h @ lp["mlp"]["wi"]) @ lp["mlp"]["wo"]
+      x = x + _gelu(h @ lp["mlp"]["wi"], cfg.gelu_approximate) @ lp["mlp"]["wo"]
     x = _ln(x, p["trunk"]["ln_final"]["scale"], p["trunk"]["ln_final"]["bias"])
     out.append(x @ p["head"]["kernel"])
   return out
@@ -76,12 +79,15 @@ def left_padded_batch(lengths, t_len, seed=0):
   return jnp.asarray(tokens * mask), jnp.asarray(mask)
 
 
-def test_forward_matches_float64_reference():
+@pytest.mark.parametrize("approximate", [True, False])
+def test_forward_matches_float64_reference(approximate):
+  import dataclasses
+  cfg = dataclasses.replace(CFG, gelu_approximate=approximate)
   params = init_params()
   tokens, mask = left_padded_batch([9, 5, 9], 9)
-  logits, _ = DecoderLM(CFG).apply({"params": params}, tokens, mask)
+  logits, _ = DecoderLM(cfg).apply({"params": params}, tokens, mask)
   for got, m, ref in zip(np.asarray(logits), np.asarray(mask), reference_logits(params, tokens,
-                                                                               mask)):
+                                                                               mask, cfg)):
     assert np.abs(ref).max() > 1.0  # a non-trivial output
     np.testing.assert_allclose(got[m.astype(bool)], ref, rtol=1e-4, atol=1e-4)
 
