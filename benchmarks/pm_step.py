@@ -41,7 +41,7 @@ def measure(size="13M", pairs=8, seq=512, vocab=32_000, dtype="float32", remat="
   with jax.set_mesh(mesh):
     example = (jnp.zeros((1, seq), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
     init = state_lib.init_fn(model, tx, example, 0)
-    _, shardings, _ = state_lib.abstract_state(init, mesh, rules)
+    _, shardings = state_lib.abstract_state(init, mesh, rules)
     holder = {"state": state_lib.create_state(init, shardings)}
     step = jax.jit(pm_step.make_pm_train_step(model, tx, rules), donate_argnums=0)
     batch = sharding.global_batch(batch, mesh)

@@ -68,6 +68,12 @@ def figure_path(name: str) -> str:
   return os.path.join(ROOT, "figures", name)
 
 
+def helpful_harmless_axes():
+  """(figure, [(test-set index, name, axis)] for helpful and harmless): the two-panel layout."""
+  fig, ax = plt().subplots(1, 2, figsize=(10, 3.6))
+  return fig, [(0, "helpful", ax[0]), (1, "harmless", ax[1])]
+
+
 def plt():
   import matplotlib
   matplotlib.use("Agg")

@@ -25,14 +25,13 @@ def run(size: str, share: float) -> str:
 
 
 def main():
-  plt = common.plt()
-  fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig, panels = common.helpful_harmless_axes()
   for size in SIZES:
     accs = [list(common.result(run(size, f))["by_test_set"].values()) for f in SHARES]
-    for k, (name, axis) in enumerate((("helpful", ax[0]), ("harmless", ax[1]))):
+    for k, name, axis in panels:
       axis.plot([100 * f for f in SHARES], [a[k]["accuracy"] for a in accs], "o-", label=size)
       print(size, name, [round(a[k]["accuracy"], 3) for a in accs])
-  for axis, name in zip(ax, ("helpful", "harmless")):
+  for _, name, axis in panels:
     axis.axhline(0.5, c="gray", ls=":")
     axis.set(xlabel="% harmless comparisons in training", ylabel=f"{name} test accuracy",
              title=f"{name} test set")

@@ -12,18 +12,17 @@ from hh.pm import eval as pm_eval
 
 def main():
   workdirs = fig7_pm_scaling.runs()
-  plt = common.plt()
-  fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig, panels = common.helpful_harmless_axes()
   for size, wd in workdirs.items():
     d = common.scores(wd)
-    for part, (name, axis) in enumerate((("helpful", ax[0]), ("harmless", ax[1]))):
+    for part, name, axis in panels:
       sel = d["part"] == part
       good, bad = d["good"][sel], d["bad"][sel]
       grid = np.quantile(np.minimum(good, bad), np.linspace(0, 0.9, 10))
       rows = [r for r in pm_eval.threshold_accuracy(good, bad, grid) if r[2] >= 15]
       axis.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label=size)
       print(size, name, [(round(t, 2), round(a, 3), n) for t, a, n in rows])
-  for axis, name in zip(ax, ("helpful", "harmless")):
+  for _, name, axis in panels:
     axis.set(xlabel="lower score threshold (both responses above)", ylabel="accuracy",
              title=name)
     axis.legend()

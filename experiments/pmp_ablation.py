@@ -13,14 +13,13 @@ SIZE = "tiny"
 def main():
   runs = {"with PMP": common.pm(f"pmp_{SIZE}_on", SIZE, pmp=True),
           "without PMP": fig7_pm_scaling.runs()[SIZE]}  # the same run without PMP
-  plt = common.plt()
-  fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig, panels = common.helpful_harmless_axes()
   for label, wd in runs.items():
-    for part, (name, axis) in enumerate((("helpful", ax[0]), ("harmless", ax[1]))):
+    for part, name, axis in panels:
       x, y = common.curve(wd, part)
       axis.plot(x, y, "o-", ms=3, label=label)
       print(label, name, list(zip(x.astype(int).tolist(), y.round(3).tolist())))
-  for axis, name in zip(ax, ("helpful", "harmless")):
+  for _, name, axis in panels:
     axis.set(xscale="log", xlabel="finetuning comparisons seen", ylabel=f"{name} test accuracy",
              title=f"PMP ablation ({SIZE})")
     axis.legend()

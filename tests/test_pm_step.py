@@ -69,7 +69,7 @@ def _one_pm_step(config, devices, batch):
   with jax.set_mesh(mesh):
     example = (jnp.zeros((1, 16), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
     init = state_lib.init_fn(model, tx, example, 0)
-    _, shardings, _ = state_lib.abstract_state(init, mesh, rules)
+    _, shardings = state_lib.abstract_state(init, mesh, rules)
     state = state_lib.create_state(init, shardings)
     p0 = jax.device_get(state.params)
     step = jax.jit(pm_step.make_pm_train_step(model, tx, rules), donate_argnums=0)

@@ -84,7 +84,7 @@ def build(config, mesh, vocab_size: int):
   rules = sharding.rules(config)
   example = (jnp.zeros((1, config.data.seq_len), jnp.int32),) * 2
   init = state_lib.init_fn(model, tx, example, config.seed)
-  abstract, shardings, boxed_params = state_lib.abstract_state(init, mesh, rules)
+  abstract, shardings = state_lib.abstract_state(init, mesh, rules)
   sharding.check_divisible(abstract.params, shardings.params)
   sharding.check_replication(abstract.params, shardings.params, mesh,
                              config.max_replicated_fraction)

@@ -142,7 +142,7 @@ def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | N
   rules = sharding.rules(config)
   example = (jnp.zeros((1, phase.seq_len), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
   init_fn = state_lib.init_fn(model, tx, example, config.seed)
-  abstract, shardings, _ = state_lib.abstract_state(init_fn, mesh, rules)
+  abstract, shardings = state_lib.abstract_state(init_fn, mesh, rules)
   sharding.check_divisible(abstract.params, shardings.params)
   batch_sh = {k: sharding.batch_sharding(mesh, 1 if k in ("eoc", "weight") else 2)
               for k in ("tokens", "mask", "eoc", "weight")}

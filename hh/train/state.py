@@ -78,10 +78,9 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation, example: tuple,
 
 
 def abstract_state(init: Callable[[], TrainState], mesh: Mesh, axis_rules):
-  """(abstract unboxed state, its NamedShardings, abstract boxed params) — nothing allocated."""
+  """(abstract unboxed state, its NamedShardings) — nothing allocated."""
   boxed = jax.eval_shape(init)
-  shardings = sharding.logical_shardings(boxed, mesh, axis_rules)
-  return nn.unbox(boxed), shardings, boxed.params
+  return nn.unbox(boxed), sharding.logical_shardings(boxed, mesh, axis_rules)
 
 
 def create_state(init: Callable[[], TrainState], shardings) -> TrainState:
