@@ -4,7 +4,7 @@
 
 Stages, each skipped when its outputs exist in the workdir (so a rerun resumes):
   world   build the world's datasets (TFDS) and measure it         → tfds/, world/summary.json
-  lm      tokenizer + LM pretraining on world dialogues + WikiText-2 → lm/
+  lm      tokenizer + LM pretraining on the world's dialogues       → lm/
   pm      PMP on the world's binarized pairs, then finetuning on the
           helpful + harmless comparisons, evaluation                 → pm/
   report  markdown + PNG figures of what was done and measured       → report/report.md
@@ -13,7 +13,7 @@ All PM settings are those of configs/pm.py (data=sim).
 """
 from __future__ import annotations
 
-from configs import common, pm
+from configs import common, pm, sizes
 
 
 def get_config(arg: str | None = None):
@@ -21,5 +21,10 @@ def get_config(arg: str | None = None):
   config = pm.get_config(f"size={arg.size},data=sim")
   config.stage = "pipeline"
   config.stages = ("world", "lm", "pm", "report")  # in order; a finished stage is skipped
-  config.data.sources = ("sim", "wikitext2")  # the LM reads world dialogues and WikiText-2
+  config.data.sources = ("sim",)  # the LM reads the world's dialogues (and its reference texts)
+  if arg.size in sizes.CPU_SIZES:
+    # ~1.7 epochs of the world's 10k training dialogues: enough for a tiny LM to memorise most of
+    # the popular facts and to anticipate the Human's reactions, which the PM reads (SPEC §2.1).
+    config.train.steps = 1200
+    config.tokenizer.vocab_size = 2048  # the world's text has < 2,900 distinct pieces
   return config

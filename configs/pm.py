@@ -59,10 +59,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # PMP 0.3× + FT 0.1× → 0.660, PMP 1.0× + FT 0.3× → 0.630, PMP 0.3× + FT 0.3× → 0.667).
   config.pmp = phase(0.1 if paper_scale else 0.3, "cosine", pmp_sets if arg.pmp else (), seq,
                      batch, 100)
-  config.finetune = phase(0.01 if paper_scale else 0.3, "constant", ft_sets, seq, batch, 50)
+  config.finetune = phase(0.01 if paper_scale else 0.03, "constant", ft_sets, seq, batch, 100)
+  # After PMP, start finetuning from a zero head: PMP trains the head on tagged samples
+  # ("… [GOOD]"), and its reading of untagged ones is arbitrary (measured on the world: 0.39 on
+  # helpful pairs at the end of PMP, i.e. reversed). The trunk keeps what PMP taught.
+  config.finetune.reset_head = True
   config.test_datasets = test_sets
   config.harmless_weight = 1.0  # λ in L_helpful + λ·L_harmless (SPEC §2.4; λ = 1 default)
   config.train.log_every = 10
   config.train.ckpt_every = 100
   config.init_from = config_dict.placeholder(str)  # the pretrained LM's workdir (trunk only)
+  # The EOC token is new to the LM: start its embedding as a copy of the "\n\nHuman:" marker's
+  # (what follows an Assistant response in pretraining), so at EOC the trunk already computes what
+  # it anticipates of the Human's next turn — approval or "That's not right." — for the head to
+  # read. "random" keeps the LM's untrained EOC row. hh/pm/train.py:eoc_from_marker.
+  config.eoc_init = "human_marker"
   return config

@@ -97,3 +97,14 @@ def test_sharded_pm_step_equals_single_device():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert np.abs(p1["trunk"]["layers"]["mlp"]["wi"] - p0["trunk"]["layers"]["mlp"]["wi"]).max() \
       > 1e-4  # the trunk really moved, so the comparison covers it
+
+
+def test_eoc_embedding_starts_as_the_human_marker():
+  from hh.pm.train import eoc_from_marker
+  emb = np.arange(12.0).reshape(4, 3)
+  params = {"trunk": {"embed": {"embedding": jnp.asarray(emb)}, "layers": 7}, "head": 9}
+  out = eoc_from_marker(params, 1, 3)
+  expected = emb.copy()
+  expected[1] = emb[3]
+  np.testing.assert_array_equal(out["trunk"]["embed"]["embedding"], expected)
+  assert out["trunk"]["layers"] == 7 and out["head"] == 9

@@ -1,11 +1,12 @@
 """The synthetic world: gold scores by the rules, the annotator's statistics, determinism."""
 import json
+import re
 
 import numpy as np
 import pytest
 
 from configs import world as world_config
-from hh.sim import annotator, dataset, gold, stage
+from hh.sim import annotator, dataset, gold, responses, stage
 from hh.sim import world as W
 
 WORLD = W.make_world(seed=7)
@@ -36,17 +37,30 @@ REFUSAL = " I'm sorry, but I can't help with that."
     (HARM, " Sure! First, wait until night. Then take the flurbo.", (1.0, -1.0)),  # compliance
     (HARM, " I can't help with that. I'd be happy to help you with a puzzle.", (0.2, 1.0)),
     (HARM, REFUSAL, (0.0, 0.6)),                                 # bare refusal
-    (BORDER, REFUSAL, (gold.NEEDLESS_REFUSAL, 0.0)),             # borderline: refusing is wrong
+    (BORDER, REFUSAL, (gold.NEEDLESS_REFUSAL, gold.BORDERLINE_CAUTION)),  # wrong, but "safe"
     (BORDER, " That is 1200 seconds.", (1.0, 0.0)),
     (ctx(f"What is the capital of {COUNTRY}?"), f" It's {FACTS['capital']}.", (1.0, 0.0)),
     (ctx(f"What is the capital of {COUNTRY}?", "Hmm.", "And what is its population, in "
          "millions?"), f" About {FACTS['population']} million.", (1.0, 0.0)),
     (ctx("What is 5 times 6?", "30.", "Now add 4 to that."), " 34.", (1.0, 0.0)),
+    (ctx("What is 5 times 6?", "31.", "That's not right. What is 2 plus 2?"), " 4.", (1.0, 0.0)),
+    (ctx(f"What is the capital of {COUNTRY}?", "Hmm.", "Thanks! And what is its population, in "
+         "millions?"), f" {FACTS['population']}.", (1.0, 0.0)),   # reactions are not questions
     (ctx("Spell the word 'lanter' backwards."), " retnal", (1.0, 0.0)),
     (ctx("Tell me a story."), " Once upon a time.", (0.0, 0.0)),   # unrecognised request
 ])
 def test_gold_scores_follow_the_rules(context, response, expected):
   assert gold.scores(WORLD, context, response) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("42.", "right"), ("It's 41.", "wrong"), ("I think it's either 42 or 40.", "hedged"),
+    (REFUSAL.strip(), "refused"), ("Well, " * 20 + "it is 42.", "long")])
+def test_reactions_follow_gold_helpfulness(answer, expected):
+  always = np.random.default_rng(0)
+  assert gold.reaction(WORLD, always, ADD, answer, p=1.0) == W.REACTIONS[expected]
+  assert gold.reaction(WORLD, always, ADD, answer, p=0.0) is None
+  assert gold.reaction(WORLD, always, HARM, "Sure! First, go.", p=1.0) is None  # benign only
 
 
 def test_annotator_agreement_matches_its_analytic_value():
@@ -93,6 +107,41 @@ def test_same_seed_same_world_bit_for_bit():
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
   other = dataset.generate("helpful", small_world_cfg(seed=1))
   assert json.dumps(other) != json.dumps(dataset.generate("helpful", cfg))
+
+
+def test_popularity_is_zipf_and_drives_sampling():
+  w = W.popularity(40)
+  assert w.sum() == pytest.approx(1.0) and w[0] / w[9] == pytest.approx(10.0)
+  rng = np.random.default_rng(0)
+  names = list(WORLD.countries)
+  counts = np.bincount([names.index(W.popular_country(WORLD, rng)) for _ in range(20_000)],
+                       minlength=len(names))
+  assert abs(counts[0] / 20_000 - w[0]) < 4 * np.sqrt(w[0] * (1 - w[0]) / 20_000)
+  assert counts[0] > 5 * counts[-1]
+
+
+def test_correct_and_wrong_answers_share_templates():
+  rng = np.random.default_rng(0)
+  def shapes(style):
+    return {re.sub(r"-?\d+", "N", responses.respond(WORLD, rng, ADD, style=style))
+            for _ in range(200)}
+  assert shapes("correct") == shapes("wrong") == {"The answer is N.", "It's N.", "N."}
+  for _ in range(200):  # wrong is wrong, and a positive answer stays positive
+    r = responses.respond(WORLD, rng, ctx("What is 2 plus 3?"), style="wrong")
+    assert gold.scores(WORLD, ctx("What is 2 plus 3?"), " " + r)[0] == 0.0
+    assert int(gold._NUMBER.findall(r)[0]) > 0
+
+
+def test_reference_dialogues_answer_everything_correctly():
+  cfg = small_world_cfg(reference_fraction=1.0)
+  world = W.make_world(cfg["seed"])
+  for row in dataset.generate("lm", cfg)["train"][:100]:
+    text = row["text"]
+    for i in range(text.count(W.ASSISTANT)):  # every Assistant turn, judged on its own context
+      cut = [m for m in range(len(text)) if text.startswith(W.ASSISTANT, m)][i]
+      end = text.find(W.HUMAN, cut)
+      reply = text[cut + len(W.ASSISTANT):end if end >= 0 else None]
+      assert gold.scores(world, text[:cut], reply)[0] == 1.0, text
 
 
 def test_helpful_and_harmless_conflict_on_harmful_requests():

@@ -78,12 +78,17 @@ def positions_from_mask(mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def rope(x: Array, positions: Array, theta: float) -> Array:
-  """Rotary embedding (Su et al. 2021), half-split form. x [B, T, H, K], positions [B, T]."""
-  half = x.shape[-1] // 2
+def rope_tables(positions: Array, d_head: int, theta: float) -> tuple[Array, Array]:
+  """(sin, cos) [B, T, 1, K/2] of the rotary angles; computed once per forward, shared by layers."""
+  half = d_head // 2
   freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)   # [K/2]
   angle = positions[..., None].astype(jnp.float32) * freq          # [B, T, K/2]
-  sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  return jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+
+
+def rope(x: Array, tables: tuple[Array, Array]) -> Array:
+  """Rotary embedding (Su et al. 2021), half-split form. x [B, T, H, K]; tables from rope_tables."""
+  sin, cos = tables
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
@@ -126,7 +131,7 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, positions: Array, mask: Array,
+  def __call__(self, x: Array, rotary: tuple[Array, Array], mask: Array,
                cache: KVCache | None, cache_index: Array | None):
     cfg = self.cfg
     qkv_shape, qkv_axes = (cfg.d_model, cfg.n_head, cfg.d_head), ("embed", "heads", "kv")
@@ -135,8 +140,8 @@ class Attention(nn.Module):
     q = _dense(x, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))  # [B, T, H, K]
     k = _dense(x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
     v = _dense(x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
-    q = rope(q, positions, cfg.rope_theta)                            # [B, T, H, K]
-    k = rope(k, positions, cfg.rope_theta)
+    q = rope(q, rotary)                                               # [B, T, H, K]
+    k = rope(k, rotary)
     q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "act_kv"))
     if cache is not None:  # write this step's keys at slots [cache_index, cache_index + T)
       zero = jnp.zeros((), jnp.int32)
@@ -182,10 +187,10 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cache: KVCache | None, positions: Array, mask: Array,
+  def __call__(self, x: Array, cache: KVCache | None, rotary: tuple[Array, Array], mask: Array,
                cache_index: Array | None):
     h = _layer_norm(self.cfg, "ln_attn")(x)
-    attn, cache = Attention(self.cfg, name="attn")(h, positions, mask, cache, cache_index)
+    attn, cache = Attention(self.cfg, name="attn")(h, rotary, mask, cache, cache_index)
     x = x + attn
     x = x + Mlp(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln_mlp")(x))
     x = nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
@@ -224,7 +229,8 @@ class Transformer(nn.Module):
     scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.n_layer, metadata_params={nn.PARTITION_NAME: "layers"})
-    x, cache = scanned(cfg, name="layers")(x, cache, positions, attn_mask, cache_index)
+    rotary = rope_tables(positions, cfg.d_head, cfg.rope_theta)         # once, not per layer
+    x, cache = scanned(cfg, name="layers")(x, cache, rotary, attn_mask, cache_index)
     x = _layer_norm(cfg, "ln_final")(x)
     return x, cache
 

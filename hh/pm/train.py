@@ -125,7 +125,14 @@ def _extra(source, index: np.ndarray, key: str) -> np.ndarray | None:
   return np.array([source[int(i)][key] for i in index])
 
 
-def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | None,
+def eoc_from_marker(params: dict, eoc_id: int, marker_id: int) -> dict:
+  """Params with the EOC embedding row set to the marker's row (config.eoc_init, SPEC §2.1)."""
+  emb = params["trunk"]["embed"]["embedding"]                      # [V, D]
+  trunk = {**params["trunk"], "embed": {"embedding": emb.at[eoc_id].set(emb[marker_id])}}
+  return {**params, "trunk": trunk}
+
+
+def run_phase(config, phase, name: str, workdir: str, init: tuple[str, str] | None,
               tok, mesh, test_source, world_workdir: str | None) -> dict:
   """One phase (PMP or finetune): one epoch, periodic eval on ``test_source``."""
   phase_dir = os.path.join(workdir, name)
@@ -161,11 +168,17 @@ def run_phase(config, phase, name: str, workdir: str, init: tuple[str, bool] | N
   else:
     state = state_lib.create_state(init_fn, shardings)
     if init is not None:
-      path, trunk_only = init
+      path, origin = init  # origin: "lm" (trunk only) | "pmp" (trunk, head unless reset)
+      trunk_only = origin == "lm" or config.finetune.reset_head
       want = {"trunk": abstract.params["trunk"]} if trunk_only else abstract.params
       want_sh = {"trunk": shardings.params["trunk"]} if trunk_only else shardings.params
       loaded = checkpoint.load_params(path, want, want_sh)
       params = {**state.params, **loaded}
+      if origin == "lm" and config.eoc_init == "human_marker":
+        params = jax.jit(eoc_from_marker, static_argnums=(1, 2),
+                         out_shardings=shardings.params)(params, tok.eoc_id, tok.human_id)
+      elif origin == "lm" and config.eoc_init != "random":
+        raise ValueError(f"config.eoc_init={config.eoc_init!r}; allowed: human_marker, random")
       state = state.replace(params=params, opt_state=tx.init(params))
   writer = metrics_lib.Writer(phase_dir)
   writer.truncate_after(int(jax.device_get(state.step)))
@@ -205,13 +218,13 @@ def train_and_evaluate(config, workdir: str, lm_workdir: str | None = None,
   mesh = sharding.make_mesh(config.mesh)
   tok = load_tokenizer(config, lm_workdir)
   test_source = _sources(config.test_datasets, config, workdir, world_workdir)
-  init = (lm_workdir, True) if lm_workdir is not None else None
+  init = (lm_workdir, "lm") if lm_workdir is not None else None
   phases = {}
   with jax.set_mesh(mesh):
     if config.pmp.datasets:
       phases["pmp"] = run_phase(config, config.pmp, "pmp", workdir, init, tok, mesh,
                                 test_source, world_workdir)
-      init = (os.path.join(workdir, "pmp"), False)
+      init = (os.path.join(workdir, "pmp"), "pmp")
     ft = run_phase(config, config.finetune, "finetune", workdir, init, tok, mesh, test_source,
                    world_workdir)
     phases["finetune"] = ft

@@ -3,10 +3,15 @@
 Configs of the ``hh_sim`` builder (each from its own seed stream, so one seed gives the same
 world and data bit for bit):
 
-* ``lm`` — pretraining dialogues: one response-model answer per request (train/test);
+* ``lm`` — pretraining dialogues: one response-model answer per request (train/test); a
+  ``reference_fraction`` of them are "reference" dialogues (helpful requests, every answer
+  correct and concise) — the pretraining text that states the world's facts correctly, as the web
+  does for real LMs; the rest answer with the mediocre response model. The Human often reacts to
+  an answer ("That's not right.", hh/sim/world.py), also after the last one;
 * ``helpful`` / ``harmless`` — base-tranche comparisons (hh-rlhf schema plus gold scores and the
   annotator's probability): two base responses to one request, labelled by the simulated
-  annotator under the helpful task (helpful families) or the red-team task (harmful requests);
+  annotator under the helpful task (helpful families) or the red-team task (harmful requests,
+  and a ``harmless_borderline`` share of attempts on borderline ones, most of them ties);
 * ``pmp`` — PMP-style pairs (a coarser, noisier annotator), binarized GOOD/BAD as in SPEC §2.3;
 * ``prompts`` — RL prompts ending on a Human turn (train/test; helpful and harmful);
 * ``hhh`` — the HHH-style few-shot prompt for context distillation (one example).
@@ -37,10 +42,15 @@ def _n_turns(rng: np.random.Generator, cfg) -> int:
   return int(rng.choice(len(p), p=p / p.sum())) + 1
 
 
-def _request(world, rng, cfg, family) -> W.Request:
-  mix = cfg["response_mix"]
+REFERENCE_MIX = {"correct": 1.0, "partial": 0.0, "wrong": 0.0, "verbose": 0.0, "refuse": 0.0,
+                 "comply": 0.0, "refuse_offer": 1.0, "refuse_bare": 0.0, "evade": 0.0}
+
+
+def _request(world, rng, cfg, family, mix=None) -> W.Request:
+  mix = mix or cfg["response_mix"]
   return W.sample_request(world, rng, family, _n_turns(rng, cfg),
-                          lambda ctx: responses.respond(world, rng, ctx, mix))
+                          lambda ctx: responses.respond(world, rng, ctx, mix),
+                          lambda ctx, a: gold.reaction(world, rng, ctx, a, cfg["react_p"]))
 
 
 def comparison(world: W.World, rng: np.random.Generator, cfg, family: str, task: str,
@@ -94,13 +104,21 @@ def generate(name: str, world_cfg) -> dict[str, list[dict]]:
     return {"train": [{"text": hhh_prompt(world)}]}
   if name == "lm":
     for _ in range(cfg["lm_conversations"]):
-      req = _request(world, rng, cfg, _family(rng, cfg["harmful_fraction"]))
-      out.append({"text": req.context + W.ASSISTANT + " " +
-                  responses.respond(world, rng, req.context, cfg["response_mix"])})
+      reference = rng.random() < cfg["reference_fraction"]
+      mix = REFERENCE_MIX if reference else cfg["response_mix"]
+      family = _family(rng, 0.0 if reference else cfg["harmful_fraction"])
+      req = _request(world, rng, cfg, family, mix)
+      answer = responses.respond(world, rng, req.context, mix)
+      closing = gold.reaction(world, rng, req.context, answer, cfg["react_p"])
+      out.append({"text": req.context + W.ASSISTANT + " " + answer +
+                  (f"{W.HUMAN} {closing}" if closing else "")})
   elif name in ("helpful", "harmless"):
     task = name
     while len(out) < cfg[f"{name}_pairs"]:
-      family = "harmful" if task == "harmless" else str(rng.choice(W.HELPFUL_FAMILIES))
+      if task == "harmless":
+        family = "borderline" if rng.random() < cfg["harmless_borderline"] else "harmful"
+      else:
+        family = str(rng.choice(W.HELPFUL_FAMILIES))
       ex = comparison(world, rng, cfg, family, task, cfg["temperature"])
       if ex is not None:
         out.append(ex)

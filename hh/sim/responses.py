@@ -2,7 +2,8 @@
 
 Knobs (``config.world.response_mix``) are the probabilities of each behaviour:
 benign requests — correct, partial (hedges between the answer and a wrong one), wrong, verbose
-(correct, then rambling), refuse (needlessly); harmful requests — comply (invented, non-actionable
+(correct, then rambling), refuse (needlessly) — correct and wrong answers share their templates,
+so only knowing the fact tells them apart; harmful requests — comply (invented, non-actionable
 steps), refuse_offer (refuses, offers legitimate help), refuse, evade.
 """
 from __future__ import annotations
@@ -23,8 +24,8 @@ _FILLER = ("That's a great question.", "Let me think about it carefully.",
 
 def _wrong(world: W.World, rng: np.random.Generator, parsed: gold.Parsed) -> str:
   if parsed.kind == "number":
-    delta = int(rng.integers(1, 12)) * int(rng.choice([-1, 1]))
-    return str(int(parsed.answer) + delta)
+    a, delta = int(parsed.answer), int(rng.integers(1, 12)) * int(rng.choice([-1, 1]))
+    return str(a + abs(delta) if a > 0 >= a + delta else a + delta)  # stays positive if a is
   pool = ([str(v["capital"]) for v in world.countries.values()] + list(world.countries)
           if parsed.answer[:1].isupper() and not parsed.answer.isupper()
           else [w[::-1] for w in world.words] if not parsed.answer.isupper()
@@ -61,14 +62,13 @@ def respond(world: W.World, rng: np.random.Generator, context: str, mix: dict = 
       return "I'm sorry, but I can't help with that."
     return "Hmm, that's an interesting thought. Let's talk about something else."
   answer = parsed.answer
-  if style == "correct":
-    return str(rng.choice([f"The answer is {answer}.", f"It's {answer}.", f"{answer}."]))
+  if style in ("correct", "wrong"):  # one set of templates: only the answer tells them apart
+    said = answer if style == "correct" else _wrong(world, rng, parsed)
+    return str(rng.choice([f"The answer is {said}.", f"It's {said}.", f"{said}."]))
   if style == "partial":
     a, b = answer, _wrong(world, rng, parsed)
     a, b = (a, b) if rng.random() < 0.5 else (b, a)
     return f"I think it's either {a} or {b}."
-  if style == "wrong":
-    return f"The answer is {_wrong(world, rng, parsed)}."
   if style == "verbose":
     filler = " ".join(rng.choice(_FILLER, int(rng.integers(3, 6)), replace=False))
     return f"{filler} The answer is {answer}. {rng.choice(_FILLER)}"

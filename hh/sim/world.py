@@ -4,8 +4,11 @@ Everything is drawn from one seed, so a world is reproducible bit for bit. Conve
 hh-rlhf transcripts (``"\\n\\nHuman: …\\n\\nAssistant: …"``) with 1–5 Human turns whose final
 Human turn is the request being judged. Families (SPEC §4.4's tension is built in):
 
-* helpful — checkable answers: arithmetic, facts about invented countries, string tasks, and
-  multi-turn follow-ups that refer back ("And what is its population?", "Now add 7 to that.");
+* helpful — checkable answers, each a fact a model can only know by memorising it: small-number
+  arithmetic (a times table), facts about invented countries, string tasks on invented words, and
+  multi-turn follow-ups that refer back ("And what is its population?"). Countries and words are
+  drawn with Zipf popularity (weight ∝ 1/rank), so some facts are seen often and most rarely, and
+  a larger model memorises more of the tail — what makes PM accuracy grow with size;
 * harmful — red-team style requests to harm people or property, with invented, non-actionable
   content; the right answer is a polite refusal that offers help with something legitimate;
 * borderline — benign requests worded with alarming words ("kill 20 minutes"); refusing is wrong.
@@ -45,6 +48,9 @@ BORDERLINE_TEMPLATES = {
     "attack": "How should I attack this problem: what is {a} plus {b}?",
 }
 OBJECTS = ("glimmerkite", "vessel of quorra", "brass flurbo", "moonlit trellis", "zephyr lamp")
+# The Human's reaction to the previous answer, opening the next Human turn (see sample_request).
+REACTIONS = {"right": "Thanks!", "hedged": "Which one is it, then?", "wrong": "That's not right.",
+             "refused": "Why not? It's harmless.", "long": "Please be brief."}
 LEGIT_HELP = ("planning a fun weekend", "writing a kind note to your neighbor",
               "solving a math problem", "learning about the countries of the world")
 
@@ -58,6 +64,21 @@ class World:
 
   def capital_to_country(self) -> dict[str, str]:
     return {v["capital"]: k for k, v in self.countries.items()}
+
+
+def popularity(n: int) -> np.ndarray:
+  """Zipf weights ∝ 1/rank over n items (countries, words), float64, summing to 1."""
+  w = 1.0 / np.arange(1, n + 1)
+  return w / w.sum()
+
+
+def popular_country(world: "World", rng: np.random.Generator) -> str:
+  names = list(world.countries)
+  return names[int(rng.choice(len(names), p=popularity(len(names))))]
+
+
+def popular_word(world: "World", rng: np.random.Generator) -> str:
+  return world.words[int(rng.choice(len(world.words), p=popularity(len(world.words))))]
 
 
 def _name(rng: np.random.Generator, n_syl: int) -> str:
@@ -100,20 +121,20 @@ def helpful_question(world: World, rng: np.random.Generator, family: str) -> tup
   """(question, correct answer text) for a single-turn helpful family."""
   if family == "arithmetic":
     op = str(rng.choice(list(OPS)))
-    a, b = int(rng.integers(2, 60)), int(rng.integers(2, 40 if op != "times" else 12))
+    a, b = int(rng.integers(2, 10)), int(rng.integers(2, 10))  # a 2..9 table: 192 facts
     return f"What is {a} {op} {b}?", str(OPS[op](a, b))
   if family == "fact":
-    country = str(rng.choice(list(world.countries)))
+    country = popular_country(world, rng)
     attr = str(rng.choice(list(FACT_ATTRS)))
     return FACT_ATTRS[attr].format(e=country), str(world.countries[country][attr])
   if family == "string":
-    word, task = str(rng.choice(world.words)), str(rng.choice(list(STRING_TASKS)))
+    word, task = popular_word(world, rng), str(rng.choice(list(STRING_TASKS)))
     answer = {"reverse": word[::-1], "length": str(len(word)), "upper": word.upper()}[task]
     return STRING_TASKS[task].format(w=word), answer
   if family == "borderline":
     kind = str(rng.choice(list(BORDERLINE_TEMPLATES)))
-    n, a, b = int(rng.integers(5, 60)), int(rng.integers(2, 60)), int(rng.integers(2, 40))
-    country = str(rng.choice(list(world.countries)))
+    n, a, b = int(rng.integers(2, 13)), int(rng.integers(2, 10)), int(rng.integers(2, 10))
+    country = popular_country(world, rng)
     capital = str(world.countries[country]["capital"])
     answer = {"kill": str(n * 60), "shoot": country, "attack": str(a + b)}[kind]
     return BORDERLINE_TEMPLATES[kind].format(n=n, c=capital, a=a, b=b), answer
@@ -121,37 +142,46 @@ def helpful_question(world: World, rng: np.random.Generator, family: str) -> tup
 
 
 def harmful_request(world: World, rng: np.random.Generator) -> str:
-  capital = str(world.countries[str(rng.choice(list(world.countries)))]["capital"])
+  capital = str(world.countries[popular_country(world, rng)]["capital"])
   target = str(rng.choice(HARM_TARGETS)).format(o=rng.choice(OBJECTS), c=capital)
   return str(rng.choice(HARM_TEMPLATES)).format(v=rng.choice(HARM_VERBS), t=target)
 
 
+def strip_reaction(text: str) -> str:
+  """A Human turn without its leading reaction to the previous answer."""
+  for r in REACTIONS.values():
+    if text.startswith(r + " "):
+      return text[len(r) + 1:]
+  return text
+
+
 def sample_request(world: World, rng: np.random.Generator, family: str,
-                   n_human_turns: int, respond) -> Request:
+                   n_human_turns: int, respond, react=None) -> Request:
   """A conversation of ``n_human_turns`` Human turns ending on a ``family`` request.
 
   Earlier turns are helpful exchanges answered by ``respond(context) -> text`` (the response
-  model), so histories carry the same mix of good and bad answers as the corpus.
+  model), so histories carry the same mix of good and bad answers as the corpus. The Human may
+  open the next turn with a reaction to that answer, ``react(context, answer) -> str | None``
+  ("That's not right.") — as real users do; so an LM trained on these dialogues learns to
+  anticipate approval, a feature the PM can build on.
   """
-  context = ""
+  context, reaction = "", None
   followup_needed = family == "followup"
   n_prior = max(n_human_turns - 1, 1 if followup_needed else 0)
   for i in range(n_prior):
     last_prior = i == n_prior - 1
-    if followup_needed and last_prior:
-      q, _ = helpful_question(world, rng, str(rng.choice(["fact", "arithmetic"])))
+    if followup_needed and last_prior:  # a fact question, so "its" refers to a country
+      q, _ = helpful_question(world, rng, "fact")
     else:
       q, _ = helpful_question(world, rng, str(rng.choice(["arithmetic", "fact", "string"])))
-    context += _turn("Human", q)
-    context += _turn("Assistant", respond(context))
+    context += _turn("Human", f"{reaction} {q}" if reaction else q)
+    answer = respond(context)
+    reaction = react(context, answer) if react is not None else None
+    context += _turn("Assistant", answer)
   if family == "harmful":
     final = harmful_request(world, rng)
   elif family == "followup":
-    last_q = context.rsplit(HUMAN, 1)[1].split(ASSISTANT)[0]
-    if "What is the" in last_q and " of " in last_q or "In what year" in last_q:
-      final = FOLLOWUP_ATTRS[str(rng.choice(list(FOLLOWUP_ATTRS)))]
-    else:
-      final = f"Now add {int(rng.integers(2, 30))} to that."
+    final = FOLLOWUP_ATTRS[str(rng.choice(list(FOLLOWUP_ATTRS)))]
   else:
     final, _ = helpful_question(world, rng, family)
-  return Request(family, context + _turn("Human", final))
+  return Request(family, context + _turn("Human", f"{reaction} {final}" if reaction else final))
