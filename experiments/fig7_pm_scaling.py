@@ -3,7 +3,7 @@
   python experiments/fig7_pm_scaling.py      # ~15 min on 2 CPU cores (the ladder's 4 PMs)
 
 Each PM is finetuned for one epoch on the synthetic world's helpful + harmless base tranches
-(5,400 pairs) from the pretrained LM of its size; with one epoch the learning curve is the
+(6,375 pairs) from the pretrained LM of its size; with one epoch the learning curve is the
 data-scaling curve (SPEC §2.4). Expected: accuracy rises with log(comparisons) and with size.
 """
 import numpy as np
@@ -28,7 +28,7 @@ def main():
   for size, wd in workdirs.items():
     x, y0 = common.curve(wd, 0)
     _, y1 = common.curve(wd, 1)
-    n0, n1 = 400, 200  # test pairs: helpful, harmless (mix accuracy weights them so)
+    n0, n1 = (t["pairs"] for t in common.result(wd)["by_test_set"].values())  # mix weights
     a.plot(x, (n0 * y0 + n1 * y1) / (n0 + n1), "o-", ms=3, label=size)
   a.set(xscale="log", xlabel="comparisons seen", ylabel="test accuracy (HH mix)",
         title="PM accuracy vs data")
