@@ -20,6 +20,8 @@ from configs import common, pm, sizes
 
 def get_config(arg: str | None = None):
   arg = common.parse_arg(arg, size="tiny", pmp="auto")
+  if arg.pmp not in ("auto", "True", "False"):
+    raise ValueError(f"config argument pmp={arg.pmp!r}; allowed: auto, True, False")
   pmp = arg.size not in sizes.CPU_SIZES if arg.pmp == "auto" else arg.pmp == "True"
   config = pm.get_config(f"size={arg.size},data=sim,pmp={pmp}")
   config.stage = "pipeline"

@@ -189,3 +189,12 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   (tmp_path / "stages" / "world.json").unlink()
   with pytest.raises(ValueError, match="built from another config.world"):
     hh_main.run(config, str(tmp_path))
+
+
+def test_pipeline_skips_pmp_on_cpu_sizes_unless_asked():
+  from configs import pipeline as pipeline_config
+  assert pipeline_config.get_config("size=tiny").pmp.datasets == ()
+  assert pipeline_config.get_config("size=tiny,pmp=True").pmp.datasets == ("hh_sim/pmp:train",)
+  assert pipeline_config.get_config("size=13M").pmp.datasets == ("hh_sim/pmp:train",)
+  with pytest.raises(ValueError, match="pmp='yes'"):
+    pipeline_config.get_config("size=tiny,pmp=yes")
