@@ -36,3 +36,16 @@ def lm_train_flops(n_layer: int, d_model: int, d_ff: int, vocab: int, tokens: in
   """
   n_matmul = n_layer * (4 * d_model * d_model + 2 * d_model * d_ff) + d_model * vocab
   return 6 * n_matmul * tokens + 12 * n_layer * seq_len * d_model * tokens
+
+
+def pm_train_flops(n_layer: int, d_model: int, d_ff: int, sequences: int, seq_len: int) -> float:
+  """Model FLOPs of one PM train step with the read-out forward (hh/models/transformer.py).
+
+  Layers 0…L−2 as in ``lm_train_flops`` (no LM head); the last layer needs keys and values at
+  every token but its query, output projection, MLP and attention at the EOC token only.
+  """
+  tokens = sequences * seq_len
+  full = lm_train_flops(n_layer - 1, d_model, d_ff, 0, tokens, seq_len)
+  kv = 6 * 2 * d_model * d_model * tokens
+  read = 6 * (2 * d_model * d_model + 2 * d_model * d_ff) * sequences + 12 * seq_len * d_model * sequences
+  return full + kv + read

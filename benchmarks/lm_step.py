@@ -32,12 +32,15 @@ def main():
   ap.add_argument("--vocab", type=int, default=32_000)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--remat", default="none")
+  ap.add_argument("--attn_chunk", type=int, default=None, help="default: the config's")
   ap.add_argument("--iters", type=int, default=5)
   args = ap.parse_args()
 
   config = lm.get_config(f"size={args.size}")
   config.model.dtype, config.model.remat_policy = args.dtype, args.remat
   config.data.batch_size, config.data.seq_len = args.batch, args.seq
+  if args.attn_chunk is not None:
+    config.model.attn_chunk = args.attn_chunk
   config.tokenizer.vocab_size = args.vocab
   mesh = sharding.make_mesh(config.mesh)
   rng = np.random.default_rng(0)

@@ -3,7 +3,9 @@
   python benchmarks/pm_step.py
 
 The step is hh's jitted ``pm_train_step`` (both sequences of each pair through the trunk in one
-batch, scalar head at the EOC token, pairwise loss, AdamW), sharded over all local devices.
+batch, scalar head at the EOC token, pairwise loss, AdamW), sharded over all local devices. The
+trunk runs its last layer at the EOC token only and attention in causal query blocks; MFU counts
+the FLOPs that work needs (``common.pm_train_flops``), and the full-trunk FLOPs are printed too.
 For comparison, the issue quotes a PyTorch reward-model trainer at about 1,200 tokens/s on this
 workload on these 2 cores.
 """
@@ -53,7 +55,7 @@ def measure(size="13M", pairs=8, seq=512, vocab=32_000, dtype="float32", remat="
     seconds = common.time_fn(run, batch, warmup=2, iters=iters)
   m = config.model
   tokens = 2 * pairs * seq
-  flops = common.lm_train_flops(m.n_layer, m.d_model, m.d_ff, 0, tokens, seq)  # no LM head
+  flops = common.pm_train_flops(m.n_layer, m.d_model, m.d_ff, 2 * pairs, seq)
   return {"seconds": seconds, "tokens_per_sec": tokens / seconds, "pairs_per_sec": pairs / seconds,
           "flops": flops, "model": m}
 
@@ -74,6 +76,10 @@ def main():
         f"= {2 * args.pairs} × {args.seq} tokens, {args.dtype}, AdamW")
   print(f"step {r['seconds'] * 1e3:.1f} ms  |  {r['tokens_per_sec']:,.0f} tokens/s  |  "
         f"{r['pairs_per_sec']:.2f} pairs/s  |  {r['flops'] / r['seconds'] / 1e9:,.1f} GFLOP/s")
+  full = common.lm_train_flops(m.n_layer, m.d_model, m.d_ff, 0, 2 * args.pairs * args.seq,
+                              args.seq)
+  print(f"model FLOPs/step {r['flops'] / 1e12:.3f} T (read-out trunk; the full trunk would need "
+        f"{full / 1e12:.3f} T, i.e. {full / r['seconds'] / 1e9:,.1f} GFLOP/s-equivalent)")
   print(f"measured {args.dtype} matmul peak {peak / 1e9:,.1f} GFLOP/s  →  MFU "
         f"{r['flops'] / r['seconds'] / peak:.1%};  vs 1,200 tokens/s (PyTorch RM trainer): "
         f"{r['tokens_per_sec'] / 1200:.2f}×")

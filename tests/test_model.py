@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from hh.models import DecoderLM, ModelConfig, ScalarHead, Transformer
+from hh.models import DecoderLM, ModelConfig, PreferenceModel, ScalarHead, Transformer
 from hh.models.decoding import decode_step, prefill
 
 CFG = ModelConfig(vocab_size=61, n_layer=2, d_model=32, n_head=4, d_ff=48)
@@ -79,12 +79,13 @@ def left_padded_batch(lengths, t_len, seed=0):
   return jnp.asarray(tokens * mask), jnp.asarray(mask)
 
 
-@pytest.mark.parametrize("approximate", [True, False])
-def test_forward_matches_float64_reference(approximate):
+@pytest.mark.parametrize("approximate,chunk", [(True, 0), (False, 0), (True, 4), (True, 3)])
+def test_forward_matches_float64_reference(approximate, chunk):
+  """Also with causal query blocks (chunk 4: three blocks of a 12-token row; 3: four blocks)."""
   import dataclasses
-  cfg = dataclasses.replace(CFG, gelu_approximate=approximate)
+  cfg = dataclasses.replace(CFG, gelu_approximate=approximate, attn_chunk=chunk)
   params = init_params()
-  tokens, mask = left_padded_batch([9, 5, 9], 9)
+  tokens, mask = left_padded_batch([12, 5, 9], 12)
   logits, _ = DecoderLM(cfg).apply({"params": params}, tokens, mask)
   for got, m, ref in zip(np.asarray(logits), np.asarray(mask), reference_logits(params, tokens,
                                                                                mask, cfg)):
@@ -161,3 +162,44 @@ def test_remat_policies_do_not_change_gradients(policy):
   g1 = jax.grad(loss)(params, dataclasses.replace(CFG, remat_policy=policy))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # fp32 recomputation order
+
+
+def _right_padded(lengths, t_len, seed):
+  tokens, mask = left_padded_batch(lengths, t_len, seed)
+  tokens, mask = np.array(tokens), np.array(mask)
+  for i, n in enumerate(lengths):  # move each row's real tokens to the front
+    tokens[i], mask[i] = np.roll(tokens[i], n - t_len), np.roll(mask[i], n - t_len)
+  return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("policy,n_layer", [("none", 2), ("full", 2), ("none", 1), ("none", 3)])
+def test_read_out_forward_equals_full_forward_and_its_gradient(policy, n_layer):
+  """The PM's read-out path (last layer at the read position only) against the full trunk read
+  there: scores and every parameter gradient, for left- and right-padded rows."""
+  import dataclasses
+  cfg = dataclasses.replace(CFG, n_layer=n_layer, remat_policy=policy)
+  model = PreferenceModel(cfg)
+  tokens, mask = left_padded_batch([10, 6, 3], 10, seed=6)
+  params = model.init(jax.random.key(0), tokens, mask, jnp.zeros(3, jnp.int32))["params"]
+  leaves, tree = jax.tree.flatten(nn.unbox(params))
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape)
+                                     for x, k in zip(leaves, keys)])
+
+  def full(p, tokens, mask, index):  # the whole trunk at every position, then the head
+    hidden, _ = Transformer(cfg).apply({"params": p["trunk"]}, tokens, mask)
+    return ScalarHead(cfg).apply({"params": p["head"]}, hidden, index)
+
+  def read_out(p, tokens, mask, index):
+    return model.apply({"params": p}, tokens, mask, index)
+
+  for tokens, mask, index in [(tokens, mask, jnp.array([9, 9, 9])),
+                              (tokens, mask, jnp.array([4, 7, 9])),
+                              (*_right_padded([10, 6, 3], 10, 7), jnp.array([9, 5, 2]))]:
+    want = full(params, tokens, mask, index)
+    assert np.abs(np.asarray(want)).max() > 0.1
+    np.testing.assert_allclose(read_out(params, tokens, mask, index), want, rtol=1e-5, atol=1e-5)
+    g_full = jax.grad(lambda p: (full(p, tokens, mask, index) ** 2).sum())(params)
+    g_read = jax.grad(lambda p: (read_out(p, tokens, mask, index) ** 2).sum())(params)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_read)):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
