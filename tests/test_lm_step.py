@@ -51,12 +51,24 @@ def test_lr_schedule_by_hand():
     state_lib.lr_schedule(cfg, 10)
 
 
-def test_weight_decay_only_on_matrices_by_name():
-  params = {"layers": {"ln": {"scale": jnp.ones((2, 4))}, "mlp": {"kernel": jnp.ones((2, 4, 4))}},
-            "embed": {"embedding": jnp.ones((5, 4))}}
-  mask = state_lib._decay_mask(params)
-  assert mask == {"layers": {"ln": {"scale": False}, "mlp": {"kernel": True}},
-                  "embed": {"embedding": True}}
+def test_weight_decay_on_every_matrix_of_the_real_models_and_nothing_else():
+  """On the real LM and PM trees: a leaf decays iff it is a matrix of the unscanned model (its
+  per-layer rank ≥ 2: attention, MLP, embedding, LM head) or the PM's scalar-head kernel."""
+  import flax.linen as nn
+
+  from hh.models import DecoderLM, ModelConfig, PreferenceModel
+  cfg = ModelConfig(vocab_size=11, n_layer=2, d_model=8, n_head=2, d_ff=16)
+  x = jnp.zeros((1, 4), jnp.int32)
+  for model, args in [(DecoderLM(cfg), (x, x)), (PreferenceModel(cfg), (x, x, x[:, 0]))]:
+    params = nn.unbox(jax.eval_shape(lambda m=model, a=args: m.init(jax.random.key(0), *a)))
+    mask = state_lib._decay_mask(params["params"])
+    flat = jax.tree_util.tree_flatten_with_path(params["params"])[0]
+    for (path, leaf), decays in zip(flat, jax.tree.leaves(mask)):
+      name = "/".join(k.key for k in path)
+      rank = leaf.ndim - ("/layers/" in f"/{name}/")  # scanned leaves carry a leading L axis
+      want = rank >= 2 or name == "head/kernel"
+      assert decays == want, name
+    assert sum(jax.tree.leaves(mask)) == 8  # embedding, q, k, v, out, wi, wo, head kernel
 
 
 def _one_step(config, devices, batch_np):

@@ -45,14 +45,18 @@ def lr_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), after], [warm])
 
 
-def _decay_mask(params):
-  """Weight decay on kernels and embeddings only, not on norm scales or biases.
+NO_DECAY = ("scale", "bias")  # LayerNorm scales and biases, the scalar head's bias
 
-  Decided by name, since scanned layers give LayerNorm scales a 2-D [L, D] shape.
+
+def _decay_mask(params):
+  """Weight decay on every matrix (attention query/key/value/out, MLP wi/wo, embedding, heads),
+  not on norm scales or biases.
+
+  Decided by leaf name, since scanned layers give LayerNorm scales a 2-D [L, D] shape.
   """
   def decays(path, _):
     name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
-    return name in ("kernel", "embedding")
+    return name not in NO_DECAY
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
