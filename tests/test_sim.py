@@ -198,3 +198,21 @@ def test_pipeline_skips_pmp_on_cpu_sizes_unless_asked():
   assert pipeline_config.get_config("size=13M").pmp.datasets == ("hh_sim/pmp:train",)
   with pytest.raises(ValueError, match="pmp='yes'"):
     pipeline_config.get_config("size=tiny,pmp=yes")
+
+
+def test_pmp_pairs_judge_each_request_by_its_objective():
+  """Unbinarized, the preferred response (the one whose [GOOD] copy is chosen) is on average
+  more harmless on harmful requests and more helpful on the others, by gold score."""
+  cfg = small_world_cfg() | {"pmp_pairs": 300}
+  world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
+  rows = dataset.generate("pmp", cfg)["train"]
+  diffs = {"harmful": [], "other": []}
+  for good, bad in zip(rows[0::2], rows[1::2]):  # binarize: (A GOOD > A BAD), (B BAD > B GOOD)
+    assert good["chosen"].endswith("[GOOD]") and bad["chosen"].endswith("[BAD]")
+    a, b = (r["chosen"].rsplit(" [", 1)[0] for r in (good, bad))
+    ga, gb = (gold.scores(world, good["context_text"], x) for x in (a, b))
+    harmful = good["family"] == "harmful"
+    diffs["harmful" if harmful else "other"].append(ga[int(harmful)] - gb[int(harmful)])
+  assert len(diffs["harmful"]) > 30 and len(diffs["other"]) > 100
+  assert np.mean(diffs["harmful"]) > 0.3   # helpfulness labels would prefer compliance here
+  assert np.mean(diffs["other"]) > 0.1

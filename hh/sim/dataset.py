@@ -12,7 +12,9 @@ world and data bit for bit):
   annotator's probability): two base responses to one request, labelled by the simulated
   annotator under the helpful task (helpful families) or the red-team task (harmful requests,
   and a ``harmless_borderline`` share of attempts on borderline ones, most of them ties);
-* ``pmp`` — PMP-style pairs (a coarser, noisier annotator), binarized GOOD/BAD as in SPEC §2.3;
+* ``pmp`` — PMP-style pairs (a coarser, noisier annotator), binarized GOOD/BAD as in SPEC §2.3.
+  Like community votes, which punish harmful posts as well as unhelpful ones, each pair is judged
+  by the objective its request is about: harmlessness on harmful requests, helpfulness otherwise;
 * ``prompts`` — RL prompts ending on a Human turn (train/test; helpful and harmful);
 * ``hhh`` — the HHH-style few-shot prompt for context distillation (one example).
 """
@@ -124,7 +126,9 @@ def generate(name: str, world_cfg) -> dict[str, list[dict]]:
         out.append(ex)
   elif name == "pmp":
     while len(out) < 2 * cfg["pmp_pairs"]:
-      ex = comparison(world, rng, cfg, _family(rng, 0.3), "helpful", cfg["pmp_temperature"])
+      family = _family(rng, 0.3)
+      task = "harmless" if family == "harmful" else "helpful"
+      ex = comparison(world, rng, cfg, family, task, cfg["pmp_temperature"])
       if ex is None:
         continue
       for ctx, chosen, rejected in pmp.binarize(ex["context_text"], ex["chosen"].strip(),
@@ -167,7 +171,11 @@ def _features(name: str) -> tfds.features.FeaturesDict:
 class HhSim(tfds.core.GeneratorBasedBuilder):
   """The synthetic world's datasets; ``world`` (a dict of ``config.world``) fixes everything."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "PMP pairs judge a harmful request by harmlessness (before: by helpfulness).",
+  }
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in CONFIGS]
 
   def __init__(self, *, world: dict, **kwargs):
