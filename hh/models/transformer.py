@@ -241,13 +241,17 @@ class Block(nn.Module):
     return x, cache
 
 
+def _block_class(cfg: ModelConfig):
+  """Block, under the config's remat policy."""
+  if cfg.remat_policy == "none":
+    return Block
+  return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+
+
 def _scanned_blocks(cfg: ModelConfig, length: int):
-  """The Block class scanned over ``length`` layers (params stacked on a leading ``layers`` axis),
-  each under the config's remat policy."""
-  block = Block
-  if cfg.remat_policy != "none":
-    block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+  """The (remat) Block class scanned over ``length`` layers, params stacked on a leading
+  ``layers`` axis."""
+  return nn.scan(_block_class(cfg), variable_axes={"params": 0}, split_rngs={"params": True},
                  in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                  length=length, metadata_params={nn.PARTITION_NAME: "layers"})
 
@@ -305,9 +309,8 @@ class Transformer(nn.Module):
       x, _ = _scanned_blocks(cfg, cfg.n_layer - 1)(cfg).apply(
           {"params": first}, x, None, rotary, attn_mask, None)
     last = jax.tree.map(lambda a: a[-1], stacked)
-    block = Block if cfg.remat_policy == "none" else nn.remat(
-        Block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-    x, _ = block(cfg).apply({"params": last}, x, None, rotary, attn_mask, None, read_index)
+    x, _ = _block_class(cfg)(cfg).apply({"params": last}, x, None, rotary, attn_mask, None,
+                                        read_index)
     return x
 
 
