@@ -63,8 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      batch, 100)
   config.finetune = phase(0.01 if paper_scale else 0.03, "constant", ft_sets, seq, batch, 100)
   # After PMP, start finetuning from a zero head: PMP trains the head on tagged samples
-  # ("… [GOOD]"), and its reading of untagged ones is arbitrary (measured on the world: 0.39 on
-  # helpful pairs at the end of PMP, i.e. reversed). The trunk keeps what PMP taught.
+  # ("… [GOOD]"), and its reading of untagged ones is arbitrary (measured on the world at the end
+  # of PMP: 0.33 on helpful pairs, i.e. reversed, 0.80 on harmless ones). The trunk keeps what PMP
+  # taught.
   config.finetune.reset_head = True
   config.test_datasets = test_sets
   config.harmless_weight = 1.0  # λ in L_helpful + λ·L_harmless (SPEC §2.4; λ = 1 default)
