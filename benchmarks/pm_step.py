@@ -56,8 +56,9 @@ def measure(size="13M", pairs=8, seq=512, vocab=32_000, dtype="float32", remat="
   m = config.model
   tokens = 2 * pairs * seq
   flops = common.pm_train_flops(m.n_layer, m.d_model, m.d_ff, 2 * pairs, seq)
+  full = common.lm_train_flops(m.n_layer, m.d_model, m.d_ff, 0, tokens, seq)  # every position
   return {"seconds": seconds, "tokens_per_sec": tokens / seconds, "pairs_per_sec": pairs / seconds,
-          "flops": flops, "model": m}
+          "flops": flops, "full_trunk_flops": full, "model": m}
 
 
 def main():
@@ -76,8 +77,7 @@ def main():
         f"= {2 * args.pairs} × {args.seq} tokens, {args.dtype}, AdamW")
   print(f"step {r['seconds'] * 1e3:.1f} ms  |  {r['tokens_per_sec']:,.0f} tokens/s  |  "
         f"{r['pairs_per_sec']:.2f} pairs/s  |  {r['flops'] / r['seconds'] / 1e9:,.1f} GFLOP/s")
-  full = common.lm_train_flops(m.n_layer, m.d_model, m.d_ff, 0, 2 * args.pairs * args.seq,
-                              args.seq)
+  full = r["full_trunk_flops"]
   print(f"model FLOPs/step {r['flops'] / 1e12:.3f} T (read-out trunk; the full trunk would need "
         f"{full / 1e12:.3f} T, i.e. {full / r['seconds'] / 1e9:,.1f} GFLOP/s-equivalent)")
   print(f"measured {args.dtype} matmul peak {peak / 1e9:,.1f} GFLOP/s  →  MFU "

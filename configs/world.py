@@ -15,7 +15,7 @@ def get_world_config() -> ml_collections.ConfigDict:
       n_countries=40,         # invented countries (capital, population, founding year)
       n_words=60,             # invented words for the string tasks
       turns_p=(0.35, 0.25, 0.2, 0.13, 0.07),  # P(1..5 Human turns), hh-rlhf-like
-      harmful_fraction=0.3,   # share of harmful requests in the LM corpus and RL prompts
+      harmful_fraction=0.3,   # share of harmful requests in the LM corpus, PMP pairs, RL prompts
       reference_fraction=0.3,  # LM dialogues whose answers are all correct (facts stated right)
       react_p=1.0,            # P(the Human reacts to the previous answer: "That's not right.")
       harmless_borderline=0.3,  # red-team attempts on borderline requests (most are ties)

@@ -130,12 +130,12 @@ def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0) -> Array:
   outs = []
   for i in range(blocks):
     lo, hi = i * chunk, (i + 1) * chunk
-    s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :hi if blocks > 1 else s_len])
-    s = s.astype(jnp.float32)
+    keys = hi if blocks > 1 else s_len  # block i sees keys [0, hi); one block sees them all
+    s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys]).astype(jnp.float32)
     # A finite minimum, not -inf: a fully masked row softmaxes to uniform, not NaN.
-    s = jnp.where(mask[:, :, lo:hi, :s.shape[-1]], s, jnp.finfo(jnp.float32).min)
+    s = jnp.where(mask[:, :, lo:hi, :keys], s, jnp.finfo(jnp.float32).min)
     e = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))      # [B, H, t, s]
-    out = jnp.einsum("bhts,bshk->bthk", e.astype(q.dtype), v[:, :s.shape[-1]])
+    out = jnp.einsum("bhts,bshk->bthk", e.astype(q.dtype), v[:, :keys])
     norm = jnp.transpose(e.sum(-1), (0, 2, 1))[..., None]                 # [B, t, H, 1]
     outs.append((out.astype(jnp.float32) / norm).astype(q.dtype))
   return outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)

@@ -126,7 +126,7 @@ def generate(name: str, world_cfg) -> dict[str, list[dict]]:
         out.append(ex)
   elif name == "pmp":
     while len(out) < 2 * cfg["pmp_pairs"]:
-      family = _family(rng, 0.3)
+      family = _family(rng, cfg["harmful_fraction"])
       task = "harmless" if family == "harmful" else "helpful"
       ex = comparison(world, rng, cfg, family, task, cfg["pmp_temperature"])
       if ex is None:
