@@ -60,7 +60,14 @@ def test_reactions_follow_gold_helpfulness(answer, expected):
   always = np.random.default_rng(0)
   assert gold.reaction(WORLD, always, ADD, answer, p=1.0) == W.REACTIONS[expected]
   assert gold.reaction(WORLD, always, ADD, answer, p=0.0) is None
-  assert gold.reaction(WORLD, always, HARM, "Sure! First, go.", p=1.0) is None  # benign only
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("Sure! First, go.", "right"), ("I'm sorry, but I can't help with that.", "refused"),
+    ("Hmm, let's talk about something else.", "wrong")])
+def test_the_red_teamer_reacts_to_helpfulness_not_harmlessness(answer, expected):
+  assert gold.reaction(WORLD, np.random.default_rng(0), HARM, answer, p=1.0) == \
+      W.REACTIONS[expected]
 
 
 def test_annotator_agreement_matches_its_analytic_value():

@@ -7,7 +7,8 @@ world and data bit for bit):
   ``reference_fraction`` of them are "reference" dialogues (helpful requests, every answer
   correct and concise) — the pretraining text that states the world's facts correctly, as the web
   does for real LMs; the rest answer with the mediocre response model. The Human often reacts to
-  an answer ("That's not right.", hh/sim/world.py), also after the last one;
+  an answer ("That's not right.", hh/sim/world.py), also after the last one, and reacts as the
+  asker to answers to harmful requests too (thanks for compliance, "Why not?" after a refusal);
 * ``helpful`` / ``harmless`` — base-tranche comparisons (hh-rlhf schema plus gold scores and the
   annotator's probability): two base responses to one request, labelled by the simulated
   annotator under the helpful task (helpful families) or the red-team task (harmful requests,
@@ -171,10 +172,12 @@ def _features(name: str) -> tfds.features.FeaturesDict:
 class HhSim(tfds.core.GeneratorBasedBuilder):
   """The synthetic world's datasets; ``world`` (a dict of ``config.world``) fixes everything."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "First release.",
       "1.1.0": "PMP pairs judge a harmful request by harmlessness (before: by helpfulness).",
+      "1.2.0": "The Human also reacts to answers to harmful requests (LM corpus only): thanks "
+               "for compliance, 'Why not?' after a refusal.",
   }
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in CONFIGS]
 

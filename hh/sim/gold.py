@@ -151,9 +151,14 @@ def scores(world: W.World, context: str, response: str) -> tuple[float, float]:
 
 def reaction(world: W.World, rng, context: str, answer: str, p: float) -> str | None:
   """With probability ``p``, the Human's reaction to ``answer`` (``W.REACTIONS``), by its gold
-  helpfulness: right (h = 1), hedged, long (correct but rambling), refused, wrong (h ≤ 0)."""
+  helpfulness: right (h = 1), hedged, long (correct but rambling), refused, wrong (h ≤ 0).
+
+  The Human reacts as the asker, so after a harmful request too: thanks for compliance, "Why
+  not?" after a refusal — the approval the LM learns to anticipate is helpfulness, never
+  harmlessness, as in hh-rlhf's red-team transcripts (SPEC §4.4).
+  """
   req = parse_request(world, context)
-  if rng.random() >= p or req is None or req.kind == "harmful":  # only benign exchanges
+  if rng.random() >= p or req is None:
     return None
   h, _ = scores(world, context, " " + answer)
   if is_refusal(answer):
