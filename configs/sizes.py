@@ -4,12 +4,13 @@ The paper's exact shapes are unpublished. SPEC §1 reconstructs them from N ≈ 
 d_model = 128·L, d_ff = 4·d and d_head 64 (small) or 128 (large); every named size is then within
 5% of its name in non-embedding parameters (``tests/test_sizes.py`` checks this by ``eval_shape``).
 
-The CPU sizes keep the paper's ~4× ladder with d_head = 64 and d_ff = 4·d.
+The CPU sizes keep the paper's ~4× ladder with d_head = 64 (nano: 32) and d_ff = 4·d.
 """
 from __future__ import annotations
 
 # name: (n_layer, d_model, n_head, d_ff, nominal non-embedding parameters)
 SIZES: dict[str, tuple[int, int, int, int, float]] = {
+    "nano": (1, 32, 1, 128, 1.25e4),    # ≈0.012M (d_head 32), bottom of the CPU ladder
     "micro": (1, 64, 1, 256, 5e4),      # ≈0.05M, CPU ladder for the PM figures
     "mini": (1, 128, 2, 512, 2e5),      # ≈0.2M, CPU ladder
     "tiny": (2, 192, 3, 768, 1e6),      # ≈0.89M, CPU tests and the default pipeline
@@ -23,7 +24,7 @@ SIZES: dict[str, tuple[int, int, int, int, float]] = {
     "52B": (64, 8192, 64, 32768, 52e9),
 }
 PAPER_SIZES = ("13M", "42M", "197M", "810M", "2.7B", "13B", "52B")
-CPU_SIZES = ("micro", "mini", "tiny", "small")  # a ~4× ladder: 0.05M, 0.2M, 0.9M, 3.2M
+CPU_SIZES = ("nano", "micro", "mini", "tiny", "small")  # ~4× apart: 0.012M … 3.2M
 
 
 def lookup(size: str) -> tuple[int, int, int, int, float]:

@@ -16,7 +16,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.abspath(os.environ.get("HH_EXPERIMENTS", os.path.join(REPO, "runs",
                                                                      "experiments")))
-LADDER = ("micro", "mini", "tiny", "small")  # ~4× apart (configs/sizes.py)
+# The PM figures' ladder, ~4× apart (configs/sizes.py). It stops at tiny: on the default world
+# the small LM (3.2M) knows no more than the tiny one, so fig. 7 runs small as one more point
+# to show where the world saturates (fig7_pm_scaling.SATURATED).
+LADDER = ("nano", "micro", "mini", "tiny")
 
 
 def hh_main(config: str, workdir: str, *overrides: str):

@@ -33,7 +33,7 @@ def test_paper_sizes_within_5_percent(size):
   assert abs(count - nominal) / nominal < 0.05, (size, count)
 
 
-@pytest.mark.parametrize("size,nominal", [("micro", 5e4), ("mini", 2e5), ("tiny", 1e6),
+@pytest.mark.parametrize("size,nominal", [("nano", 1.25e4), ("micro", 5e4), ("mini", 2e5), ("tiny", 1e6),
                                           ("small", 3e6)])
 def test_cpu_sizes(size, nominal):
   count = non_embedding_params(size)
@@ -49,5 +49,5 @@ def test_ladder_is_about_4x(ladder):
 
 
 def test_unknown_size_lists_allowed():
-  with pytest.raises(ValueError, match="unknown model size '7B'; allowed: micro, mini, tiny, small, 13M"):
+  with pytest.raises(ValueError, match="unknown model size '7B'; allowed: nano, micro, mini, tiny, small, 13M"):
     lm.get_config("size=7B")
