@@ -5,13 +5,13 @@
 Stages, each skipped when its outputs exist in the workdir (so a rerun resumes):
   world   build the world's datasets (TFDS) and measure it         → tfds/, world/summary.json
   lm      tokenizer + LM pretraining on the world's dialogues       → lm/
-  pm      finetuning on the helpful + harmless comparisons (after PMP
-          on the world's binarized pairs at paper sizes), evaluation → pm/
+  pm      PMP on the world's binarized pairs, finetuning on the
+          helpful + harmless comparisons, evaluation                → pm/
   report  markdown + PNG figures of what was done and measured       → report/report.md
 
-All PM settings are those of configs/pm.py (data=sim). CPU sizes skip PMP unless ``pmp=True``:
-on the world it does not help the tiny PM (helpful test accuracy 0.644 with PMP vs 0.699
-without; experiments/pmp_ablation.py shows the curves).
+All PM settings are those of configs/pm.py (data=sim), PMP included as in the paper (SPEC §2.3;
+``pmp=False`` skips it): on the world it helps the tiny PM most when comparisons are few and
+ends level (experiments/pmp_ablation.py shows the curves).
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from configs import common, pm, sizes
 
 
 def get_config(arg: str | None = None):
-  arg = common.parse_arg(arg, size="tiny", pmp="auto")
-  if arg.pmp not in ("auto", "True", "False"):
-    raise ValueError(f"config argument pmp={arg.pmp!r}; allowed: auto, True, False")
-  pmp = arg.size not in sizes.CPU_SIZES if arg.pmp == "auto" else arg.pmp == "True"
-  config = pm.get_config(f"size={arg.size},data=sim,pmp={pmp}")
+  arg = common.parse_arg(arg, size="tiny", pmp="True")
+  if arg.pmp not in ("True", "False"):
+    raise ValueError(f"config argument pmp={arg.pmp!r}; allowed: True, False")
+  config = pm.get_config(f"size={arg.size},data=sim,pmp={arg.pmp}")
   config.stage = "pipeline"
   config.stages = ("world", "lm", "pm", "report")  # in order; a finished stage is skipped
   config.data.sources = ("sim",)  # the LM reads the world's dialogues (and its reference texts)

@@ -126,7 +126,10 @@ def write(config, workdir: str) -> str:
     r = json.load(open(pm_result))
     pm_figure(os.path.join(workdir, "pm"), list(config.test_datasets), os.path.join(out, "pm.png"))
     d = np.load(os.path.join(workdir, "pm", "eval_scores.npz"))
-    lines += ["## Preference model", "", "PMP then finetuning, one epoch each, from the LM "
+    names = {"pmp": "PMP", "finetune": "finetuning"}
+    phases = " then ".join(f"{names.get(k, k)} ({v['pairs']:,} pairs, {v['steps']} steps)"
+                           for k, v in r["phases"].items())
+    lines += ["## Preference model", "", f"{phases}, one epoch each, from the LM "
               f"(mean-removal offset {r['offset']:.3f}).", "",
               "| test set | pairs | accuracy | Bayes ceiling | fraction of ceiling | shorter "
               "response |", "|---|---|---|---|---|---|"]

@@ -188,6 +188,9 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   assert first["lm"]["val_loss"] < np.log(first["lm"]["vocab_size"]) - 0.5  # below uniform
   report = (tmp_path / "report" / "report.md").read_text()
   assert "Bayes ceiling" in report and (tmp_path / "report" / "world.png").exists()
+  pm_phases = json.loads((tmp_path / "pm" / "pm_result.json").read_text())["phases"]
+  assert list(pm_phases) == ["pmp", "finetune"]  # the paper's path, PMP first
+  assert f"PMP ({pm_phases['pmp']['pairs']:,} pairs" in report
   marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
   second = hh_main.run(config, str(tmp_path))  # resumes: world and lm are skipped
   assert second["lm"] == first["lm"] and (tmp_path / "stages" / "lm.json").stat().st_mtime == \
@@ -198,10 +201,10 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
     hh_main.run(config, str(tmp_path))
 
 
-def test_pipeline_skips_pmp_on_cpu_sizes_unless_asked():
+def test_pipeline_runs_pmp_unless_asked_not_to():
   from configs import pipeline as pipeline_config
-  assert pipeline_config.get_config("size=tiny").pmp.datasets == ()
-  assert pipeline_config.get_config("size=tiny,pmp=True").pmp.datasets == ("hh_sim/pmp:train",)
+  assert pipeline_config.get_config("size=tiny").pmp.datasets == ("hh_sim/pmp:train",)
+  assert pipeline_config.get_config("size=tiny,pmp=False").pmp.datasets == ()
   assert pipeline_config.get_config("size=13M").pmp.datasets == ("hh_sim/pmp:train",)
   with pytest.raises(ValueError, match="pmp='yes'"):
     pipeline_config.get_config("size=tiny,pmp=yes")
