@@ -4,7 +4,10 @@ The paper's exact shapes are unpublished. SPEC §1 reconstructs them from N ≈ 
 d_model = 128·L, d_ff = 4·d and d_head 64 (small) or 128 (large); every named size is then within
 5% of its name in non-embedding parameters (``tests/test_sizes.py`` checks this by ``eval_shape``).
 
-The CPU sizes keep the paper's ~4× ladder with d_head = 64 (nano: 32) and d_ff = 4·d.
+The CPU sizes keep the paper's ~4× ladder with d_ff = 4·d and d_head 64 where d allows. Depth
+grows along the ladder as in the paper's family: with one layer, a model cannot both look up the
+fact a question asks and compare the answer with it (a two-step composition), so a one-layer
+mini (d 128) gave no better PM than micro on the world (HH mix 0.687 against 0.688).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 SIZES: dict[str, tuple[int, int, int, int, float]] = {
     "nano": (1, 32, 1, 128, 1.25e4),    # ≈0.012M (d_head 32), bottom of the CPU ladder
     "micro": (1, 64, 1, 256, 5e4),      # ≈0.05M, CPU ladder for the PM figures
-    "mini": (1, 128, 2, 512, 2e5),      # ≈0.2M, CPU ladder
+    "mini": (2, 96, 2, 384, 2e5),       # ≈0.22M (d_head 48): two layers, see below
     "tiny": (2, 192, 3, 768, 1e6),      # ≈0.89M, CPU tests and the default pipeline
     "small": (4, 256, 4, 1024, 3e6),    # ≈3.15M, CPU
     "13M": (4, 512, 8, 2048, 13e6),
