@@ -66,6 +66,14 @@ def curve(workdir: str, part: int, phase: str = "finetune") -> tuple[np.ndarray,
           np.array([r[f"accuracy_{part}"] for r in rows]))
 
 
+def mix_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
+  """(pairs seen, HH-mix test accuracy): the two test sets' curves weighted by their sizes."""
+  x, y0 = curve(workdir, 0)
+  _, y1 = curve(workdir, 1)
+  n0, n1 = (t["pairs"] for t in result(workdir)["by_test_set"].values())
+  return x, (n0 * y0 + n1 * y1) / (n0 + n1)
+
+
 def figure_path(name: str) -> str:
   os.makedirs(os.path.join(ROOT, "figures"), exist_ok=True)
   return os.path.join(ROOT, "figures", name)

@@ -31,10 +31,7 @@ def main():
   plt = common.plt()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
   for size, wd in workdirs.items():
-    x, y0 = common.curve(wd, 0)
-    _, y1 = common.curve(wd, 1)
-    n0, n1 = (t["pairs"] for t in common.result(wd)["by_test_set"].values())  # mix weights
-    a.plot(x, (n0 * y0 + n1 * y1) / (n0 + n1), "o-", ms=3, label=size)
+    a.plot(*common.mix_curve(wd), "o-", ms=3, label=size)
   a.set(xscale="log", xlabel="comparisons seen", ylabel="test accuracy (HH mix)",
         title="PM accuracy vs data")
   a.legend()

@@ -13,10 +13,11 @@ SIZE = "tiny"
 def main():
   runs = {"with PMP": common.pm(f"pmp_{SIZE}_on", SIZE, pmp=True),
           "without PMP": fig7_pm_scaling.runs()[SIZE]}  # the same run without PMP
-  fig, panels = common.helpful_harmless_axes()
+  fig, axes = common.plt().subplots(1, 3, figsize=(15, 3.6))
+  panels = [(0, "helpful", axes[0]), (1, "harmless", axes[1]), (None, "HH mix", axes[2])]
   for label, wd in runs.items():
     for part, name, axis in panels:
-      x, y = common.curve(wd, part)
+      x, y = common.mix_curve(wd) if part is None else common.curve(wd, part)
       axis.plot(x, y, "o-", ms=3, label=label)
       print(label, name, list(zip(x.astype(int).tolist(), y.round(3).tolist())))
   for _, name, axis in panels:
