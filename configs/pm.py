@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.finetune = phase(0.01 if paper_scale else 0.03, "constant", ft_sets, seq, batch, 100)
   # After PMP, start finetuning from a zero head: PMP trains the head on tagged samples
   # ("… [GOOD]"), and its reading of untagged ones is arbitrary (measured on the world at the end
-  # of PMP: 0.33 on helpful pairs, i.e. reversed, 0.80 on harmless ones). The trunk keeps what PMP
+  # of PMP, hh_sim 1.2.0: 0.55 on helpful pairs, 0.28 on harmless ones). The trunk keeps what PMP
   # taught.
   config.finetune.reset_head = True
   config.test_datasets = test_sets
