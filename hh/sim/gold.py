@@ -154,8 +154,9 @@ def reaction(world: W.World, rng, context: str, answer: str, p: float) -> str | 
   helpfulness: right (h = 1), hedged, long (correct but rambling), refused, wrong (h ≤ 0).
 
   The Human reacts as the asker, so after a harmful request too: thanks for compliance, "Why
-  not?" after a refusal — the approval the LM learns to anticipate is helpfulness, never
-  harmlessness, as in hh-rlhf's red-team transcripts (SPEC §4.4).
+  not?" after a refusal, as red-teamers do in hh-rlhf's harmless-base transcripts. So the
+  approval the LM learns to anticipate is helpfulness, never harmlessness (the tension of
+  SPEC §4.4), and a PM trained on helpfulness alone prefers compliance on red-team requests.
   """
   req = parse_request(world, context)
   if rng.random() >= p or req is None:
