@@ -16,9 +16,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.abspath(os.environ.get("HH_EXPERIMENTS", os.path.join(REPO, "runs",
                                                                      "experiments")))
-# The PM figures' ladder, ~4× apart (configs/sizes.py). It stops at tiny: on the default world
-# the small LM (3.2M) knows no more than the tiny one, so fig. 7 runs small as one more point
-# to show where the world saturates (fig7_pm_scaling.SATURATED).
+# The PM figures' ladder, ~4× apart (configs/sizes.py). It stops at tiny: with 1,200 LM steps
+# the small LM (3.2M) knew no more than the tiny one on the default world, and at 2,400 steps its
+# LM alone would take ~16 of the set's 60 minutes.
 LADDER = ("nano", "micro", "mini", "tiny")
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import common, fig7_pm_scaling
+from experiments import common
 from hh import sharding
 from hh import tokenizer as tok_lib
 from hh.models import DecoderLM, ModelConfig
@@ -79,7 +79,7 @@ def probe(base: str) -> dict[str, tuple[float, float]]:
 
 
 def main():
-  for size in common.LADDER + fig7_pm_scaling.SATURATED:
+  for size in common.LADDER:
     r = probe(common.base(size))
     print(size, "knows / anticipates:",
           {f: f"{k:.2f} / {a:.2f}" for f, (k, a) in r.items()})
