@@ -1,6 +1,6 @@
 """Fig. 7: PM test accuracy against comparisons seen (one line per size) and against size.
 
-  python experiments/fig7_pm_scaling.py      # ~22 min on 2 CPU cores (4 base LMs + 4 PMs)
+  python experiments/fig7_pm_scaling.py      # ~17 min on 2 CPU cores (4 base LMs + 4 PMs)
 
 Each PM is finetuned for one epoch on the synthetic world's helpful + harmless base tranches
 (6,375 pairs) from the pretrained LM of its size; with one epoch the learning curve is the
