@@ -190,7 +190,9 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   assert "Bayes ceiling" in report and (tmp_path / "report" / "world.png").exists()
   pm_phases = json.loads((tmp_path / "pm" / "pm_result.json").read_text())["phases"]
   assert list(pm_phases) == ["pmp", "finetune"]  # the paper's path, PMP first
-  assert f"PMP ({pm_phases['pmp']['pairs']:,} pairs" in report
+  # 100 ranked pairs → 200 binarized, 15% held out → 170 trained on, 170 // 16 = 10 steps.
+  assert (pm_phases["pmp"]["pairs"], pm_phases["pmp"]["steps"]) == (170, 10)
+  assert "PMP (170 pairs, 10 steps) then finetuning (" in report
   marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
   second = hh_main.run(config, str(tmp_path))  # resumes: world and lm are skipped
   assert second["lm"] == first["lm"] and (tmp_path / "stages" / "lm.json").stat().st_mtime == \

@@ -33,8 +33,8 @@ def test_paper_sizes_within_5_percent(size):
   assert abs(count - nominal) / nominal < 0.05, (size, count)
 
 
-@pytest.mark.parametrize("size,nominal", [("nano", 1.25e4), ("micro", 5e4), ("mini", 2e5), ("tiny", 1e6),
-                                          ("small", 3e6)])
+@pytest.mark.parametrize("size,nominal", [("nano", 1.25e4), ("micro", 5e4), ("mini", 2e5),
+                                          ("tiny", 1e6), ("small", 3e6)])
 def test_cpu_sizes(size, nominal):
   count = non_embedding_params(size)
   assert count == closed_form(size)
