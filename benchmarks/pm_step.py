@@ -67,8 +67,11 @@ def main():
   ap.add_argument("--pairs", type=int, default=8)
   ap.add_argument("--seq", type=int, default=512)
   ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--remat", default="none")
+  ap.add_argument("--iters", type=int, default=3)
   args = ap.parse_args()
-  r = measure(args.size, args.pairs, args.seq, dtype=args.dtype)
+  r = measure(args.size, args.pairs, args.seq, dtype=args.dtype, remat=args.remat,
+              iters=args.iters)
   peak = common.matmul_peak(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
   peak *= jax.device_count()
   m = r["model"]
