@@ -38,7 +38,7 @@ def main():
 
   config = lm.get_config(f"size={args.size}")
   config.model.dtype, config.model.remat_policy = args.dtype, args.remat
-  config.data.batch_size, config.data.seq_len = args.batch, args.seq
+  config.lm.data.batch_size, config.lm.data.seq_len = args.batch, args.seq
   if args.attn_chunk is not None:
     config.model.attn_chunk = args.attn_chunk
   config.tokenizer.vocab_size = args.vocab
@@ -49,12 +49,12 @@ def main():
               "weights": np.ones((args.batch, args.seq), np.float32)}
   with jax.set_mesh(mesh):
     built = lm_train.build(config, mesh, args.vocab)
-    state = state_lib.create_state(built["init"], built["shardings"])
+    state = state_lib.create_state(built.init, built.shardings)
     batch = sharding.global_batch(batch_np, mesh)
     holder = {"state": state}
 
     def step(b):  # the state is donated: thread it through
-      holder["state"], m = built["train_step"](holder["state"], b)
+      holder["state"], m = built.train_step(holder["state"], b)
       return m
 
     seconds = common.time_fn(step, batch, warmup=2, iters=args.iters)

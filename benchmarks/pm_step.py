@@ -2,7 +2,7 @@
 
   python benchmarks/pm_step.py
 
-The step is hh's jitted ``pm_train_step`` (both sequences of each pair through the trunk in one
+The step is the PM stage's jitted update (both sequences of each pair through the trunk in one
 batch, scalar head at the EOC token, pairwise loss, AdamW), sharded over all local devices. The
 trunk runs its last layer at the EOC token only and attention in causal query blocks; MFU counts
 the FLOPs that work needs (``common.pm_train_flops``), and the full-trunk FLOPs are printed too.
@@ -21,35 +21,31 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
-from configs import lm  # noqa: E402
+from configs import pm  # noqa: E402
 from hh import sharding  # noqa: E402
-from hh.models import ModelConfig, PreferenceModel  # noqa: E402
-from hh.pm import step as pm_step  # noqa: E402
+from hh.pm import train as pm_train  # noqa: E402
 from hh.train import state as state_lib  # noqa: E402
 
 
 def measure(size="13M", pairs=8, seq=512, vocab=32_000, dtype="float32", remat="none",
             iters=3) -> dict:
-  config = lm.get_config(f"size={size}")
+  """The PM stage's own build (hh/pm/train.py) for one phase of the given shape, timed."""
+  config = pm.get_config(f"size={size}")
   config.model.dtype, config.model.remat_policy = dtype, remat
-  model = PreferenceModel(ModelConfig.from_config(config.model, vocab))
-  tx = state_lib.make_optimizer(config.optim, 1000)
+  phase = config.pm.finetune
+  phase.seq_len, phase.batch_pairs = seq, pairs
   mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules(config)
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(5, vocab, (2 * pairs, seq)).astype(np.int32),
            "mask": np.ones((2 * pairs, seq), np.int32),
            "eoc": np.full(2 * pairs, seq - 1, np.int32), "weight": np.ones(pairs, np.float32)}
   with jax.set_mesh(mesh):
-    example = (jnp.zeros((1, seq), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
-    init = state_lib.init_fn(model, tx, example, 0)
-    _, shardings = state_lib.abstract_state(init, mesh, rules)
-    holder = {"state": state_lib.create_state(init, shardings)}
-    step = jax.jit(pm_step.make_pm_train_step(model, tx, rules), donate_argnums=0)
+    built = pm_train.build(config, phase, mesh, vocab, steps=1000)
+    holder = {"state": state_lib.create_state(built.init, built.shardings)}
     batch = sharding.global_batch(batch, mesh)
 
     def run(b):
-      holder["state"], m = step(holder["state"], b)
+      holder["state"], m = built.train_step(holder["state"], b)
       return m
 
     seconds = common.time_fn(run, batch, warmup=2, iters=iters)

@@ -1,10 +1,19 @@
-"""Helpers shared by the config files (big_vision's ``parse_arg`` pattern)."""
+"""What every config shares: argument parsing, the model/mesh/rules block, and the blocks each
+stage's sub-config is made of (optimizer, loop).
+
+A config is ``base(size)`` (seed, model, tokenizer, mesh, axis_rules, world, data_dirs,
+progress) plus one sub-config per stage it runs (``config.lm``, ``config.pm``, later
+``config.cd``, ``config.ppo``): each stage reads only its own sub-config and the shared blocks.
+"""
 from __future__ import annotations
 
 import os
 import pathlib
 
 import ml_collections
+from ml_collections import config_dict
+
+from configs import sizes, world
 
 # The shared data folder that sits beside a checkout of hh (see ../shared/data/README.md);
 # HH_DATA_DIR points elsewhere.
@@ -29,7 +38,127 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
       out[key] = True
     elif isinstance(default, bool):
-      out[key] = value.lower() in ("1", "true", "yes")
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"config argument {key}={value!r}; allowed: True, False")
+      out[key] = value.lower() in ("1", "true")
     else:
       out[key] = type(default)(value)
   return out
+
+
+def paper_scale(size: str) -> bool:
+  return size not in sizes.CPU_SIZES
+
+
+def pretrain_lr(size: str) -> float:
+  """The LM-pretraining peak LR; the PM and RL stages use the paper's multiples of it."""
+  return 3e-4 if paper_scale(size) else 3e-3  # the paper's pretraining LR is unpublished
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+  """The ``config.model`` block for a size name (one of ``configs.sizes.SIZES``)."""
+  n_layer, d_model, n_head, d_ff, _ = sizes.lookup(size)
+  big = paper_scale(size)
+  return ml_collections.ConfigDict(dict(
+      size=size,            # name in configs/sizes.py; the four numbers below come from it
+      n_layer=n_layer,
+      d_model=d_model,
+      n_head=n_head,
+      d_ff=d_ff,
+      # Rotary positions: relative, so left-padded batches need only position ids from the mask,
+      # and no table caps the context (the paper's scheme is unknown, SPEC §1).
+      rope_theta=10_000.0,
+      init_std=0.02,        # GPT-2 style; residual output projections get init_std/sqrt(2·n_layer)
+      dtype="bfloat16" if big else "float32",  # compute dtype (activations, matmuls)
+      param_dtype="float32",  # master weights and AdamW state stay fp32
+      # jax.checkpoint policy for each scanned layer: none | full | dots | dots_no_batch.
+      remat_policy="full" if big else "none",
+      # GELU: exact (erf) for paper sizes, 14% faster on CPU for the 13M PM step; the CPU sizes
+      # keep tanh, with which every recorded CPU run was made.
+      gelu_approximate=not big,
+      # Full forwards split the queries into blocks of this many tokens that skip the keys the
+      # causal mask hides (about half the attention work at long contexts); 0: one block.
+      attn_chunk=128,
+  ))
+
+
+def optim(lr: float, warmup_steps: int, schedule: str) -> ml_collections.ConfigDict:
+  """A stage's optimizer: clipped AdamW with warmup then ``schedule``."""
+  return ml_collections.ConfigDict(dict(
+      lr=lr,                 # peak LR
+      warmup_steps=warmup_steps,  # linear warmup from 0
+      schedule=schedule,     # cosine | linear | constant after warmup
+      end_lr_ratio=0.1,      # final LR as a fraction of the peak (cosine, linear)
+      weight_decay=0.1,      # AdamW, on every matrix (not on norm scales or biases)
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      clip_norm=1.0,         # global gradient-norm clipping
+  ))
+
+
+def loop(log_every: int, eval_every: int, ckpt_every: int, eval_at=(),
+         steps: int | None = None) -> ml_collections.ConfigDict:
+  """A stage's loop settings (hh/train/loop.py:Settings); ``steps`` where the stage has a fixed
+  count (the PM phases derive theirs from one epoch of data)."""
+  out = ml_collections.ConfigDict(dict(
+      log_every=log_every,   # train metrics to JSON lines / TensorBoard
+      eval_every=eval_every,  # evaluation
+      eval_at=tuple(eval_at),  # extra steps to evaluate at (log-spaced learning curves)
+      ckpt_every=ckpt_every,  # async orbax checkpoint
+      keep_ckpts=2,
+      stop_at=config_dict.placeholder(int),  # stop (checkpointed) here, as a preemption would
+  ))
+  if steps is not None:
+    out.steps = steps
+  return out
+
+
+def base(size: str) -> ml_collections.ConfigDict:
+  """Seed, model, tokenizer, mesh, rules and data locations: shared by every stage."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0           # model init, data order and every other random choice derive from it
+  config.model = model_config(size)
+  config.tokenizer = ml_collections.ConfigDict(dict(
+      path=config_dict.placeholder(str),  # a sentencepiece .model; None: the LM stage trains one
+      vocab_size=32_000 if paper_scale(size) else 4096,  # used when training one
+  ))
+  config.world = world.get_world_config()  # read by datasets named hh_sim/...
+  config.data_dirs = ml_collections.ConfigDict(dict(
+      # where hh_sim was built (a pipeline workdir); None inside a pipeline: its own workdir
+      world=config_dict.placeholder(str),
+      hh_rlhf=str(SHARED_DATA / "hh-rlhf"),       # official layout (source_dir)
+      wikitext=str(SHARED_DATA / "wikitext-2"),   # raw WikiText-2 files
+  ))
+  config.progress = True    # tqdm bars (no effect on results)
+  # Device mesh: one axis may be -1 (all remaining devices). Batch is split over data×fsdp.
+  config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  # Logical axis → mesh axis (MaxText style). Parameters: embed/mlp/heads/kv/vocab/norm/layers;
+  # activations: act_*; the KV cache [L, B, S, H, K]: cache_*. The scan over layers adds the
+  # leading 'layers' axis.
+  config.axis_rules = (
+      ("act_batch", ("data", "fsdp")),
+      ("act_len", None),
+      ("act_kv_len", None),
+      ("act_embed", None),
+      ("act_heads", "tensor"),
+      ("act_mlp", "tensor"),
+      ("act_vocab", "tensor"),
+      ("act_kv", None),
+      ("cache_layers", None),
+      ("cache_batch", ("data", "fsdp")),
+      ("cache_len", None),
+      ("cache_heads", "tensor"),
+      ("cache_kv", None),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("vocab", "tensor"),
+      ("kv", None),
+      ("norm", None),
+      ("layers", None),
+  )
+  # Fail when more than this fraction of parameters is replicated on a mesh of >1 device
+  # (norm scales and biases are the only parameters expected to be).
+  config.max_replicated_fraction = 0.01
+  return config

@@ -25,7 +25,7 @@ LADDER = ("nano", "micro", "mini", "tiny")
 def hh_main(config: str, workdir: str, *overrides: str):
   """``python -m hh.main --config=CONFIG --workdir=WORKDIR OVERRIDES`` (fails loudly)."""
   cmd = [sys.executable, "-m", "hh.main", f"--config={config}", f"--workdir={workdir}",
-         "--config.train.progress=False", *overrides]
+         "--config.progress=False", *overrides]
   print("$", " ".join(cmd[1:]), flush=True)
   subprocess.run(cmd, cwd=REPO, check=True)
 
@@ -44,7 +44,7 @@ def pm(name: str, size: str, *overrides: str, pmp: bool = False) -> str:
   workdir = os.path.join(ROOT, name)
   if not os.path.exists(os.path.join(workdir, "pm_result.json")):
     hh_main(f"configs/pm.py:size={size},data=sim,pmp={pmp}", workdir,
-            f"--config.world_workdir={b}", f"--config.init_from={os.path.join(b, 'lm')}",
+            f"--config.data_dirs.world={b}", f"--config.pm.init_from={os.path.join(b, 'lm')}",
             *overrides)
   return workdir
 

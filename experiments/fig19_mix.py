@@ -17,11 +17,11 @@ def run(size: str, share: float) -> str:
   n_harm = int(round(TOTAL * share))
   sets = []
   if n_harm < TOTAL:
-    sets.append(f"'hh_sim/helpful:train[:{TOTAL - n_harm}]'")
+    sets.append(f"('hh_sim/helpful:train[:{TOTAL - n_harm}]', 1.0)")
   if n_harm:
-    sets.append(f"'hh_sim/harmless:train[:{n_harm}]'")
+    sets.append(f"('hh_sim/harmless:train[:{n_harm}]', 1.0)")
   return common.pm(f"fig19_{size}_{int(share * 100)}", size,
-                   f"--config.finetune.datasets=({','.join(sets)},)")
+                   f"--config.pm.finetune.datasets=({','.join(sets)},)")
 
 
 def main():

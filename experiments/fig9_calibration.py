@@ -13,7 +13,7 @@ from hh.pm import eval as pm_eval
 
 def helpful_only() -> dict[str, str]:
   return {s: common.pm(f"fig9_helpful_only_{s}", s,
-                       "--config.finetune.datasets=('hh_sim/helpful:train',)")
+                       "--config.pm.finetune.datasets=(('hh_sim/helpful:train', 1.0),)")
           for s in common.LADDER}
 
 

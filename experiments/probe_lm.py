@@ -8,10 +8,10 @@ memorised facts, so a PM can only judge answers its LM knows; larger LMs know mo
 Zipf tail. Printed, not plotted.
 """
 import collections
+import functools
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,10 +20,11 @@ import numpy as np
 from experiments import common
 from hh import sharding
 from hh import tokenizer as tok_lib
+from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
 from hh.sim import gold, responses
 from hh.sim import world as W
-from hh.train import checkpoint
+from hh.train import build as build_lib
 
 N_PER_FAMILY, LEN = 80, 96
 
@@ -37,22 +38,16 @@ def load(base: str):
   mesh, rules = sharding.make_mesh(cfg.mesh), sharding.rules(cfg)
   with jax.set_mesh(mesh):
     x = jnp.zeros((1, LEN), jnp.int32)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, x))["params"]
-    params = checkpoint.load_params(os.path.join(base, "lm"), nn.unbox(boxed),
-                                    sharding.logical_shardings(boxed, mesh, rules))
-
-    @jax.jit
-    def log_probs(tokens, mask):
-      with nn.logical_axis_rules(rules):
-        logits, _ = model.apply({"params": params}, tokens, mask)
-      return jax.nn.log_softmax(logits[0], axis=-1)                   # [T, V]
+    params = build_lib.inference_params(model, (x, x), os.path.join(base, "lm"), mesh, rules)
+    log_probs = build_lib.jit_forward(functools.partial(lm_step.log_probs, model), mesh, rules)
 
   def lp(prefix: str, cont: str) -> float:
     a, b = tok.encode(prefix), tok.encode(prefix + cont)
     pad = LEN - len(b)
     with jax.set_mesh(mesh):
-      out = np.asarray(log_probs(jnp.array([b + [0] * pad]), jnp.array([[1] * len(b) + [0] * pad])))
-    return float(sum(out[i - 1, b[i]] for i in range(len(a), len(b))))
+      out = np.asarray(log_probs(params, jnp.array([b + [0] * pad]),
+                                 jnp.array([[1] * len(b) + [0] * pad])))[0]
+    return float(out[len(a):len(b)].sum())
   return cfg.world.to_dict(), lp
 
 

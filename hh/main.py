@@ -1,6 +1,7 @@
 """Entry point: ``python -m hh.main --config=configs/lm.py:size=tiny --workdir=DIR``.
 
-Parses flags, saves the resolved config in the workdir and runs the stage the config names.
+Parses flags, saves the resolved config in the workdir and runs the stage the config names
+(one registry: hh/stages.py; ``pipeline`` runs ``config.stages`` in order).
 Errors in the user's input (config keys, sizes, meshes, paths) end with one line saying what was
 wrong and what is allowed.
 """
@@ -14,65 +15,21 @@ from ml_collections import config_flags
 from hh import cli
 
 
-def _run_lm(config, workdir):
-  from hh.lm import train
-  return train.train_and_evaluate(config, workdir)
-
-
-def _run_pm(config, workdir):
-  from hh.pm import train
-  return train.train_and_evaluate(config, workdir)
-
-
-def _run_pipeline(config, workdir):
-  from hh import pipeline
-  return pipeline.run(config, workdir)
-
-
-def summary_lines(stage: str, result: dict) -> list[str]:
-  """What a finished stage prints (the pipeline prints each of its stages')."""
-  if stage == "world":
-    c = result["ceilings"]
-    return [f"world: tranches {result['tranches']}; Bayes ceiling helpful/test "
-            f"{c['helpful/test']['bayes_ceiling']:.3f}, harmless/test "
-            f"{c['harmless/test']['bayes_ceiling']:.3f}"]
-  if stage == "lm":
-    return [f"lm: validation loss {result['val_loss']:.3f} nats/token after {result['step']} "
-            f"steps; unigram entropy of the tokenised text {result['unigram_entropy']:.3f} "
-            "nats/token"]
-  if stage == "pm":
-    lines = []
-    for spec, r in result["by_test_set"].items():
-      extra = (f"; {r['fraction_of_ceiling']:.1%} of the Bayes ceiling {r['bayes_ceiling']:.3f}"
-               if "bayes_ceiling" in r else "")
-      lines.append(f"pm: {spec} accuracy {r['accuracy']:.3f} on {r['pairs']} pairs; 'prefer "
-                   f"the shorter response' {r['shorter_response_baseline']:.3f}{extra}")
-    return lines
-  if stage == "report":
-    return [f"report: {result['path']}"]
-  if stage == "pipeline":
-    return [line for name, r in result.items() for line in summary_lines(name, r)]
-  return []
-
-
-STAGES = {"lm": _run_lm, "pm": _run_pm, "pipeline": _run_pipeline}
-
-
 def run(config, workdir: str):
-  """Runs ``config.stage`` in ``workdir`` (tests call this directly); returns its result."""
+  """Runs the registered stage ``config.stage`` in ``workdir`` (tests call this directly);
+  prints its summary lines and returns its result."""
   import jax  # after flag parsing, so --xla flags and platform choices take effect
 
-  from hh import multihost
-  if config.stage not in STAGES:
-    raise ValueError(f"config.stage={config.stage!r}; allowed: {', '.join(STAGES)}")
+  from hh import multihost, stages
+  stage = stages.get(config.stage)
   multihost.maybe_initialize()
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
-  result = STAGES[config.stage](config, workdir)
+  result = stages.run(stage.name, config, workdir)
   if jax.process_index() == 0:
-    print("\n".join(summary_lines(config.stage, result)))
+    print("\n".join(stage.summary(result)))
   return result
 
 

@@ -1,17 +1,21 @@
-"""The HH pipeline: a chain of stages in one workdir, each skipped when already done.
+"""The HH pipeline: the stages of ``config.stages`` in one workdir, each skipped when done.
 
+Each stage comes from the one registry (hh/stages.py) and runs in its own folder (``lm/``,
+``pm/``; the world and the report at the top), with a context naming the folders of the stages
+before it, so the PM starts from this pipeline's LM and every stage reads this pipeline's world.
 A stage writes ``stages/<name>.json`` (its result) only after all its outputs are complete, so an
-interrupted run redoes at most the unfinished stage — and the LM stage itself resumes from its
-checkpoint.
+interrupted run redoes at most the unfinished stage — which itself resumes from its checkpoint.
+A finished stage whose config changed is refused (the identity check), not silently reused.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Callable
 
 import jax
+
+from hh import stages
 
 
 def _marker(workdir: str, name: str) -> str:
@@ -36,45 +40,28 @@ def _mark(workdir: str, name: str, result: dict):
   os.replace(tmp, _marker(workdir, name))
 
 
-def _world(config, workdir):
-  from hh.sim import stage
-  return stage.run(config.world.to_dict(), workdir)
-
-
-def _lm(config, workdir):
-  from hh.lm import train
-  return train.train_and_evaluate(config, os.path.join(workdir, "lm"), world_workdir=workdir)
-
-
-def _pm(config, workdir):
-  from hh.pm import train
-  result = train.train_and_evaluate(config, os.path.join(workdir, "pm"),
-                                    lm_workdir=os.path.join(workdir, "lm"),
-                                    world_workdir=workdir)
-  return {k: v for k, v in result.items() if k != "phases"}
-
-
-def _report(config, workdir):
-  from hh import report
-  return {"path": report.write(config, workdir)}
-
-
-STAGES: dict[str, Callable] = {"world": _world, "lm": _lm, "pm": _pm, "report": _report}
-
-
 def run(config, workdir: str) -> dict[str, dict]:
   """Runs ``config.stages`` in order; returns each stage's result."""
-  unknown = [s for s in config.stages if s not in STAGES]
-  if unknown:
-    raise ValueError(f"config.stages has {unknown}; allowed: {', '.join(STAGES)}")
+  for name in config.stages:
+    stages.get(name, "config.stages has")
+  dirs = {name: os.path.join(workdir, stages.REGISTRY[name].subdir or "")
+          for name in config.stages}
+  ctx = stages.Context(world_dir=workdir, dirs=dirs)
   results = {}
   for name in config.stages:
+    stage = stages.REGISTRY[name]
+    stage_dir = dirs[name].rstrip(os.sep)
+    stages.check_identity(stage, config, stage_dir)  # a finished stage of another config too
     result = done(workdir, name)
-    if result is None or name == "report":
+    if result is None or stage.always_rerun:
       logging.info("stage %s: running", name)
-      result = STAGES[name](config, workdir)
+      result = stage.run(config, stage_dir, ctx)
       _mark(workdir, name, result)
     else:
       logging.info("stage %s: done already, skipped", name)
     results[name] = result
   return results
+
+
+def summary(results: dict[str, dict]) -> list[str]:
+  return [line for name, r in results.items() for line in stages.REGISTRY[name].summary(r)]

@@ -30,15 +30,15 @@ def plan(config, mesh) -> dict[str, float]:
 
   with jax.set_mesh(mesh):
     built = lm_train.build(config, mesh, config.tokenizer.vocab_size)
-    abstract, shardings = built["abstract"], built["shardings"]
-    batch_shape = (config.data.batch_size, config.data.seq_len)
+    abstract, shardings = built.abstract, built.shardings
+    batch_shape = (config.lm.data.batch_size, config.lm.data.seq_len)
     batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32 if k == "weights" else jnp.int32,
                                      sharding=sharding.batch_sharding(mesh))
              for k in ("inputs", "targets", "weights")}
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          abstract, shardings)
     t0 = time.perf_counter()
-    compiled = built["train_step"].lower(state, batch).compile()
+    compiled = built.train_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
@@ -62,7 +62,7 @@ def plan(config, mesh) -> dict[str, float]:
 def format_plan(config, mesh, result: dict, memory_gib: float) -> str:
   m = config.model
   lines = [f"size {m.size}: {result['n_params'] / 1e9:.2f}B params, mesh {dict(mesh.shape)}, "
-           f"batch {config.data.batch_size}×{config.data.seq_len}, compute {m.dtype}, params "
+           f"batch {config.lm.data.batch_size}×{config.lm.data.seq_len}, compute {m.dtype}, params "
            f"{m.param_dtype}, remat {m.remat_policy} (compiled in {result['compile_s']:.0f}s)"]
   for key in ("params", "opt_state", "batch", "temporaries", "peak"):
     lines.append(f"  {key:<12} {result[key] / GiB:8.2f} GiB/device")

@@ -124,7 +124,7 @@ def write(config, workdir: str) -> str:
   if os.path.exists(pm_result):
     from hh.pm import eval as pm_eval
     r = json.load(open(pm_result))
-    pm_figure(os.path.join(workdir, "pm"), list(config.test_datasets), os.path.join(out, "pm.png"))
+    pm_figure(os.path.join(workdir, "pm"), list(config.pm.test_datasets), os.path.join(out, "pm.png"))
     d = np.load(os.path.join(workdir, "pm", "eval_scores.npz"))
     names = {"pmp": "PMP", "finetune": "finetuning"}
     phases = " then ".join(f"{names.get(k, k)} ({v['pairs']:,} pairs, {v['steps']} steps)"

@@ -29,14 +29,13 @@ def wikitext_tokenizer(tmp_path_factory):
   return tokenizer.train(lines, 512, str(tmp_path_factory.mktemp("tok") / "tok.model"))
 
 
-def tiny_lm_config(workdir_tokenizer: str, **train):
+def tiny_lm_config(workdir_tokenizer: str, **loop):
   """configs/lm.py:size=tiny shrunk for tests: short sequences, few steps, no progress bar."""
   from configs import lm
   config = lm.get_config("size=tiny")
   config.tokenizer.path = workdir_tokenizer
-  config.data.seq_len = 32
-  config.data.batch_size = 8
-  config.train.progress = False
-  config.train.update(dict(steps=6, log_every=1, eval_every=3, eval_batches=2, ckpt_every=3))
-  config.train.update(train)
+  config.lm.data.update(dict(seq_len=32, batch_size=8, eval_batches=2))
+  config.progress = False
+  config.lm.loop.update(dict(steps=6, log_every=1, eval_every=3, ckpt_every=3))
+  config.lm.loop.update(loop)
   return config

@@ -115,12 +115,19 @@ def test_prompt_batches_end_with_the_assistant_marker(harmless, wikitext_tokeniz
     assert tok.decode(ids[mask == 1]) == ctx + ASSISTANT
 
 
-def test_dialogue_lm_example_weights(harmless, wikitext_tokenizer):
-  ex = pipeline.DialogueLM(wikitext_tokenizer, 4096).map({**tfds_io.source(harmless, "test")[0],
-                                                          "_index": 0})
-  n = int(ex["weights"].sum())
-  np.testing.assert_array_equal(ex["inputs"][1:n], ex["targets"][:n - 1])
-  assert ex["targets"][n:].sum() == 0
+def test_lm_windows_shift_by_one_and_carry_their_dataset_weight():
+  windows = np.arange(40, dtype=np.int32).reshape(4, 10)
+  weights = np.array([1.0, 1.0, 0.5, 0.5], np.float32)
+  ex = pipeline.LMWindow().map({**pipeline.WindowSource(windows, weights)[2], "_index": 2})
+  np.testing.assert_array_equal(ex["inputs"], windows[2, :-1])
+  np.testing.assert_array_equal(ex["targets"], windows[2, 1:])
+  np.testing.assert_array_equal(ex["weights"], np.full(9, 0.5, np.float32))
+  # every process reads the same global batch and keeps its own rows
+  batch = next(iter(pipeline.make_loader(pipeline.WindowSource(windows, weights),
+                                         [pipeline.LMWindow()], 4, seed=0, num_epochs=1,
+                                         by_process=False)))
+  assert sorted(batch["index"].tolist()) == [0, 1, 2, 3]
+  np.testing.assert_array_equal(pipeline.process_rows(batch)["inputs"], batch["inputs"])
 
 
 def test_resume_after_k_batches_gives_the_same_stream(harmless, wikitext_tokenizer, tmp_path):

@@ -86,7 +86,7 @@ def test_forward_matches_float64_reference(approximate, chunk):
   cfg = dataclasses.replace(CFG, gelu_approximate=approximate, attn_chunk=chunk)
   params = init_params()
   tokens, mask = left_padded_batch([12, 5, 9], 12)
-  logits, _ = DecoderLM(cfg).apply({"params": params}, tokens, mask)
+  logits = DecoderLM(cfg).apply({"params": params}, tokens, mask)
   for got, m, ref in zip(np.asarray(logits), np.asarray(mask), reference_logits(params, tokens,
                                                                                mask, cfg)):
     assert np.abs(ref).max() > 1.0  # a non-trivial output
@@ -98,9 +98,9 @@ def test_left_padding_invariance():
   params = init_params(seed=3)
   model = DecoderLM(CFG)
   tokens, mask = left_padded_batch([12, 7, 3], 12, seed=1)
-  logits, _ = model.apply({"params": params}, tokens, mask)
+  logits = model.apply({"params": params}, tokens, mask)
   for i, n in enumerate([12, 7, 3]):
-    alone, _ = model.apply({"params": params}, tokens[i:i + 1, -n:], mask[i:i + 1, -n:])
+    alone = model.apply({"params": params}, tokens[i:i + 1, -n:], mask[i:i + 1, -n:])
     np.testing.assert_allclose(logits[i, -n:], alone[0], rtol=1e-5, atol=1e-5)
   assert np.isfinite(np.asarray(logits)).all()  # pad queries see no key: uniform, not NaN
 
@@ -111,7 +111,7 @@ def test_cached_decoding_equals_full_forward():
   model = DecoderLM(CFG)
   tokens, mask = left_padded_batch([10, 6], 10, seed=2)
   prompt_len, total = 6, 10
-  full, _ = model.apply({"params": params}, tokens, mask)
+  full = model.apply({"params": params}, tokens, mask)
   logits, cache, kv_mask, position = prefill(model, params, tokens[:, :prompt_len],
                                              mask[:, :prompt_len], max_len=total)
   steps = [logits]
@@ -134,7 +134,7 @@ def test_scalar_head_reads_chosen_position():
   cfg = CFG
   params = init_params()
   tokens, mask = left_padded_batch([8, 4], 8, seed=4)
-  hidden, _ = Transformer(cfg).apply({"params": params["trunk"]}, tokens, mask)
+  hidden = Transformer(cfg).apply({"params": params["trunk"]}, tokens, mask)
   head = ScalarHead(cfg)
   head_params = {"kernel": jnp.arange(cfg.d_model, dtype=jnp.float32) / 10.0,
                  "bias": jnp.float32(0.5)}
@@ -155,7 +155,7 @@ def test_remat_policies_do_not_change_gradients(policy):
   tokens, mask = left_padded_batch([8, 5], 8, seed=5)
 
   def loss(p, cfg):
-    logits, _ = DecoderLM(cfg).apply({"params": p}, tokens, mask)
+    logits = DecoderLM(cfg).apply({"params": p}, tokens, mask)
     return (jax.nn.log_softmax(logits) * mask[..., None]).sum()
 
   g0 = jax.grad(loss)(params, CFG)
@@ -187,7 +187,7 @@ def test_read_out_forward_equals_full_forward_and_its_gradient(policy, n_layer):
                                      for x, k in zip(leaves, keys)])
 
   def full(p, tokens, mask, index):  # the whole trunk at every position, then the head
-    hidden, _ = Transformer(cfg).apply({"params": p["trunk"]}, tokens, mask)
+    hidden = Transformer(cfg).apply({"params": p["trunk"]}, tokens, mask)
     return ScalarHead(cfg).apply({"params": p["head"]}, hidden, index)
 
   def read_out(p, tokens, mask, index):

@@ -9,10 +9,10 @@ import pytest
 from conftest import REPO
 from hh.train import metrics as metrics_lib
 
-ARGS = ["--config=configs/lm.py:size=small", "--config.data.seq_len=32",
-        "--config.data.batch_size=8", "--config.train.steps=4", "--config.train.log_every=1",
-        "--config.train.eval_every=4", "--config.train.eval_batches=2",
-        "--config.train.ckpt_every=2", "--config.train.progress=False",
+ARGS = ["--config=configs/lm.py:size=small", "--config.lm.data.seq_len=32",
+        "--config.lm.data.batch_size=8", "--config.lm.loop.steps=4", "--config.lm.loop.log_every=1",
+        "--config.lm.loop.eval_every=4", "--config.lm.data.eval_batches=2",
+        "--config.lm.loop.ckpt_every=2", "--config.progress=False",
         "--config.mesh.fsdp=4", "--config.mesh.tensor=2"]
 
 

@@ -6,7 +6,7 @@ from hh import plan, sharding
 def test_aot_compile_197m_on_fsdp_tensor_mesh():
   config = lm.get_config("size=197M")
   config.mesh.fsdp, config.mesh.tensor = 4, 2
-  config.data.batch_size, config.data.seq_len = 8, 256
+  config.lm.data.batch_size, config.lm.data.seq_len = 8, 256
   mesh = sharding.make_mesh(config.mesh)
   result = plan.plan(config, mesh)
   n = result["n_params"]

@@ -72,3 +72,32 @@ def test_fit_elo_recovers_known_ratings_with_honest_errors():
   z = np.array(z)
   assert np.abs(z).max() < 4.5
   assert 0.7 < z.std() < 1.3  # the error bars match the scatter of the estimates
+
+
+def test_test_report_by_hand():
+  """Accuracy per test set, the mean-removal offset, the Bayes ceiling E[max(p, 1 − p)] and the
+  shorter-response baseline, on 5 pairs in two sets computed by hand."""
+  r = {"good": np.array([1.0, 0.0, 2.0, -1.0, 0.5]), "bad": np.array([0.0, 1.0, 1.0, 0.0, 0.5]),
+       "part": np.array([0, 0, 0, 1, 1]), "index": np.arange(5)}
+  p_chosen = np.array([0.9, 0.6, 0.3, 0.8, 0.5])
+  chosen = ["a", "abc", "ab", "abcd", "x"]
+  rejected = ["ab", "a", "abc", "ab", "y"]
+
+  def extras(index, key):
+    table = {"p_chosen": p_chosen, "chosen": chosen, "rejected": rejected}
+    return [table[key][i] for i in index] if key != "p_chosen" else p_chosen[index]
+
+  out = pm_eval.test_report(r, extras, ["helpful", "harmless"])
+  assert out["accuracy"] == pytest.approx(2 / 5)  # pairs 0 and 2; the tie (4) is wrong
+  assert out["offset"] == pytest.approx((2.5 + 2.5) / 10)  # Σ good = Σ bad = 2.5
+  h, g = out["by_test_set"]["helpful"], out["by_test_set"]["harmless"]
+  assert (h["accuracy"], h["pairs"], g["accuracy"], g["pairs"]) == (pytest.approx(2 / 3), 3,
+                                                                     0.0, 2)
+  assert h["bayes_ceiling"] == pytest.approx((0.9 + 0.6 + 0.7) / 3)
+  assert g["bayes_ceiling"] == pytest.approx((0.8 + 0.5) / 2)
+  assert h["fraction_of_ceiling"] == pytest.approx((2 / 3) / ((0.9 + 0.6 + 0.7) / 3))
+  assert h["shorter_response_baseline"] == pytest.approx(2 / 3)  # a<ab, abc>a, ab<abc
+  assert g["shorter_response_baseline"] == 0.0  # abcd>ab, x=y (a tie is wrong)
+  no_gold = pm_eval.test_report(r, lambda i, k: None if k == "p_chosen" else extras(i, k),
+                                ["helpful", "harmless"])
+  assert "bayes_ceiling" not in no_gold["by_test_set"]["helpful"]

@@ -17,11 +17,11 @@ def real_pm(tmp_path_factory, wikitext_tokenizer):
   hh_main.run(tiny_lm_config(wikitext_tokenizer.path, steps=3), str(root / "lm"))
   from configs import pm
   config = pm.get_config("size=tiny,data=hh_rlhf")
-  config.init_from = str(root / "lm")
+  config.pm.init_from = str(root / "lm")
   config.tokenizer.path = wikitext_tokenizer.path
-  config.finetune.update(dict(max_pairs=64, seq_len=64, batch_pairs=8, eval_every=4,
-                              eval_at=(2,)))
-  config.train.progress = False
+  config.pm.finetune.update(dict(max_pairs=64, seq_len=64, batch_pairs=8))
+  config.pm.finetune.loop.update(dict(eval_every=4, eval_at=(2,)))
+  config.progress = False
   result = hh_main.run(config, str(root / "pm"))
   return root / "pm", result
 
@@ -56,3 +56,38 @@ def test_scorer_reproduces_the_evaluation_scores(real_pm):
   np.testing.assert_allclose(scorer.score(ctx, chosen), d["good"][:5], rtol=1e-4, atol=1e-4)
   # mean removal: the offset is the mean of all raw test scores, so the stored ones average 0
   assert np.mean(np.concatenate([d["good"], d["bad"]])) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_pm_starts_from_the_lm_trunk_with_the_eoc_row_of_the_human_marker(real_pm, tmp_path):
+  """The PM stage's own initialisation (own checkpoint → init_from → fresh), on the LM the real
+  PM was trained from: trunk = the LM's, EOC embedding row = the "\\n\\nHuman:" row, head 0."""
+  import jax
+
+  from configs import pm
+  from hh import sharding
+  from hh import tokenizer as tok_lib
+  from hh.pm import train as pm_train
+  from hh.train import build as build_lib
+  from hh.train import checkpoint
+  workdir, _ = real_pm
+  lm_dir = str(workdir.parent / "lm")
+  config = pm.get_config("size=tiny,data=hh_rlhf")
+  config.pm.init_from = lm_dir
+  tok = tok_lib.Tokenizer.load(json.loads((workdir / "pm_result.json").read_text())["tokenizer"])
+  mesh = sharding.make_mesh(config.mesh)
+  with jax.set_mesh(mesh):
+    built = pm_train.build(config, config.pm.finetune, mesh, tok.vocab_size, steps=4)
+    mngr = checkpoint.manager(str(tmp_path), 1, 1)
+    state = build_lib.initial_state(built, mngr, None,
+                                    pm_train._init_from(config, built, (lm_dir, "lm"), tok))
+    lm_params = checkpoint.load_params(lm_dir, {"trunk": built.abstract.params["trunk"]},
+                                       {"trunk": built.shardings.params["trunk"]})
+  emb = np.asarray(state.params["trunk"]["embed"]["embedding"])
+  lm_emb = np.asarray(lm_params["trunk"]["embed"]["embedding"])
+  np.testing.assert_array_equal(emb[tok.eoc_id], lm_emb[tok.human_id])
+  assert not np.array_equal(lm_emb[tok.eoc_id], lm_emb[tok.human_id])
+  rows = np.arange(len(emb)) != tok.eoc_id
+  np.testing.assert_array_equal(emb[rows], lm_emb[rows])
+  np.testing.assert_array_equal(np.asarray(state.params["trunk"]["layers"]["mlp"]["wi"]),
+                                np.asarray(lm_params["trunk"]["layers"]["mlp"]["wi"]))
+  assert float(np.abs(np.asarray(state.params["head"]["kernel"])).max()) == 0.0

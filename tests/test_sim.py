@@ -174,15 +174,20 @@ def test_comparisons_carry_consistent_gold_and_labels():
     assert abs(row["chosen_helpful"] - row["rejected_helpful"]) >= cfg["tie_margin"]
 
 
-def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
+def _small_pipeline_config(tokenizer_path):
   from configs import pipeline as pipeline_config
-  from hh import main as hh_main
   config = pipeline_config.get_config("size=tiny")
   config.world.update(small_world_cfg())
-  config.tokenizer.path = wikitext_tokenizer.path
-  config.data.seq_len, config.data.batch_size = 32, 8
-  config.train.update(dict(steps=10, eval_every=10, ckpt_every=10, eval_batches=2,
-                           progress=False))
+  config.tokenizer.path = tokenizer_path
+  config.lm.data.update(dict(seq_len=32, batch_size=8, eval_batches=2))
+  config.lm.loop.update(dict(steps=10, eval_every=10, ckpt_every=10))
+  config.progress = False
+  return config
+
+
+def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
+  from hh import main as hh_main
+  config = _small_pipeline_config(wikitext_tokenizer.path)
   first = hh_main.run(config, str(tmp_path))
   assert first["lm"]["step"] == 10
   assert first["lm"]["val_loss"] < np.log(first["lm"]["vocab_size"]) - 0.5  # below uniform
@@ -194,20 +199,34 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   assert (pm_phases["pmp"]["pairs"], pm_phases["pmp"]["steps"]) == (170, 10)
   assert "PMP (170 pairs, 10 steps) then finetuning (" in report
   marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
-  second = hh_main.run(config, str(tmp_path))  # resumes: world and lm are skipped
-  assert second["lm"] == first["lm"] and (tmp_path / "stages" / "lm.json").stat().st_mtime == \
-      marker
-  config.world.seed = 5  # another world in the same workdir is refused
-  (tmp_path / "stages" / "world.json").unlink()
-  with pytest.raises(ValueError, match="built from another config.world"):
-    hh_main.run(config, str(tmp_path))
+  second = hh_main.run(config, str(tmp_path))  # resumes: world, lm and pm are skipped
+  assert second["lm"] == first["lm"] and second["pm"] == first["pm"]
+  assert (tmp_path / "stages" / "lm.json").stat().st_mtime == marker
+  # another world in the same workdir is refused, naming the key — dict-valued ones too
+  for key, value in [("seed", 5), ("response_mix", {**config.world.response_mix,
+                                                    "wrong": 0.21})]:
+    changed = _small_pipeline_config(wikitext_tokenizer.path)
+    changed.world[key] = value
+    with pytest.raises(ValueError, match=rf"another config.*world\.{key}"):
+      hh_main.run(changed, str(tmp_path))
+  # so is another stage config for a finished stage
+  changed = _small_pipeline_config(wikitext_tokenizer.path)
+  changed.pm.finetune.optim.lr = 1e-4
+  with pytest.raises(ValueError, match=r"pm stage made with another config.*pm\.finetune\.optim\.lr"):
+    hh_main.run(changed, str(tmp_path))
+  # and the datasets built from another world are refused even without the stage records
+  from hh.sim import stage as sim_stage
+  other = dict(config.world.to_dict(), response_mix={**config.world.response_mix, "wrong": 0.3})
+  with pytest.raises(ValueError, match=r"another config.world \(differs in world.response_mix"):
+    sim_stage.build(other, str(tmp_path), "helpful")
 
 
 def test_pipeline_runs_pmp_unless_asked_not_to():
   from configs import pipeline as pipeline_config
-  assert pipeline_config.get_config("size=tiny").pmp.datasets == ("hh_sim/pmp:train",)
-  assert pipeline_config.get_config("size=tiny,pmp=False").pmp.datasets == ()
-  assert pipeline_config.get_config("size=13M").pmp.datasets == ("hh_sim/pmp:train",)
+  pmp = (("hh_sim/pmp:train", 1.0),)
+  assert pipeline_config.get_config("size=tiny").pm.pmp.datasets == pmp
+  assert pipeline_config.get_config("size=tiny,pmp=False").pm.pmp.datasets == ()
+  assert pipeline_config.get_config("size=13M").pm.pmp.datasets == pmp
   with pytest.raises(ValueError, match="pmp='yes'"):
     pipeline_config.get_config("size=tiny,pmp=yes")
 

@@ -25,13 +25,13 @@ def _final_params(workdir):
 def test_loss_falls_below_unigram_entropy(tmp_path, wikitext_tokenizer):
   config = tiny_lm_config(wikitext_tokenizer.path, steps=60, eval_every=60, ckpt_every=60,
                           log_every=10)
-  config.data.batch_size = 16
+  config.lm.data.batch_size = 16
   result = hh_main.run(config, str(tmp_path))
   assert result["val_loss"] < result["unigram_entropy"] - 0.3, result
   rows = metrics_lib.read(str(tmp_path), "train")
   assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
   saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["model"]["size"] == "tiny" and saved["train"]["steps"] == 60
+  assert saved["model"]["size"] == "tiny" and saved["lm"]["loop"]["steps"] == 60
 
 
 def test_interrupted_and_resumed_is_bit_identical(tmp_path, wikitext_tokenizer):
@@ -59,12 +59,12 @@ def test_init_from_loads_params_only(tmp_path, wikitext_tokenizer):
   source = tmp_path / "source"
   hh_main.run(tiny_lm_config(wikitext_tokenizer.path, steps=3), str(source))
   config = tiny_lm_config(wikitext_tokenizer.path, steps=1, stop_at=0)
-  config.init_from = str(source)
-  config.train.ckpt_every = 1
+  config.lm.init_from = str(source)
+  config.lm.loop.ckpt_every = 1
   # stop_at=0 saves nothing; take one step with lr 0 to read back the loaded params
-  config.train.stop_at = None
-  config.optim.lr = 0.0
-  config.optim.weight_decay = 0.0
+  config.lm.loop.stop_at = None
+  config.lm.optim.lr = 0.0
+  config.lm.optim.weight_decay = 0.0
   target = tmp_path / "target"
   hh_main.run(config, str(target))
   _, loaded = _final_params(target)
@@ -84,8 +84,8 @@ def _cli(*args, cwd=REPO):
     (["--config=configs/lm.py:size=7B"], "unknown model size '7B'; allowed: nano, micro, mini, tiny, small, 13M"),
     (["--config=configs/lm.py:size=tiny", "--config.mesh.fsdp=3"],
      "config.mesh (data=1 × fsdp=3 × tensor=1) does not divide the 8 devices"),
-    (["--config=configs/lm.py:size=tiny", "--config.data.dir=/nonexistent/wt2"],
-     "config.data.dir='/nonexistent/wt2': missing 'valid.txt'"),
+    (["--config=configs/lm.py:size=tiny", "--config.data_dirs.wikitext=/nonexistent/wt2"],
+     "config.data_dirs.wikitext='/nonexistent/wt2': missing 'valid.txt'"),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, args, expected):
   env_flags = "--xla_force_host_platform_device_count=8"

@@ -1,4 +1,4 @@
-"""Grain pipelines over TFDS data sources: PM pairs, RL prompts and dialogue LM examples.
+"""Grain pipelines over TFDS data sources: PM pairs, RL prompts and packed LM windows.
 
 Order and sharding: ``grain.samplers.IndexSampler`` shards the records by process
 (``jax.process_index()/process_count()``, contiguous, remainder dropped), then shuffles within the
@@ -79,21 +79,30 @@ class PromptTokenizer(grain.transforms.Map):
             "num_human_turns": np.int32(ex["num_human_turns"])}
 
 
+class WindowSource:
+  """Packed LM windows [N, T+1] with a loss weight each, as a random-access source."""
+
+  def __init__(self, windows: np.ndarray, weights: np.ndarray):
+    self.windows, self.weights = windows, weights
+
+  def __len__(self) -> int:
+    return len(self.windows)
+
+  def __repr__(self) -> str:  # appears in the saved iterator state: keep it stable
+    return f"WindowSource({self.windows.shape})"
+
+  def __getitem__(self, i: int) -> dict:
+    return {"window": self.windows[i], "weight": self.weights[i]}
+
+
 @dataclasses.dataclass(frozen=True)
-class DialogueLM(grain.transforms.Map):
-  """A transcript → fixed-length LM example (inputs, targets, weights), padded or cut at the end."""
-  tok: Tokenizer
-  seq_len: int
-  field: str = "chosen_transcript"
+class LMWindow(grain.transforms.Map):
+  """A window of T+1 tokens → inputs, targets [T] and per-token loss weights [T]."""
 
   def map(self, ex: dict) -> dict:
-    index = ex["_index"]
-    ids = self.tok.encode(text(ex[self.field]))[:self.seq_len + 1]
-    window = np.full(self.seq_len + 1, PAD_ID, np.int32)
-    window[:len(ids)] = ids
-    weights = (np.arange(self.seq_len) < len(ids) - 1).astype(np.float32)
-    return {"index": np.int64(index), "inputs": window[:-1], "targets": window[1:],
-            "weights": weights}
+    w = ex["window"]
+    return {"index": np.int64(ex["_index"]), "inputs": w[:-1], "targets": w[1:],
+            "weights": np.full(len(w) - 1, ex["weight"], np.float32)}
 
 
 class Indexed:
@@ -133,16 +142,25 @@ class Concat:
 
 def make_loader(source, transforms: Sequence, batch_size: int, seed: int,
                 num_epochs: int | None = 1, shuffle: bool = True,
-                worker_count: int = 0, drop_remainder: bool = True) -> grain.DataLoader:
-  """This process's loader of ``batch_size / process_count`` rows per (global) batch."""
+                worker_count: int = 0, drop_remainder: bool = True,
+                by_process: bool = True) -> grain.DataLoader:
+  """This process's loader of ``batch_size / process_count`` rows per (global) batch.
+
+  ``by_process=False``: every process reads the same global batches (of ``batch_size`` rows)
+  and keeps its own rows with ``process_rows``, so the global batch — and the run — does not
+  depend on the number of processes (the LM's cheap pre-tokenised windows).
+  """
   n_proc = jax.process_count()
   if batch_size % n_proc:
     raise ValueError(f"batch_size={batch_size} must be divisible by the {n_proc} processes")
-  shard = grain.sharding.ShardOptions(shard_index=jax.process_index(), shard_count=n_proc,
+  shard = grain.sharding.ShardOptions(shard_index=jax.process_index() if by_process else 0,
+                                      shard_count=n_proc if by_process else 1,
                                       drop_remainder=drop_remainder)
+  if drop_remainder and batch_size > len(source) // shard.shard_count * shard.shard_count:
+    raise ValueError(f"batch size {batch_size} exceeds the {len(source)} training records")
   sampler = grain.samplers.IndexSampler(num_records=len(source), shard_options=shard,
                                         shuffle=shuffle, num_epochs=num_epochs, seed=seed)
-  ops = [*transforms, grain.transforms.Batch(batch_size // n_proc,
+  ops = [*transforms, grain.transforms.Batch(batch_size // shard.shard_count,
                                              drop_remainder=drop_remainder)]
   return grain.DataLoader(data_source=Indexed(source), sampler=sampler, operations=ops,
                           worker_count=worker_count)
@@ -165,6 +183,12 @@ class Iterator:
 
   def restore(self, state: dict[str, str]):
     self._it.set_state(state["grain"].encode())
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This process's contiguous ``1/process_count`` of a global batch's rows."""
+  n, p = jax.process_count(), jax.process_index()
+  return {k: np.split(v, n)[p] for k, v in batch.items()}
 
 
 def pm_pair_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,9 +1,6 @@
-"""Plain-text LM data (WikiText-2 raw): article split, tokenisation and a resumable batcher.
-
-The batcher's order is a pure function of (seed, epoch): chunks of ``seq_len + 1`` tokens are
-permuted per epoch and read in order, so its whole state is ``{"epoch", "index"}``; saving that
-in the checkpoint and restoring it yields exactly the batches an uninterrupted run would see.
-Each process takes its contiguous ``1/process_count`` of every global batch's rows.
+"""Plain-text LM data (WikiText-2 raw, or any text dataset's rows): article split, tokenisation,
+windows of ``seq_len + 1`` tokens, and the fixed validation batches. Training batches come from
+grain (hh/data/pipeline.py: ``WindowSource``, ``LMWindow``) with its resumable iterator state.
 """
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ def read_articles(data_dir: str, files) -> list[str]:
   for name in files:
     path = os.path.join(data_dir, name)
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"config.data.dir={data_dir!r}: missing {name!r} (expected the "
+      raise FileNotFoundError(f"config.data_dirs.wikitext={data_dir!r}: missing {name!r} (expected the "
                               f"raw WikiText-2 files {list(files)}; see ../shared/data/README.md)")
     with open(path, encoding="utf-8") as f:
       for line in f:
@@ -50,7 +47,7 @@ def chunks(stream: np.ndarray, seq_len: int) -> np.ndarray:
   """Non-overlapping windows [N, seq_len + 1] (input and shifted target share a window)."""
   n = (len(stream) - 1) // seq_len
   if n < 1:
-    raise ValueError(f"only {len(stream)} tokens: too few for config.data.seq_len={seq_len}")
+    raise ValueError(f"only {len(stream)} tokens: too few for seq_len={seq_len} (config.lm.data.seq_len)")
   idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
   return stream[idx]
 
@@ -59,44 +56,6 @@ def lm_example(windows: np.ndarray) -> dict[str, np.ndarray]:
   """[B, T+1] token windows → inputs, targets and loss weights, each [B, T]."""
   return {"inputs": windows[:, :-1], "targets": windows[:, 1:],
           "weights": np.ones(windows[:, 1:].shape, np.float32)}
-
-
-class Batcher:
-  """Deterministic, resumable, process-sharded batches of LM windows."""
-
-  def __init__(self, windows: np.ndarray, batch_size: int, seed: int):
-    if batch_size % jax.process_count():
-      raise ValueError(f"config.data.batch_size={batch_size} must be divisible by the "
-                       f"{jax.process_count()} processes")
-    if batch_size > len(windows):
-      raise ValueError(f"config.data.batch_size={batch_size} exceeds the {len(windows)} "
-                       "training sequences")
-    self.windows, self.batch_size, self.seed = windows, batch_size, seed
-    self.epoch, self.index = 0, 0
-
-  def _order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-
-  def next_global_rows(self) -> np.ndarray:
-    """Indices of the next global batch; an epoch's remainder is dropped."""
-    if self.index + self.batch_size > len(self.windows):
-      self.epoch, self.index = self.epoch + 1, 0
-    rows = self._order(self.epoch)[self.index:self.index + self.batch_size]
-    self.index += self.batch_size
-    return rows
-
-  def next(self) -> dict[str, np.ndarray]:
-    """This process's rows of the next global batch."""
-    rows = self.next_global_rows()
-    per = self.batch_size // jax.process_count()
-    mine = rows[jax.process_index() * per:(jax.process_index() + 1) * per]
-    return lm_example(self.windows[mine])
-
-  def state(self) -> dict[str, int]:
-    return {"epoch": int(self.epoch), "index": int(self.index)}
-
-  def restore(self, state: dict[str, int]):
-    self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
 def eval_batches(windows: np.ndarray, batch_size: int, n_batches: int):

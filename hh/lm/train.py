@@ -1,13 +1,13 @@
-"""The LM pretraining stage: tokenizer → data → sharded state → ``fit`` → report line.
+"""The LM pretraining stage: tokenizer → windows → grain batches → shared build → ``fit``.
 
-Resume order (STYLE §8): the workdir's own checkpoint, then ``config.init_from`` (params only),
-then a fresh initialisation. The tokenizer trained here is saved in the workdir and reused.
+Resume order (STYLE §8): the workdir's own checkpoint (with the data position), then
+``config.lm.init_from`` (params only), then a fresh initialisation. The tokenizer trained here is
+saved in the workdir and reused.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from typing import Any
 
@@ -17,9 +17,10 @@ import numpy as np
 
 from hh import sharding
 from hh import tokenizer as tok_lib
-from hh.data import text
+from hh.data import pipeline, sources, text
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
+from hh.train import build as build_lib
 from hh.train import checkpoint, loop
 from hh.train import metrics as metrics_lib
 from hh.train import state as state_lib
@@ -29,6 +30,7 @@ from hh.train import state as state_lib
 class LMData:
   tokenizer: tok_lib.Tokenizer
   train: np.ndarray          # [N, seq_len + 1] windows
+  train_weight: np.ndarray   # [N] loss weight of each window (its dataset's)
   val: np.ndarray
   unigram_entropy: float     # nats/token of the training tokens' unigram distribution
 
@@ -44,76 +46,34 @@ def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_l
   return tok_lib.train(lines, config.tokenizer.vocab_size, path)
 
 
-def corpus(config, world_workdir: str | None) -> list[str]:
-  """The documents of ``config.data.sources``: WikiText-2 articles and/or world dialogues."""
-  docs: list[str] = []
-  for source in config.data.sources:
-    if source == "wikitext2":
-      docs += text.read_articles(config.data.dir, config.data.files)
-    elif source == "sim":
-      if world_workdir is None:
-        raise ValueError("config.data.sources has 'sim' but no world was built (run "
-                         "configs/pipeline.py, which builds the world first)")
-      from hh.data import tfds_io
-      from hh.sim import stage as sim_stage
-      builder = sim_stage.build(config.world.to_dict(), world_workdir, "lm")
-      for split in builder.info.splits:
-        src = tfds_io.source(builder, split)
-        docs += [tfds_io.text(src[i]["text"]) for i in range(len(src))]
-    else:
-      raise ValueError(f"config.data.sources: unknown source {source!r}; allowed: wikitext2, "
-                       "sim")
-  return docs
+def load_data(config, workdir: str, places: sources.Places) -> LMData:
+  """Each dataset's documents → train/validation split → tokens → windows of seq_len + 1."""
+  data = config.lm.data
+  split = []
+  for spec, weight in data.datasets:
+    docs = sources.documents(spec, places, data.wikitext_files)
+    split.append((*text.split_articles(docs, data.val_every), float(weight)))
+  tok = load_tokenizer(config, workdir, [t for train, _, _ in split for t in train])
+  train, weight, val, streams = [], [], [], []
+  for train_texts, val_texts, w in split:
+    stream = text.tokenize(train_texts, tok)
+    streams.append(stream)
+    train.append(text.chunks(stream, data.seq_len))
+    weight.append(np.full(len(train[-1]), w, np.float32))
+    val.append(text.chunks(text.tokenize(val_texts, tok), data.seq_len))
+  return LMData(tok, np.concatenate(train), np.concatenate(weight), np.concatenate(val),
+                tok_lib.unigram_entropy(np.concatenate(streams), tok.vocab_size))
 
 
-def load_data(config, workdir: str, world_workdir: str | None = None) -> LMData:
-  docs = corpus(config, world_workdir)
-  train_texts, val_texts = text.split_articles(docs, config.data.val_every)
-  tok = load_tokenizer(config, workdir, train_texts)
-  train_stream = text.tokenize(train_texts, tok)
-  val_stream = text.tokenize(val_texts, tok)
-  return LMData(tok, text.chunks(train_stream, config.data.seq_len),
-                text.chunks(val_stream, config.data.seq_len),
-                tok_lib.unigram_entropy(train_stream, tok.vocab_size))
-
-
-def build(config, mesh, vocab_size: int):
-  """Model, optimizer, abstract state + shardings, and the jitted steps for a mesh."""
+def build(config, mesh, vocab_size: int) -> build_lib.Built:
+  """The LM's model, optimizer and jitted update on ``mesh`` (shared with hh.plan, benchmarks)."""
   model = DecoderLM(ModelConfig.from_config(config.model, vocab_size))
-  tx = state_lib.make_optimizer(config.optim, config.train.steps)
-  rules = sharding.rules(config)
-  example = (jnp.zeros((1, config.data.seq_len), jnp.int32),) * 2
-  init = state_lib.init_fn(model, tx, example, config.seed)
-  abstract, shardings = state_lib.abstract_state(init, mesh, rules)
-  sharding.check_divisible(abstract.params, shardings.params)
-  sharding.check_replication(abstract.params, shardings.params, mesh,
-                             config.max_replicated_fraction)
-  batch_sh = {k: sharding.batch_sharding(mesh) for k in ("inputs", "targets", "weights")}
-  train_step = jax.jit(lm_step.make_train_step(model, tx, rules),
-                       in_shardings=(shardings, batch_sh),
-                       out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(lm_step.make_eval_step(model, rules),
-                      in_shardings=(shardings.params, batch_sh),
-                      out_shardings=sharding.replicated(mesh))
-  return dict(model=model, tx=tx, init=init, abstract=abstract, shardings=shardings,
-              train_step=train_step, eval_step=eval_step)
-
-
-def initial_state(config, built, mngr, batcher):
-  """Own checkpoint → ``init_from`` params → fresh; restores the batcher position too."""
-  restored = checkpoint.restore_latest(mngr, built["abstract"], built["shardings"])
-  if restored is not None:
-    state, data_state = restored
-    batcher.restore(data_state)
-    logging.info("resumed from own checkpoint at step %d", int(state.step))
-    return state
-  state = state_lib.create_state(built["init"], built["shardings"])
-  if config.init_from is not None:
-    params = checkpoint.load_params(config.init_from, built["abstract"].params,
-                                    built["shardings"].params)
-    state = state.replace(params=params, opt_state=built["tx"].init(params))
-    logging.info("initialised params from %s", config.init_from)
-  return state
+  tx = state_lib.make_optimizer(config.lm.optim, config.lm.loop.steps)
+  example = (jnp.zeros((1, config.lm.data.seq_len), jnp.int32),) * 2
+  return build_lib.build(model, tx, example, lm_step.lm_loss(model),
+                         {"inputs": 2, "targets": 2, "weights": 2}, mesh=mesh,
+                         rules=sharding.rules(config), seed=config.seed,
+                         max_replicated_fraction=config.max_replicated_fraction)
 
 
 def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
@@ -123,31 +83,50 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
   return metrics_lib.reduce(total)
 
 
-def train_and_evaluate(config, workdir: str, world_workdir: str | None = None) -> dict[str, Any]:
-  """Pretrains the LM named by ``config``; returns the final validation metrics.
+def _init_from(built: build_lib.Built, workdir: str):
+  """Params of another run's latest checkpoint (optimizer fresh)."""
+  def init(state):
+    params = checkpoint.load_params(workdir, built.abstract.params, built.shardings.params)
+    return build_lib.with_params(built, state, params)
+  return init
 
-  ``world_workdir``: where the pipeline built the synthetic world (for the 'sim' source).
+
+def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> dict[str, Any]:
+  """Pretrains the LM named by ``config.lm``; returns the final validation metrics.
+
+  ``world_dir``: where a pipeline built the synthetic world (for ``hh_sim/lm``) when
+  ``config.data_dirs.world`` is not set.
   """
   os.makedirs(workdir, exist_ok=True)
+  cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)
-  data = load_data(config, workdir, world_workdir)
-  batcher = text.Batcher(data.train, config.data.batch_size, config.seed)
-  val_batches = text.eval_batches(data.val, config.data.batch_size, config.train.eval_batches)
+  data = load_data(config, workdir, sources.Places.from_config(config, workdir, world_dir))
+  loader = pipeline.make_loader(pipeline.WindowSource(data.train, data.train_weight),
+                                [pipeline.LMWindow()], cfg.data.batch_size, seed=config.seed,
+                                num_epochs=None, by_process=False)
+  it = pipeline.Iterator(loader)
+  val_batches = text.eval_batches(data.val, cfg.data.batch_size, cfg.data.eval_batches)
+  settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
   writer = metrics_lib.Writer(workdir)
   with jax.set_mesh(mesh):
     built = build(config, mesh, data.tokenizer.vocab_size)
-    mngr = checkpoint.manager(workdir, config.train.keep_ckpts, config.train.ckpt_every)
-    state = initial_state(config, built, mngr, batcher)
+    eval_step = build_lib.jit_forward(
+        lambda p, b: lm_step.eval_metrics(built.model, p, b), mesh, built.rules)
+    mngr = checkpoint.manager(workdir, cfg.loop.keep_ckpts, cfg.loop.ckpt_every)
+    init = _init_from(built, cfg.init_from) if cfg.init_from else None
+    state = build_lib.initial_state(built, mngr, it, init)
     writer.truncate_after(int(jax.device_get(state.step)))
+    keys = ("inputs", "targets", "weights")
     state = loop.fit(
-        state=state, train_step=built["train_step"],
-        next_batch=lambda: sharding.global_batch(batcher.next(), mesh),
-        data_state=batcher.state,
-        evaluate=lambda s: evaluate(built["eval_step"], s.params, val_batches, mesh),
-        train_cfg=config.train, mngr=mngr, writer=writer,
-        tokens_per_step=config.data.batch_size * config.data.seq_len,
-        lr_fn=state_lib.lr_schedule(config.optim, config.train.steps))
-    final = evaluate(built["eval_step"], state.params, val_batches, mesh)
+        state=state, train_step=built.train_step,
+        batches=lambda _: sharding.global_batch(
+            pipeline.process_rows({k: v for k, v in next(it).items() if k in keys}), mesh),
+        data_state=it.state,
+        evaluate=lambda s: evaluate(eval_step, s.params, val_batches, mesh),
+        settings=settings, mngr=mngr, writer=writer,
+        tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
+        lr_fn=state_lib.lr_schedule(cfg.optim, settings.steps))
+    final = evaluate(eval_step, state.params, val_batches, mesh)
     mngr.close()
   writer.close()
   final = {"step": int(jax.device_get(state.step)), "val_loss": final["loss"],
@@ -157,3 +136,9 @@ def train_and_evaluate(config, workdir: str, world_workdir: str | None = None) -
     with open(os.path.join(workdir, "lm_result.json"), "w") as f:
       json.dump(final, f, indent=1)
   return final
+
+
+def summary(result: dict) -> list[str]:
+  return [f"lm: validation loss {result['val_loss']:.3f} nats/token after {result['step']} "
+          f"steps; unigram entropy of the tokenised text {result['unigram_entropy']:.3f} "
+          "nats/token"]

@@ -20,8 +20,8 @@ def prefill(model: DecoderLM, params, tokens: jax.Array, mask: jax.Array, max_le
   batch, t_len = tokens.shape
   cache = init_cache(model.cfg, batch, max_len)
   kv_mask = jnp.zeros((batch, max_len), jnp.int32).at[:, :t_len].set(mask.astype(jnp.int32))
-  logits, cache = model.apply({"params": params}, tokens, mask, positions_from_mask(mask), cache,
-                              jnp.zeros((), jnp.int32), kv_mask)
+  logits, cache = model.apply({"params": params}, tokens, positions_from_mask(mask), cache,
+                              jnp.zeros((), jnp.int32), kv_mask, method=DecoderLM.decode)
   return logits, cache, kv_mask, mask.astype(jnp.int32).sum(-1)
 
 
@@ -33,6 +33,6 @@ def decode_step(model: DecoderLM, params, token: jax.Array, cache, kv_mask: jax.
   """
   kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((kv_mask.shape[0], 1), jnp.int32),
                                          (0, slot))
-  logits, cache = model.apply({"params": params}, token[:, None], jnp.ones_like(token)[:, None],
-                              position[:, None], cache, slot, kv_mask)
+  logits, cache = model.apply({"params": params}, token[:, None], position[:, None], cache, slot,
+                              kv_mask, method=DecoderLM.decode)
   return logits[:, 0], cache, kv_mask

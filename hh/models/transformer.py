@@ -217,7 +217,7 @@ class Mlp(nn.Module):
     return _dense(h, wo)
 
 
-def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+def _layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
   return nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
@@ -257,61 +257,72 @@ def _scanned_blocks(cfg: ModelConfig, length: int):
 
 
 class Transformer(nn.Module):
-  """Embedding → L scanned blocks → final LayerNorm. Returns hidden states [B, T, D].
+  """Embedding → L scanned blocks → final LayerNorm, with three explicit entry points:
 
-  Full forward: ``tokens`` [B, T] and ``mask`` [B, T] (1 = real token), positions from the mask.
-  Cached decoding: ``cache`` (k, v) [L, B, S, H, K], ``kv_mask`` [B, S] over all cache slots,
-  ``cache_index`` the slot of tokens[:, 0] and explicit ``positions`` [B, T]; returns the new cache.
-  Read-out forward: ``read_index`` [B] → hidden states [B, 1, D] at one position per row (the PM's
-  EOC token). The last layer then computes keys and values at every position but its query,
-  attention output and MLP only there — a quarter less work for a 4-layer PM, same numbers.
+  * ``__call__(tokens, mask)``: the full forward, hidden states [B, T, D]; positions from the
+    mask (left or right padding), causal query blocks when ``cfg.attn_chunk`` is set.
+  * ``decode(tokens, positions, cache, cache_index, kv_mask)``: cached decoding. ``cache`` (k, v)
+    [L, B, S, H, K], ``kv_mask`` [B, S] over all cache slots, ``cache_index`` the slot of
+    tokens[:, 0], explicit ``positions`` [B, T]; returns (hidden [B, T, D], new cache).
+  * ``read_out(tokens, mask, index)``: hidden states [B, 1, D] at one position per row (the PM's
+    EOC token). The last layer computes keys and values at every position but its query,
+    attention output and MLP only there: a quarter less work for a 4-layer PM, same numbers.
+
+  The parameter tree (``embed``, ``layers`` stacked [L, ...], ``ln_final``) is the same for all
+  three, so one checkpoint serves training, sampling and scoring.
   """
   cfg: ModelConfig
 
-  @nn.compact
-  def __call__(self, tokens: Array, mask: Array, positions: Array | None = None,
-               cache: KVCache | None = None, cache_index: Array | None = None,
-               kv_mask: Array | None = None, read_index: Array | None = None):
+  def setup(self):
     cfg = self.cfg
-    if positions is None:
-      positions = positions_from_mask(mask)
-    if cache is None:
-      attn_mask = attention_mask(mask, tokens.shape[1], 0)
-    else:
-      attn_mask = attention_mask(kv_mask, tokens.shape[1], cache_index)
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                     embedding_init=nn.with_logical_partitioning(
-                         _dense_init(cfg.init_std), ("vocab", "embed")), name="embed")
-    x = embed(tokens)                                                   # [B, T, D]
-    x = nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype,
+                          param_dtype=cfg.param_dtype,
+                          embedding_init=nn.with_logical_partitioning(
+                              _dense_init(cfg.init_std), ("vocab", "embed")))
+    self.layers = _scanned_blocks(cfg, cfg.n_layer)(cfg)
+    self.ln_final = _layer_norm(cfg)
 
-    rotary = rope_tables(positions, cfg.d_head, cfg.rope_theta)         # once, not per layer
-    if read_index is not None and cache is None and not self.is_initializing():
-      x = self._read_out(x, rotary, attn_mask, read_index)              # [B, 1, D]
-    else:
-      x, cache = _scanned_blocks(cfg, cfg.n_layer)(cfg, name="layers")(
-          x, cache, rotary, attn_mask, cache_index)
-      if read_index is not None:
-        x = take_rows(x, read_index)
-    x = _layer_norm(cfg, "ln_final")(x)
-    return x, cache
+  def _embed(self, tokens: Array) -> Array:
+    x = self.embed(tokens)                                              # [B, T, D]
+    return nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
 
-  def _read_out(self, x: Array, rotary, attn_mask: Array, read_index: Array) -> Array:
-    """Layers 0…L−2 over all positions, then layer L−1 at ``read_index`` only → [B, 1, D].
+  def __call__(self, tokens: Array, mask: Array) -> Array:
+    """Full forward: tokens, mask [B, T] → hidden [B, T, D]."""
+    rotary = rope_tables(positions_from_mask(mask), self.cfg.d_head, self.cfg.rope_theta)
+    x, _ = self.layers(self._embed(tokens), None, rotary,
+                       attention_mask(mask, tokens.shape[1], 0), None)
+    return self.ln_final(x)
 
-    Applies the stacked ``layers`` params (the same tree the full forward creates) functionally:
-    the first L−1 slices through the same scan, the last slice through one Block.
+  def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
+             kv_mask: Array) -> tuple[Array, KVCache]:
+    """Cached decoding: tokens, positions [B, T] written at slots [cache_index, +T)."""
+    rotary = rope_tables(positions, self.cfg.d_head, self.cfg.rope_theta)
+    x, cache = self.layers(self._embed(tokens), cache, rotary,
+                           attention_mask(kv_mask, tokens.shape[1], cache_index), cache_index)
+    return self.ln_final(x), cache
+
+  def read_out(self, tokens: Array, mask: Array, index: Array) -> Array:
+    """Hidden states at ``index`` [B] → [B, 1, D]: layers 0…L−2 over all positions, then layer
+    L−1 at ``index`` only.
+
+    Applies the stacked ``layers`` params functionally: the first L−1 slices through the same
+    scan, the last slice through one Block.
     """
+    if self.is_initializing():  # create the parameters through the full forward
+      return take_rows(self(tokens, mask), index)
     cfg = self.cfg
+    rotary = rope_tables(positions_from_mask(mask), cfg.d_head, cfg.rope_theta)
+    attn_mask = attention_mask(mask, tokens.shape[1], 0)
+    x = self._embed(tokens)
     stacked = nn.unbox(self.variables["params"]["layers"])               # leaves [L, ...]
     if cfg.n_layer > 1:
       first = jax.tree.map(lambda a: a[:-1], stacked)
-      x, _ = _scanned_blocks(cfg, cfg.n_layer - 1)(cfg).apply(
+      x, _ = _scanned_blocks(cfg, cfg.n_layer - 1)(cfg, parent=None).apply(
           {"params": first}, x, None, rotary, attn_mask, None)
     last = jax.tree.map(lambda a: a[-1], stacked)
-    x, _ = _block_class(cfg)(cfg).apply({"params": last}, x, None, rotary, attn_mask, None,
-                                        read_index)
-    return x
+    x, _ = _block_class(cfg)(cfg, parent=None).apply({"params": last}, x, None, rotary,
+                                                     attn_mask, None, index)
+    return self.ln_final(x)
 
 
 class LMHead(nn.Module):
@@ -348,15 +359,20 @@ class ScalarHead(nn.Module):
 
 
 class DecoderLM(nn.Module):
-  """Trunk + LM head: ``(tokens, mask, ...) -> (logits [B, T, V] float32, cache)``."""
+  """Trunk + LM head. ``__call__(tokens, mask)`` → logits [B, T, V] float32;
+  ``decode(tokens, positions, cache, cache_index, kv_mask)`` → (logits [B, T, V], cache)."""
   cfg: ModelConfig
 
   def setup(self):
     self.trunk = Transformer(self.cfg)
     self.head = LMHead(self.cfg)
 
-  def __call__(self, tokens, mask, positions=None, cache=None, cache_index=None, kv_mask=None):
-    x, cache = self.trunk(tokens, mask, positions, cache, cache_index, kv_mask)
+  def __call__(self, tokens: Array, mask: Array) -> Array:
+    return self.head(self.trunk(tokens, mask))
+
+  def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
+             kv_mask: Array) -> tuple[Array, KVCache]:
+    x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
     return self.head(x), cache
 
 
@@ -368,13 +384,18 @@ class PreferenceModel(nn.Module):
     self.trunk = Transformer(self.cfg)
     self.head = ScalarHead(self.cfg)
 
-  def __call__(self, tokens, mask, index):
-    x, _ = self.trunk(tokens, mask, read_index=index)                   # [B, 1, D]
-    return self.head(x)[:, 0]
+  def __call__(self, tokens: Array, mask: Array, index: Array) -> Array:
+    return self.head(self.trunk.read_out(tokens, mask, index))[:, 0]
+
+
+# Logical names of the cache's axes [L, B, S, H, K] (rules in config.axis_rules).
+CACHE_AXES = ("cache_layers", "cache_batch", "cache_len", "cache_heads", "cache_kv")
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
-  """Zeros for (k, v), each [L, B, max_len, H, K], in the compute dtype by default."""
+  """Zeros for (k, v), each [L, B, max_len, H, K], in the compute dtype by default, constrained
+  to the cache's logical axes (``CACHE_AXES``) when traced under a mesh and rules."""
   shape = (cfg.n_layer, batch, max_len, cfg.n_head, cfg.d_head)
   dtype = dtype or cfg.dtype
-  return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+  return tuple(nn.with_logical_constraint(jnp.zeros(shape, dtype), CACHE_AXES)
+               for _ in range(2))

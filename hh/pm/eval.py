@@ -63,3 +63,33 @@ def threshold_accuracy(good, bad, thresholds) -> list[tuple[float, float, int]]:
 def mean_removal_offset(scores: np.ndarray) -> float:
   """The constant subtracted from a PM's scores: their mean on a held-out set (SPEC §2.2)."""
   return float(np.mean(np.asarray(scores, np.float64)))
+
+
+def test_report(r: dict, extras, test_specs) -> dict:
+  """A PM's final evaluation from its raw test scores ``r`` (``score.score_pairs``).
+
+  ``extras(index, key)`` returns a per-pair field of the test source for the given indices, or
+  None when the source has none (``p_chosen``: the annotator's probability on synthetic data).
+  Per test set: accuracy, pair count, the "prefer the shorter response" baseline, and where the
+  annotator is known the Bayes ceiling E[max(p, 1 − p)] and the fraction of it reached. The
+  mean-removal offset is the mean raw score over all test responses (SPEC §2.2).
+  """
+  result = {"accuracy": accuracy(r["good"], r["bad"]),
+            "offset": mean_removal_offset(np.concatenate([r["good"], r["bad"]])),
+            "test_pairs": int(len(r["good"])), "by_test_set": {}}
+  for p, spec in enumerate(test_specs):
+    sel = r["part"] == p
+    entry = {"accuracy": accuracy(r["good"][sel], r["bad"][sel]), "pairs": int(sel.sum())}
+    p_chosen = extras(r["index"][sel], "p_chosen")
+    if p_chosen is not None:  # synthetic: the annotator's Bayes ceiling on these very pairs
+      ceiling = float(np.mean(np.maximum(p_chosen, 1 - p_chosen)))
+      entry |= {"bayes_ceiling": ceiling, "fraction_of_ceiling": entry["accuracy"] / ceiling}
+    chosen, rejected = extras(r["index"][sel], "chosen"), extras(r["index"][sel], "rejected")
+    entry["shorter_response_baseline"] = shorter_response_baseline(chosen, rejected)
+    result["by_test_set"][spec] = entry
+  return result
+
+
+def shorter_response_baseline(chosen, rejected) -> float:
+  """Accuracy of "prefer the shorter response" (by characters; ties count as wrong)."""
+  return float(np.mean([len(c) < len(j) for c, j in zip(chosen, rejected, strict=True)]))

@@ -1,11 +1,12 @@
-"""Score any (context, response) texts with a trained PM: a function and a CLI.
+"""Scoring with a PM: every pair of a dataset (evaluation), and any texts (``Scorer`` + CLI).
 
   python -m hh.pm.score --pm=runs/pm --input=samples.jsonl --output=scored.jsonl
 
 Input lines: ``{"context": "\\n\\nHuman: …", "response": " …"}`` (the response as it follows
 ``"\\n\\nAssistant:"``). Output lines add ``"score"``: the PM's score at the EOC token minus the
 PM's mean-removal offset (SPEC §2.2), so scores of different PMs are comparable. Batched, jitted
-and sharded over the PM's mesh; used by PPO, best-of-N and the online loop.
+and sharded over the PM's mesh with the stage's own ``score_fn``; used by PPO, best-of-N and the
+online loop.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import os
 
 import jax
+import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -22,7 +24,36 @@ from hh import cli, sharding
 from hh import tokenizer as tok_lib
 from hh.data import pipeline
 from hh.models import ModelConfig, PreferenceModel
-from hh.train import checkpoint
+from hh.pm import step as pm_step
+from hh.train import build as build_lib
+
+
+def score_pairs(score, params, source, tok, seq_len: int, batch_pairs: int, mesh) -> dict:
+  """Scores every pair of a source with a jitted ``score(params, tokens, mask, eoc)``.
+
+  Returns good, bad [N] and the per-pair fields turns, part (which dataset), index.
+  """
+  loader = pipeline.make_loader(source, [pipeline.PairTokenizer(tok, seq_len)], batch_pairs,
+                                seed=0, shuffle=False, num_epochs=1, drop_remainder=False)
+  n_proc = jax.process_count()
+  out = {k: [] for k in ("good", "bad", "turns", "part", "index")}
+  for batch in loader:
+    n = len(batch["index"])
+    if n < batch_pairs // n_proc:  # pad the last batch by repeating its last row
+      batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_pairs // n_proc - n, 0)])
+               for k, v in batch.items()}
+    stacked = pipeline.pm_pair_batch(batch)
+    arrays = sharding.global_batch({k: stacked[k] for k in ("tokens", "mask", "eoc")}, mesh)
+    scores = score(params, arrays["tokens"], arrays["mask"], arrays["eoc"])
+    s = np.asarray(jax.device_get(scores)) if n_proc == 1 else \
+        np.asarray(jax.experimental.multihost_utils.process_allgather(scores))
+    half = len(s) // 2
+    out["good"].append(s[:half][:n])
+    out["bad"].append(s[half:][:n])
+    out["turns"].append(batch["num_human_turns"][:n])
+    out["part"].append(batch["part"][:n])
+    out["index"].append(batch["index"][:n])
+  return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
 class Scorer:
@@ -30,32 +61,27 @@ class Scorer:
 
   def __init__(self, pm_workdir: str, batch_size: int = 64):
     config_path = os.path.join(pm_workdir, "config.json")
-    if not os.path.exists(config_path):
-      raise FileNotFoundError(f"--pm={pm_workdir!r}: no config.json (not a PM workdir)")
+    result_path = os.path.join(pm_workdir, "pm_result.json")
+    for path in (config_path, result_path):
+      if not os.path.exists(path):
+        raise FileNotFoundError(f"--pm={pm_workdir!r}: no {os.path.basename(path)} (not a "
+                                "finished PM workdir)")
     with open(config_path) as f:
-      self.config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(pm_workdir, "pm_result.json")) as f:
+      cfg = ml_collections.ConfigDict(json.load(f))
+    with open(result_path) as f:
       result = json.load(f)
     self.offset = result["offset"]
-    cfg = self.config
     self.tok = tok_lib.Tokenizer.load(result["tokenizer"])
-    self.seq_len, self.batch_size = cfg.finetune.seq_len, batch_size
+    self.seq_len, self.batch_size = cfg.pm.finetune.seq_len, batch_size
     self.mesh = sharding.make_mesh(cfg.mesh)
-    self.model = PreferenceModel(ModelConfig.from_config(cfg.model, self.tok.vocab_size))
+    model = PreferenceModel(ModelConfig.from_config(cfg.model, self.tok.vocab_size))
     rules = sharding.rules(cfg)
     example = (jnp.zeros((1, self.seq_len), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)
     with jax.set_mesh(self.mesh):
-      boxed = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), *example))["params"]
-      shardings = sharding.logical_shardings(boxed, self.mesh, rules)
-      import flax.linen as nn
-      abstract = nn.unbox(boxed)
-      self.params = checkpoint.load_params(os.path.join(pm_workdir, "finetune"), abstract,
-                                           shardings)
-
-      def score(params, tokens, mask, eoc):
-        with nn.logical_axis_rules(rules):
-          return self.model.apply({"params": params}, tokens, mask, eoc)
-      self._score = jax.jit(score, out_shardings=sharding.replicated(self.mesh))
+      self.params = build_lib.inference_params(model, example, os.path.join(pm_workdir,
+                                                                            "finetune"),
+                                               self.mesh, rules)
+      self._score = build_lib.jit_forward(pm_step.score_fn(model), self.mesh, rules)
 
   def score(self, contexts: list[str], responses: list[str]) -> np.ndarray:
     """Mean-removed scores [N] of each response after its context."""

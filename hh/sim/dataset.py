@@ -21,6 +21,9 @@ world and data bit for bit):
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -169,6 +172,16 @@ def _features(name: str) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(feats)
 
 
+def canonical(world_cfg) -> dict:
+  """The world config as plain JSON values (tuples → lists), nested dicts included."""
+  return json.loads(json.dumps(dict(world_cfg), sort_keys=True))
+
+
+def world_hash(world_cfg) -> str:
+  """The world's identity: a hash of the whole resolved config.world (every key, nested too)."""
+  return hashlib.sha256(json.dumps(canonical(world_cfg), sort_keys=True).encode()).hexdigest()
+
+
 class HhSim(tfds.core.GeneratorBasedBuilder):
   """The synthetic world's datasets; ``world`` (a dict of ``config.world``) fixes everything."""
 
@@ -192,8 +205,8 @@ class HhSim(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager
     splits = generate(self.builder_config.name, self.world_cfg)
-    self.info.metadata["world"] = {k: v for k, v in self.world_cfg.items()
-                                   if not isinstance(v, dict)}
+    self.info.metadata["world"] = canonical(self.world_cfg)
+    self.info.metadata["world_hash"] = world_hash(self.world_cfg)
     return {s: self._generate_examples(rows) for s, rows in splits.items() if rows}
 
   def _generate_examples(self, rows):

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from hh import config_diff
 from hh.data import tfds_io
 from hh.sim import annotator, dataset, gold, responses
 from hh.sim import world as W
@@ -22,13 +23,16 @@ def data_dir(workdir: str) -> str:
 
 
 def build(world_cfg: dict, workdir: str, name: str):
-  """Builds (once) and returns the ``hh_sim/name`` builder; refuses a different world."""
+  """Builds (once) and returns the ``hh_sim/name`` builder; refuses a different world, naming
+  every key (nested ones too, e.g. ``world.response_mix.wrong``) whose value differs."""
   builder = tfds_io.build(f"hh_sim/{name}", data_dir(workdir), world=world_cfg)
-  built = dict(builder.info.metadata.get("world", {}))
-  wanted = {k: v for k, v in world_cfg.items() if not isinstance(v, dict)}
-  if json.loads(json.dumps(built)) != json.loads(json.dumps(wanted)):
-    raise ValueError(f"{builder.data_dir} was built from another config.world; use a new "
-                     "workdir (or the same config.world)")
+  built = builder.info.metadata.get("world_hash")
+  if built != dataset.world_hash(world_cfg):
+    differ = config_diff.differing_keys(dict(builder.info.metadata.get("world", {})),
+                                        dataset.canonical(world_cfg), prefix="world")
+    raise ValueError(f"{builder.data_dir} was built from another config.world (differs in "
+                     f"{', '.join(differ) or 'its version'}); use a new workdir or the same "
+                     "config.world")
   return builder
 
 

@@ -1,11 +1,14 @@
 """The training loop every stage shares: steps, periodic eval, async checkpoints, metrics.
 
-The loop holds no model logic: it calls a jitted ``train_step(state, batch) -> (state, metrics)``
-and an ``evaluate(state) -> metrics`` given by the stage. Metrics are accumulated on device as
-sums plus counts and pulled to the host once per ``log_every`` steps.
+The loop holds no model logic: it calls a jitted ``train_step(state, batch) -> (state,
+metrics)`` on ``batches(state)`` — the batch source sees the current state, so an RL stage can
+roll out the current policy there — and an ``evaluate(state) -> metrics`` given by the stage.
+Metrics are accumulated on device as sums plus counts and pulled to the host once per
+``log_every`` steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -18,26 +21,53 @@ from hh.train import checkpoint
 from hh.train import metrics as metrics_lib
 
 
-def fit(*, state: Any, train_step: Callable, next_batch: Callable[[], Any],
-        data_state: Callable[[], dict], evaluate: Callable[[Any], dict], train_cfg,
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How long and how often: resolved once per stage (e.g. steps from an epoch of data)."""
+  steps: int
+  log_every: int
+  eval_every: int
+  ckpt_every: int
+  eval_at: tuple[int, ...] = ()
+  stop_at: int | None = None  # stop (checkpointed) here, as a preemption would
+  progress: bool = True
+
+  @classmethod
+  def from_config(cls, loop_cfg, **resolved) -> "Settings":
+    """``config.<stage>.loop`` plus values the stage resolves (``steps=...`` from its data)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: loop_cfg[k] for k in fields if k in loop_cfg} | resolved
+    values["eval_at"] = tuple(values.get("eval_at", ()))
+    for key in ("steps", "log_every", "eval_every", "ckpt_every"):
+      if int(values[key]) < 1:
+        raise ValueError(f"loop.{key}={values[key]}; expected ≥ 1")
+    return cls(**values)
+
+  @property
+  def last(self) -> int:
+    return self.steps if self.stop_at is None else min(self.stop_at, self.steps)
+
+
+def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
+        data_state: Callable[[], dict], evaluate: Callable[[Any], dict], settings: Settings,
         mngr, writer: metrics_lib.Writer, tokens_per_step: int,
         lr_fn: Callable[[int], float] | None = None) -> Any:
-  """Runs from ``state.step`` to ``train_cfg.steps`` (or ``train_cfg.stop_at``); returns the state.
+  """Runs from ``state.step`` to ``settings.steps`` (or ``settings.stop_at``); returns the state.
 
   Raises FloatingPointError naming the step when the loss stops being finite.
   """
   step = int(jax.device_get(state.step))
-  last = train_cfg.steps if train_cfg.stop_at is None else min(train_cfg.stop_at, train_cfg.steps)
-  bar = tqdm.tqdm(total=train_cfg.steps, initial=step, unit="step", dynamic_ncols=True,
-                  disable=not train_cfg.progress or jax.process_index() != 0)
+  last = settings.last
+  bar = tqdm.tqdm(total=settings.steps, initial=step, unit="step", dynamic_ncols=True,
+                  disable=not settings.progress or jax.process_index() != 0)
   acc, t_start, steps_in_interval = None, time.perf_counter(), 0
   while step < last:
-    state, step_metrics = train_step(state, next_batch())
+    state, step_metrics = train_step(state, batches(state))
     step += 1
     steps_in_interval += 1
     acc = metrics_lib.accumulate(acc, step_metrics)
     bar.update(1)
-    if step % train_cfg.log_every == 0 or step == last:
+    if step % settings.log_every == 0 or step == last:
       logged = metrics_lib.reduce(acc)  # the one host sync per interval
       elapsed = time.perf_counter() - t_start
       logged["steps_per_sec"] = steps_in_interval / elapsed
@@ -49,9 +79,9 @@ def fit(*, state: Any, train_step: Callable, next_batch: Callable[[], Any],
       writer.write(step, "train", logged)
       bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:.0f}")
       acc, t_start, steps_in_interval = None, time.perf_counter(), 0
-    if step % train_cfg.eval_every == 0 or step == train_cfg.steps or step in train_cfg.eval_at:
+    if step % settings.eval_every == 0 or step == settings.steps or step in settings.eval_at:
       writer.write(step, "val", evaluate(state))
-    if step % train_cfg.ckpt_every == 0 or step == last:
+    if step % settings.ckpt_every == 0 or step == last:
       checkpoint.save(mngr, step, state, data_state(), force=True)
   bar.close()
   mngr.wait_until_finished()

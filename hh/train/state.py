@@ -40,7 +40,7 @@ def lr_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
   elif optim_cfg.schedule == "constant":
     after = optax.constant_schedule(peak)
   else:
-    raise ValueError(f"config.optim.schedule={optim_cfg.schedule!r}; allowed: cosine, linear, "
+    raise ValueError(f"optim.schedule={optim_cfg.schedule!r}; allowed: cosine, linear, "
                      "constant")
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), after], [warm])
 

@@ -1,0 +1,163 @@
+"""The one stage registry: name → (run, summary, identity), used by ``hh.main`` and the pipeline.
+
+A stage is run in its own workdir with a ``Context`` saying where the pipeline's other outputs
+are. Before running, the stage's identity (the config keys its outputs depend on) is compared
+with the one recorded in ``<stage workdir>/<stage>.identity.json`` by an earlier run: a workdir made
+by another config is refused with one line naming the keys that differ, so a changed setting is
+never silently mixed with old outputs. Keys that do not change results (``progress``,
+``loop.stop_at``, ``loop.keep_ckpts``, ``mesh``, ``data_dirs``) are not part of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from hh import config_diff
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """Where a pipeline's outputs are (empty for a stage run on its own)."""
+  world_dir: str | None = None                   # the workdir whose tfds/ holds hh_sim
+  dirs: dict[str, str] = dataclasses.field(default_factory=dict)  # stage name → its workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  run: Callable[[Any, str, Context], dict]        # (config, stage workdir, context) → result
+  summary: Callable[[dict], list[str]]            # the lines hh.main prints
+  identity: Callable[[Any], dict] | None          # config keys its outputs depend on
+  subdir: str | None = None                       # its folder inside a pipeline workdir
+  always_rerun: bool = False                      # cheap views of other outputs (the report)
+
+
+_VOLATILE = ("progress", "stop_at", "keep_ckpts")
+
+
+def _strip(tree: Any) -> Any:
+  if isinstance(tree, dict):
+    return {k: _strip(v) for k, v in tree.items() if k not in _VOLATILE}
+  return tree
+
+
+def _subtrees(config, *keys: str) -> dict:
+  """The named top-level blocks of ``config`` as JSON values, without volatile keys."""
+  tree = json.loads(config.to_json_best_effort())
+  return _strip({k: tree[k] for k in keys if k in tree})
+
+
+def check_identity(stage: Stage, config, workdir: str):
+  """Refuses ``workdir`` when it was made by a config that differs in the stage's identity;
+  records the identity on the first run."""
+  if stage.identity is None:
+    return
+  want = json.loads(json.dumps(stage.identity(config)))
+  path = os.path.join(workdir, f"{stage.name}.identity.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      have = json.load(f)
+    differ = config_diff.differing_keys(have, want)
+    if differ:
+      raise ValueError(f"{workdir} holds a {stage.name} stage made with another config (differs "
+                       f"in {', '.join(differ[:8])}{' …' if len(differ) > 8 else ''}); use a new "
+                       "workdir or the same config")
+    return
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(want, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _world(config, workdir, ctx):
+  from hh.sim import stage
+  return stage.run(config.world.to_dict(), workdir)
+
+
+def _lm(config, workdir, ctx):
+  from hh.lm import train
+  return train.train_and_evaluate(config, workdir, world_dir=ctx.world_dir)
+
+
+def _pm(config, workdir, ctx):
+  from hh.pm import train
+  return train.train_and_evaluate(config, workdir, world_dir=ctx.world_dir,
+                                  lm_dir=ctx.dirs.get("lm"))
+
+
+def _report(config, workdir, ctx):
+  from hh import report
+  return {"path": report.write(config, workdir)}
+
+
+def _summary(module: str) -> Callable[[dict], list[str]]:
+  def lines(result):
+    import importlib
+    return importlib.import_module(module).summary(result)
+  return lines
+
+
+def _uses_world(datasets) -> bool:
+  return any(str(spec).startswith("hh_sim/") for spec, _ in datasets)
+
+
+def _lm_identity(config) -> dict:
+  out = _subtrees(config, "seed", "model", "tokenizer", "lm")
+  if _uses_world(config.lm.data.datasets):
+    out |= _subtrees(config, "world")
+  return out
+
+
+def _pm_identity(config) -> dict:
+  out = _subtrees(config, "seed", "model", "tokenizer", "pm")
+  if _uses_world(list(config.pm.pmp.datasets) + list(config.pm.finetune.datasets)):
+    out |= _subtrees(config, "world")
+  return out
+
+
+def _world_summary(result: dict) -> list[str]:
+  c = result["ceilings"]
+  return [f"world: tranches {result['tranches']}; Bayes ceiling helpful/test "
+          f"{c['helpful/test']['bayes_ceiling']:.3f}, harmless/test "
+          f"{c['harmless/test']['bayes_ceiling']:.3f}"]
+
+
+def _pipeline(config, workdir, ctx):
+  from hh import pipeline
+  return pipeline.run(config, workdir)
+
+
+def _pipeline_summary(results: dict) -> list[str]:
+  from hh import pipeline
+  return pipeline.summary(results)
+
+
+REGISTRY: dict[str, Stage] = {s.name: s for s in (
+    Stage("world", _world, _world_summary, lambda c: _subtrees(c, "world")),
+    Stage("lm", _lm, _summary("hh.lm.train"), _lm_identity, subdir="lm"),
+    Stage("pm", _pm, _summary("hh.pm.train"), _pm_identity, subdir="pm"),
+    Stage("report", _report, lambda r: [f"report: {r['path']}"], None, always_rerun=True),
+    # the chain of config.stages in one workdir (hh/pipeline.py)
+    Stage("pipeline", _pipeline, _pipeline_summary, None),
+)}
+
+
+def get(name: str, where: str = "config.stage") -> Stage:
+  if name not in REGISTRY or (where != "config.stage" and name == "pipeline"):
+    allowed = [n for n in REGISTRY if where == "config.stage" or n != "pipeline"]
+    raise ValueError(f"{where} {name!r}; allowed: {', '.join(allowed)}")
+  return REGISTRY[name]
+
+
+def run(name: str, config, workdir: str, ctx: Context = Context()) -> dict:
+  """Runs one stage in ``workdir`` after checking the workdir's identity."""
+  stage = get(name)
+  check_identity(stage, config, workdir)
+  return stage.run(config, workdir, ctx)

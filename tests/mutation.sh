@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Mutation testing of the math modules with their fast tests (mutmut 2.5, which runs each
+# mutant's tests in a fresh process, as JAX needs). Run from the repository root:
+#   pip install mutmut==2.5.1 && bash tests/mutation.sh [module ...]     # ~25 min for all four
+# It works on a copy of the tree (mutmut edits files in place), prints each module's result and
+# the surviving mutants' diffs. Later modules' math is added to TARGETS with its fast tests.
+set -uo pipefail
+declare -A TARGETS=(
+  [hh/lm/step.py]="tests/test_lm_step.py::test_next_token_loss_and_gradient_match_float64 tests/test_lm_step.py::test_log_probs_match_float64_under_left_padding tests/test_stage.py"
+  [hh/pm/step.py]="tests/test_pm_step.py tests/test_stage.py"
+  [hh/pm/eval.py]="tests/test_pm_eval.py"
+  [hh/elo.py]="tests/test_pm_eval.py"
+)
+modules=("$@")
+[ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py)
+root=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for module in "${modules[@]}"; do
+  rm -rf "$work/tree" && mkdir -p "$work/tree"
+  (cd "$root" && git ls-files -co --exclude-standard | grep -v '^docs/figures/' | \
+     tar -cf - -T - ) | tar -xf - -C "$work/tree"
+  runner="python -m pytest -x -q -p no:cacheprovider ${TARGETS[$module]}"
+  echo "== $module: $runner"
+  (cd "$work/tree" && export PYTHONPATH="$work/tree" && \
+   mutmut run --paths-to-mutate "$module" --runner "$runner" --no-progress > "$work/run.log" 2>&1; \
+   mutmut results; \
+   for id in $(mutmut result-ids survived 2>/dev/null); do echo "--- survivor $id"; \
+     mutmut show "$id"; done)
+done
