@@ -1,6 +1,7 @@
 """Shared benchmark helpers: timing with block_until_ready, matmul peak, model FLOPs."""
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -55,3 +56,11 @@ def pm_train_flops(n_layer: int, d_model: int, d_ff: int, sequences: int, seq_le
   kv = 6 * 2 * d_model * d_model * tokens
   read = 6 * (2 * d_model * d_model + 2 * d_model * d_ff) * sequences + 12 * seq_len * d_model * sequences
   return full + kv + read
+
+
+def emit(workload: str, **figures):
+  """The one JSON line a benchmark ends with (the peers' format: tokens_per_s, the peak)."""
+  out = {"workload": workload, **{k: round(float(v), 4) for k, v in figures.items()},
+         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+         "jax": jax.__version__}
+  print(json.dumps(out), flush=True)

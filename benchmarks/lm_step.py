@@ -71,6 +71,8 @@ def main():
         f"{achieved / 1e9:,.1f} GFLOP/s model FLOPs ({flops / 1e9:,.1f} GFLOP/step)")
   print(f"measured {args.dtype} matmul peak {peak / 1e9:,.1f} GFLOP/s  →  MFU "
         f"{achieved / peak:.1%}")
+  common.emit("hh_lm_step", tokens_per_s=tokens / seconds, step_s_median=seconds,
+              peak_matmul_gflops=peak / 1e9, mfu=achieved / peak)
 
 
 if __name__ == "__main__":

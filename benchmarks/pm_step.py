@@ -6,8 +6,8 @@ The step is the PM stage's jitted update (both sequences of each pair through th
 batch, scalar head at the EOC token, pairwise loss, AdamW), sharded over all local devices. The
 trunk runs its last layer at the EOC token only and attention in causal query blocks; MFU counts
 the FLOPs that work needs (``common.pm_train_flops``), and the full-trunk FLOPs are printed too.
-For comparison, the issue quotes a PyTorch reward-model trainer at about 1,200 tokens/s on this
-workload on these 2 cores.
+A ratio to another framework holds only when measured side by side in the same hour
+(``../shared/peer/run.sh W1``), never against a figure from another day.
 """
 from __future__ import annotations
 
@@ -80,8 +80,9 @@ def main():
   print(f"model FLOPs/step {r['flops'] / 1e12:.3f} T (read-out trunk; the full trunk would need "
         f"{full / 1e12:.3f} T, i.e. {full / r['seconds'] / 1e9:,.1f} GFLOP/s-equivalent)")
   print(f"measured {args.dtype} matmul peak {peak / 1e9:,.1f} GFLOP/s  →  MFU "
-        f"{r['flops'] / r['seconds'] / peak:.1%};  vs 1,200 tokens/s (PyTorch RM trainer): "
-        f"{r['tokens_per_sec'] / 1200:.2f}×")
+        f"{r['flops'] / r['seconds'] / peak:.1%}")
+  common.emit("hh_pm_step", tokens_per_s=r["tokens_per_sec"], step_s_median=r["seconds"],
+              peak_matmul_gflops=peak / 1e9, mfu=r["flops"] / r["seconds"] / peak)
 
 
 if __name__ == "__main__":
