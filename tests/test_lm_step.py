@@ -158,3 +158,26 @@ def test_log_probs_match_float64_under_left_padding():
     want[start + 1:] = ref[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]
     np.testing.assert_allclose(got[row], want, rtol=1e-4, atol=1e-4)
     assert got[row][:start + 1].sum() == 0.0
+
+
+def test_lm_loss_is_the_weighted_mean_token_loss():
+  """lm_step.lm_loss (what the shared update differentiates) against float64 from the same
+  logits: Σ w·nll / Σ w with per-token weights, and eval_metrics' accuracy as Σ w·[argmax = t]."""
+  from test_model import CFG, init_params
+
+  from hh.models import DecoderLM
+  params = init_params(seed=2, scale=1.0)
+  rng = np.random.default_rng(4)
+  inputs = rng.integers(0, CFG.vocab_size, (3, 6)).astype(np.int32)
+  targets = rng.integers(0, CFG.vocab_size, (3, 6)).astype(np.int32)
+  weights = rng.choice([0.0, 0.5, 1.0], (3, 6)).astype(np.float32)
+  batch = {"inputs": inputs, "targets": targets, "weights": weights}
+  model = DecoderLM(CFG)
+  loss, m = lm_step.lm_loss(model)(params, batch, None)
+  logits = np.asarray(model.apply({"params": params}, inputs, np.ones_like(inputs)), np.float64)
+  lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+  nll = lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  assert float(loss) == pytest.approx((weights * nll).sum() / weights.sum(), rel=1e-5)
+  correct = (logits.argmax(-1) == targets)
+  assert float(m["accuracy_sum"]) == pytest.approx((weights * correct).sum(), rel=1e-6)
+  assert float(m["loss_count"]) == pytest.approx(weights.sum())

@@ -57,15 +57,20 @@ def test_pm_step_learns_to_prefer_the_chosen_response():
   assert (s[:8] > s[8:]).mean() >= 0.75  # a PM that learned backwards would score ≈ 0
 
 
-def test_harmless_weight_lambda_enters_the_loss_as_the_formula_says():
+def test_harmless_weight_lambda_enters_the_loss_as_the_formula_says(wikitext_tokenizer):
   """L = (Σ_helpful ℓ + λ Σ_harmless ℓ) / (n_helpful + λ n_harmless), ℓ = log(1 + e^(r_bad −
   r_good)), with λ carried from the config's dataset weights to each pair (SPEC §2.4)."""
   for lam in (1.0, 0.25, 3.0):
     ft = pm.get_config(f"size=tiny,harmless_weight={lam}").pm.finetune.datasets
     assert dict(ft) == {"hh_sim/helpful:train": 1.0, "hh_sim/harmless:train": lam}
   from hh.data import pipeline as data_pipeline
-  src = data_pipeline.Concat([[{"x": 0}] * 3, [{"x": 1}] * 2], [1.0, 0.25])
+  pair = {"context_text": "\n\nHuman: hi", "chosen": " yes", "rejected": " no",
+          "num_human_turns": 1}
+  src = data_pipeline.Concat([[pair] * 3, [pair] * 2], [1.0, 0.25])
   assert [src[i]["_weight"] for i in range(5)] == [1.0, 1.0, 1.0, 0.25, 0.25]
+  tokenize = data_pipeline.PairTokenizer(wikitext_tokenizer, 16)
+  assert [float(tokenize.map({**src[i], "_index": i})["weight"]) for i in range(5)] == \
+      [1.0, 1.0, 1.0, 0.25, 0.25]  # … and reaches the batch the loss reads
   rng = np.random.default_rng(2)
   good, bad = rng.normal(size=5), rng.normal(size=5)
   harmless = np.array([0, 0, 0, 1, 1], bool)

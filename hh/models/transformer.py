@@ -375,6 +375,13 @@ class DecoderLM(nn.Module):
     x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
     return self.head(x), cache
 
+  def decode_last(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
+                  kv_mask: Array) -> tuple[Array, KVCache]:
+    """``decode`` with the LM head at the last position only: (logits [B, V], cache) — the
+    prefill of a sampler needs no logits for the prompt."""
+    x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
+    return self.head(x[:, -1:])[:, 0], cache
+
 
 class PreferenceModel(nn.Module):
   """Trunk + scalar head read at one index per row (the EOC token, SPEC §2.1): scores [B]."""

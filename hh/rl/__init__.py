@@ -1,0 +1,1 @@
+"""The policy side: sampling, and (next) context distillation, best-of-N, evaluation and PPO."""
