@@ -17,7 +17,7 @@ import numpy as np
 
 from hh import sharding
 from hh import tokenizer as tok_lib
-from hh.data import pipeline, sources, text
+from hh.data import text
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
 from hh.train import build as build_lib
@@ -46,8 +46,13 @@ def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_l
   return tok_lib.train(lines, config.tokenizer.vocab_size, path)
 
 
-def load_data(config, workdir: str, places: sources.Places) -> LMData:
-  """Each dataset's documents → train/validation split → tokens → windows of seq_len + 1."""
+def load_data(config, workdir: str, places) -> LMData:
+  """Each dataset's documents → train/validation split → tokens → windows of seq_len + 1.
+
+  ``places``: a ``hh.data.sources.Places``. The data libraries (TFDS, grain) are imported where
+  data is read, so ``build`` — and the benchmarks and planner that use it — need only JAX.
+  """
+  from hh.data import sources
   data = config.lm.data
   split = []
   for spec, weight in data.datasets:
@@ -97,6 +102,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
   ``world_dir``: where a pipeline built the synthetic world (for ``hh_sim/lm``) when
   ``config.data_dirs.world`` is not set.
   """
+  from hh.data import pipeline, sources
   os.makedirs(workdir, exist_ok=True)
   cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)
