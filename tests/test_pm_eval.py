@@ -101,3 +101,82 @@ def test_test_report_by_hand():
   no_gold = pm_eval.test_report(r, lambda i, k: None if k == "p_chosen" else extras(i, k),
                                 ["helpful", "harmless"])
   assert "bayes_ceiling" not in no_gold["by_test_set"]["helpful"]
+
+
+def test_elo_from_win_rate_inverts_win_rate_away_from_the_decade():
+  for diff in (-250.0, -37.5, 123.0, 200.0):
+    p = elo.win_rate(diff, 0.0)
+    assert elo.elo_from_win_rate(p) == pytest.approx(diff)
+  assert elo.elo_from_win_rate(0.76) == pytest.approx(400 * np.log10(0.76 / 0.24))
+
+
+def _neg_loglik(r, wins):
+  """−Σ_ij wins_ij · log σ(r_i − r_j), natural units (float64, by hand)."""
+  d = r[:, None] - r[None, :]
+  return float((wins * np.log1p(np.exp(-d))).sum())
+
+
+def test_fit_elo_is_the_maximum_likelihood_with_the_inverse_hessian_errors():
+  """Against an independent optimiser and a finite-difference Hessian of the negative
+  log-likelihood (reference fixed at 0): the fit's ratings and standard errors, exactly."""
+  import scipy.optimize
+  wins = np.array([[0, 30, 12, 40], [20, 0, 9, 33], [25, 31, 0, 50], [10, 17, 8, 0]], float)
+  fit, err = elo.fit_elo(wins, reference=1)
+  free = [0, 2, 3]
+
+  def f(x):
+    r = np.insert(x, 1, 0.0)
+    return _neg_loglik(r, wins)
+  opt = scipy.optimize.minimize(f, np.zeros(3), method="BFGS", options={"gtol": 1e-10})
+  want = np.insert(opt.x, 1, 0.0) * elo.ELO_PER_PM
+  np.testing.assert_allclose(fit, want, atol=1e-3)
+  assert fit[1] == 0.0 and err[1] == 0.0
+  h, x0 = np.zeros((3, 3)), opt.x
+  eps = 1e-4
+  for i in range(3):
+    for j in range(3):
+      e_i, e_j = np.eye(3)[i] * eps, np.eye(3)[j] * eps
+      h[i, j] = (f(x0 + e_i + e_j) - f(x0 + e_i - e_j) - f(x0 - e_i + e_j)
+                 + f(x0 - e_i - e_j)) / (4 * eps**2)
+  want_err = np.sqrt(np.diag(np.linalg.inv(h))) * elo.ELO_PER_PM
+  np.testing.assert_allclose(err[free], want_err, rtol=1e-4)
+  # two models: the textbook binomial error 1/sqrt(n·p·(1−p)) in natural units
+  fit2, err2 = elo.fit_elo(np.array([[0, 70], [30, 0]], float))
+  p = 0.7
+  assert fit2[1] == pytest.approx(-elo.ELO_PER_PM * np.log(p / (1 - p)), rel=1e-6)
+  assert err2[1] == pytest.approx(elo.ELO_PER_PM / np.sqrt(100 * p * (1 - p)), rel=1e-5)
+
+
+def test_calibration_bins_by_hand_with_default_bins_and_an_empty_bin():
+  """Default: 10 equal bins on [0, max |Δ|]; a tie (Δ = 0) counts as wrong; empty bins are NaN
+  and left out of the ECE; a bin with one pair counts."""
+  good = np.array([0.0, 0.05, 0.95, 0.3])
+  bad = np.array([0.0, 0.0, 0.0, 0.0])          # |Δ| = 0 (tie), 0.05, 0.95, 0.3
+  cal = pm_eval.calibration(good, bad)
+  np.testing.assert_allclose(cal["edges"], np.linspace(0, 0.95, 11))
+  np.testing.assert_allclose(cal["centers"], (np.linspace(0, 0.95, 11)[:-1] +
+                                              np.linspace(0, 0.95, 11)[1:]) / 2)
+  count = np.zeros(10)
+  count[[0, 3, 9]] = [2, 1, 1]                 # {0, 0.05}, {0.3}, {0.95}
+  np.testing.assert_array_equal(cal["count"], count)
+  sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+  assert cal["accuracy"][0] == 0.5 and cal["accuracy"][3] == 1.0 and cal["accuracy"][9] == 1.0
+  assert cal["predicted"][0] == pytest.approx((sig(0) + sig(0.05)) / 2)
+  assert np.isnan(cal["accuracy"][1]) and np.isnan(cal["predicted"][5])
+  ece = (2 * abs(0.5 - (sig(0) + sig(0.05)) / 2) + abs(1 - sig(0.3)) + abs(1 - sig(0.95))) / 4
+  assert cal["ece"] == pytest.approx(ece)
+
+
+def test_edge_cases_of_the_evaluations():
+  assert np.isnan(pm_eval.accuracy([], []))
+  # a score equal to the threshold is not above it
+  good, bad = np.array([1.0, 2.0, 3.0]), np.array([1.5, 1.0, 0.5])
+  at, below = pm_eval.threshold_accuracy(good, bad, [1.0, 0.9])
+  assert at[2] == 0 and np.isnan(at[1])      # pairs 1 and 2 each have a score equal to 1.0
+  assert below[1:] == (0.5, 2)               # above 0.9: pair 1 (wrong) and pair 2 (right)
+  with pytest.raises(ValueError):
+    pm_eval.shorter_response_baseline(["a", "b"], ["c"])
+  r = {"good": np.array([1.0]), "bad": np.array([0.0]), "part": np.array([0]),
+       "index": np.array([0])}
+  rep = pm_eval.test_report(r, lambda i, k: None if k == "p_chosen" else ["x"], ["s"])
+  assert rep["test_pairs"] == 1
