@@ -7,8 +7,6 @@ wrong and what is allowed.
 """
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -23,11 +21,7 @@ def run(config, workdir: str):
   from hh import multihost, stages
   stage = stages.get(config.stage)
   multihost.maybe_initialize()
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
-  result = stages.run(stage.name, config, workdir)
+  result = stages.run(stage.name, config, workdir)  # saves config.json once the workdir fits
   if jax.process_index() == 0:
     print("\n".join(stage.summary(result)))
   return result

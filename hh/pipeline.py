@@ -47,14 +47,18 @@ def run(config, workdir: str) -> dict[str, dict]:
   dirs = {name: os.path.join(workdir, stages.REGISTRY[name].subdir or "")
           for name in config.stages}
   ctx = stages.Context(world_dir=workdir, dirs=dirs)
+  for name in config.stages:  # every stage's workdir first: a refused run writes nothing
+    stages.check_identity(stages.REGISTRY[name], config, dirs[name].rstrip(os.sep))
+  stages.write_config(config, workdir)
   results = {}
   for name in config.stages:
     stage = stages.REGISTRY[name]
     stage_dir = dirs[name].rstrip(os.sep)
-    stages.check_identity(stage, config, stage_dir)  # a finished stage of another config too
     result = done(workdir, name)
     if result is None or stage.always_rerun:
       logging.info("stage %s: running", name)
+      if stage.saves_config:
+        stages.write_config(config, stage_dir)
       result = stage.run(config, stage_dir, ctx)
       _mark(workdir, name, result)
     else:

@@ -35,6 +35,7 @@ class Stage:
   identity: Callable[[Any], dict] | None          # config keys its outputs depend on
   subdir: str | None = None                       # its folder inside a pipeline workdir
   always_rerun: bool = False                      # cheap views of other outputs (the report)
+  saves_config: bool = True                       # config.json in its workdir before it runs
 
 
 _VOLATILE = ("progress", "stop_at", "keep_ckpts")
@@ -74,6 +75,17 @@ def check_identity(stage: Stage, config, workdir: str):
     with open(tmp, "w") as f:
       json.dump(want, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def write_config(config, workdir: str):
+  """The resolved config as ``workdir/config.json`` (what scorers and reports read back)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  os.replace(path + ".tmp", path)
 
 
 def _world(config, workdir, ctx):
@@ -145,7 +157,7 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("pm", _pm, _summary("hh.pm.train"), _pm_identity, subdir="pm"),
     Stage("report", _report, lambda r: [f"report: {r['path']}"], None, always_rerun=True),
     # the chain of config.stages in one workdir (hh/pipeline.py)
-    Stage("pipeline", _pipeline, _pipeline_summary, None),
+    Stage("pipeline", _pipeline, _pipeline_summary, None, saves_config=False),
 )}
 
 
@@ -157,7 +169,10 @@ def get(name: str, where: str = "config.stage") -> Stage:
 
 
 def run(name: str, config, workdir: str, ctx: Context = Context()) -> dict:
-  """Runs one stage in ``workdir`` after checking the workdir's identity."""
+  """Runs one stage in ``workdir`` after checking the workdir's identity (a refused run writes
+  nothing); the resolved config is saved beside the stage's outputs."""
   stage = get(name)
   check_identity(stage, config, workdir)
+  if stage.saves_config:
+    write_config(config, workdir)
   return stage.run(config, workdir, ctx)

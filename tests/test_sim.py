@@ -202,6 +202,9 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   second = hh_main.run(config, str(tmp_path))  # resumes: world, lm and pm are skipped
   assert second["lm"] == first["lm"] and second["pm"] == first["pm"]
   assert (tmp_path / "stages" / "lm.json").stat().st_mtime == marker
+  saved = (tmp_path / "config.json").read_text()
+  assert json.loads((tmp_path / "pm" / "config.json").read_text())["pm"] == \
+      json.loads(saved)["pm"]  # the scorer reads a pipeline's PM folder on its own
   # another world in the same workdir is refused, naming the key — dict-valued ones too
   for key, value in [("seed", 5), ("response_mix", {**config.world.response_mix,
                                                     "wrong": 0.21})]:
@@ -209,6 +212,7 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
     changed.world[key] = value
     with pytest.raises(ValueError, match=rf"another config.*world\.{key}"):
       hh_main.run(changed, str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == saved  # a refused run writes nothing
   # so is another stage config for a finished stage
   changed = _small_pipeline_config(wikitext_tokenizer.path)
   changed.pm.finetune.optim.lr = 1e-4
