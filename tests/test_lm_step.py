@@ -181,3 +181,4 @@ def test_lm_loss_is_the_weighted_mean_token_loss():
   correct = (logits.argmax(-1) == targets)
   assert float(m["accuracy_sum"]) == pytest.approx((weights * correct).sum(), rel=1e-6)
   assert float(m["loss_count"]) == pytest.approx(weights.sum())
+  assert float(m["accuracy_count"]) == pytest.approx(weights.sum())  # what reduce() divides by
