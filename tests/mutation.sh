@@ -14,8 +14,12 @@ declare -A TARGETS=(
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py)
 root=$(pwd)
+export HH_DATA_DIR=${HH_DATA_DIR:-$(cd "$root/../shared/data" && pwd)}  # the copy has no ../shared
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# XLA's persistent compilation cache: a mutant recompiles only what it changed (3× faster here)
+export JAX_COMPILATION_CACHE_DIR="$work/jax_cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
 for module in "${modules[@]}"; do
   rm -rf "$work/tree" && mkdir -p "$work/tree"
   (cd "$root" && git ls-files -co --exclude-standard | grep -v '^docs/figures/' | \

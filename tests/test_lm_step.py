@@ -150,6 +150,7 @@ def test_log_probs_match_float64_under_left_padding():
   params = init_params(seed=11, scale=1.0)
   tokens, mask = left_padded_batch([9, 4, 7], 9, seed=3)
   got = np.asarray(lm_step.log_probs(DecoderLM(CFG), params, tokens, mask))
+  assert got.shape == tokens.shape  # aligned with the tokens: [B, T]
   for row, (m, ref) in enumerate(zip(np.asarray(mask), reference_logits(params, tokens, mask))):
     ids = np.asarray(tokens)[row][m.astype(bool)]
     lse = np.log(np.exp(ref - ref.max(-1, keepdims=True)).sum(-1)) + ref.max(-1)

@@ -13,7 +13,7 @@ def next_token_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -
   loss_sum = Σ_bt w_bt · (logsumexp(logits_bt) − logits_bt[target_bt]); count = Σ w.
   """
   logz = jax.nn.logsumexp(logits, axis=-1)                                   # [B, T]
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
   nll = logz - target_logit
   correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
   return {"loss_sum": (nll * weights).sum(), "loss_count": weights.sum(),
@@ -27,7 +27,7 @@ def log_probs(model: nn.Module, params, tokens: jax.Array, mask: jax.Array) -> j
   """
   logits = model.apply({"params": params}, tokens, mask)                      # [B, T, V]
   logz = jax.nn.logsumexp(logits[:, :-1], axis=-1)                           # [B, T-1]
-  picked = jnp.take_along_axis(logits[:, :-1], tokens[:, 1:, None], axis=-1)[..., 0]
+  picked = jnp.take_along_axis(logits[:, :-1], tokens[:, 1:, None], axis=-1).squeeze(-1)
   real = (mask[:, 1:] * mask[:, :-1]).astype(jnp.float32)
   return jnp.pad((picked - logz) * real, ((0, 0), (1, 0)))
 
