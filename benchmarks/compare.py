@@ -2,6 +2,7 @@
 
   bash ../shared/peer/setup.sh            # once: the peers' venv (PyTorch + transformers + TRL)
   python benchmarks/compare.py            # W1: hh's PM step vs TRL's RewardTrainer, 2 rounds
+  python benchmarks/compare.py --workload W2   # hh's sampler vs HF generate
 
 The machine's speed drifts by 2–3× between days, and JAX's and PyTorch's matmuls do not drift
 alike, so a ratio is only meaningful when both sides run in the same minutes: this runs hh, then
@@ -19,7 +20,10 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(os.path.dirname(REPO), "shared", "peer", "run.sh")
-HH = {"W1": [sys.executable, os.path.join(REPO, "benchmarks", "pm_step.py")]}
+# workload → (hh's command, the JSON key both sides print for the figure)
+HH = {"W1": ([sys.executable, os.path.join(REPO, "benchmarks", "pm_step.py")], "tokens_per_s"),
+      "W2": ([sys.executable, os.path.join(REPO, "benchmarks", "generate.py")],
+             "gen_tokens_per_s")}
 
 
 def last_json(out: str) -> dict:
@@ -44,13 +48,14 @@ def main():
   if not os.path.exists(PEER):
     sys.exit(f"compare: {PEER} not found (the peers' benchmarks sit in ../shared/peer)")
   ratios = []
+  cmd, key = HH[args.workload]
   for i in range(args.rounds):
-    hh = run(HH[args.workload])
+    hh = run(cmd)
     peer = run(["bash", PEER, args.workload])
-    ratio = hh["tokens_per_s"] / peer["tokens_per_s"]
+    ratio = hh[key] / peer[key]
     ratios.append(ratio)
-    print(f"round {i + 1}: hh {hh['tokens_per_s']:,.0f} tokens/s (JAX fp32 peak "
-          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  peer {peer['tokens_per_s']:,.0f} "
+    print(f"round {i + 1}: hh {hh[key]:,.0f} tokens/s (JAX fp32 peak "
+          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  peer {peer[key]:,.0f} "
           f"tokens/s (torch peak {peer['peak_matmul_gflops_before']:,.1f} → "
           f"{peer['peak_matmul_gflops']:,.1f})  |  ratio {ratio:.2f}×", flush=True)
   print(f"{args.workload}: hh / peer = {statistics.median(ratios):.2f}× (median of "
