@@ -180,3 +180,9 @@ def test_edge_cases_of_the_evaluations():
        "index": np.array([0])}
   rep = pm_eval.test_report(r, lambda i, k: None if k == "p_chosen" else ["x"], ["s"])
   assert rep["test_pairs"] == 1
+
+
+def test_calibration_puts_differences_above_max_delta_in_the_last_bin():
+  cal = pm_eval.calibration(np.array([5.0, 0.2]), np.array([0.0, 0.0]), n_bins=2, max_delta=2.0)
+  np.testing.assert_array_equal(cal["count"], [1, 1])
+  assert pm_eval.accuracy_by_turns([1.0], [0.0], [9], max_turns=5) == {5: (1.0, 1)}

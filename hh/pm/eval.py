@@ -28,7 +28,7 @@ def calibration(good: np.ndarray, bad: np.ndarray, n_bins: int = 10,
   mag = np.abs(delta)
   top = float(max_delta if max_delta is not None else max(mag.max(initial=0.0), 1e-12))
   edges = np.linspace(0.0, top, n_bins + 1)
-  idx = np.clip(np.digitize(mag, edges[1:-1]), 0, n_bins - 1)
+  idx = np.digitize(mag, edges[1:-1])  # 0 … n_bins − 1 (above max_delta: the last bin)
   right = (delta > 0).astype(np.float64)  # the higher-scored response was preferred
   conf = 1.0 / (1.0 + np.exp(-mag))
   count = np.bincount(idx, minlength=n_bins).astype(np.float64)
@@ -46,7 +46,7 @@ def accuracy_by_turns(good, bad, turns, max_turns: int = 5) -> dict[int, tuple[f
   turns = np.minimum(np.asarray(turns), max_turns)
   good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
   return {int(t): (accuracy(good[turns == t], bad[turns == t]), int((turns == t).sum()))
-          for t in range(1, max_turns + 1) if (turns == t).any()}
+          for t in np.unique(turns)}
 
 
 def threshold_accuracy(good, bad, thresholds) -> list[tuple[float, float, int]]:
