@@ -186,3 +186,12 @@ def test_calibration_puts_differences_above_max_delta_in_the_last_bin():
   cal = pm_eval.calibration(np.array([5.0, 0.2]), np.array([0.0, 0.0]), n_bins=2, max_delta=2.0)
   np.testing.assert_array_equal(cal["count"], [1, 1])
   assert pm_eval.accuracy_by_turns([1.0], [0.0], [9], max_turns=5) == {5: (1.0, 1)}
+
+
+def test_fit_elo_stays_finite_when_a_model_never_lost():
+  """A perfect record has no finite MLE; the ridge keeps the fit finite, ordered and with
+  finite errors (a ridge of the wrong sign diverges)."""
+  wins = np.array([[0, 10, 10], [0, 0, 6], [0, 4, 0]], float)
+  fit, err = elo.fit_elo(wins)
+  assert np.isfinite(fit).all() and np.isfinite(err).all()
+  assert fit[0] == 0.0 and fit[1] < 0 and fit[2] < 0 and fit[1] > fit[2]
