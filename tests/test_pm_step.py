@@ -105,3 +105,23 @@ def test_eoc_embedding_starts_as_the_human_marker():
   expected[1] = emb[3]
   np.testing.assert_array_equal(out["trunk"]["embed"]["embedding"], expected)
   assert out["trunk"]["layers"] == 7 and out["head"] == 9
+
+
+def test_pm_loss_returns_the_weighted_mean_of_the_scored_pairs():
+  """pm_step.pm_loss (what the update differentiates) = Σ w·log(1 + e^(r_bad − r_good)) / Σ w,
+  from the model's own scores of the chosen rows [0, B) and rejected rows [B, 2B); a tie counts
+  as wrong in the accuracy."""
+  model, params = _model_and_params()
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(5, 40, (6, 8)).astype(np.int32)
+  tokens[2] = tokens[5]  # pair 2: chosen == rejected, a tie
+  batch = {"tokens": tokens, "mask": np.ones_like(tokens), "eoc": np.full(6, 7, np.int32),
+           "weight": np.array([1.0, 0.5, 2.0], np.float32)}
+  loss, m = pm_step.pm_loss(model)(params, batch, None)
+  s = np.asarray(pm_step.score_fn(model)(params, tokens, batch["mask"], batch["eoc"]),
+                 np.float64)
+  good, bad, w = s[:3], s[3:], batch["weight"].astype(np.float64)
+  assert float(loss) == pytest.approx((w * np.log1p(np.exp(bad - good))).sum() / w.sum(),
+                                      rel=1e-5)
+  assert good[2] == bad[2]
+  assert float(m["accuracy_sum"]) == ((good > bad)[:2]).sum()  # the tie is not counted right
