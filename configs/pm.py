@@ -8,8 +8,8 @@
       --config.pm.init_from=runs/lm_tiny
 
 Expected: on the world, helpful test accuracy ≈ 0.70 (≈ 94% of the annotator's Bayes ceiling
-0.740) and harmless ≈ 0.78 for tiny (README, "Preference models"); on the real rows ≈ 0.61 on
-the 190 held-out pairs against 0.53 for "prefer the shorter response".
+0.740) and harmless ≈ 0.78 for tiny (README, "The two commands"); on the real rows 0.53–0.61 on
+the 190 held-out pairs depending on the LM, against 0.53 for "prefer the shorter response".
 
 The paper's settings are the defaults: PMP at 0.1× the LM-pretraining LR, finetuning at 0.01×
 with a constant LR, one epoch each, context 1024. Config arguments: ``size``, ``data`` (sim |
