@@ -134,8 +134,8 @@ def base(size: str) -> ml_collections.ConfigDict:
   # Device mesh: one axis may be -1 (all remaining devices). Batch is split over data×fsdp.
   config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   # Logical axis → mesh axis (MaxText style). Parameters: embed/mlp/heads/kv/vocab/norm/layers;
-  # activations: act_*; the KV cache [L, B, S, H, K]: cache_*. The scan over layers adds the
-  # leading 'layers' axis.
+  # activations: act_*; each layer's KV cache [B, H, S, K]: cache_*. The scan over layers adds
+  # the leading 'layers' axis to the parameters.
   config.axis_rules = (
       ("act_batch", ("data", "fsdp")),
       ("act_len", None),
@@ -145,7 +145,6 @@ def base(size: str) -> ml_collections.ConfigDict:
       ("act_mlp", "tensor"),
       ("act_vocab", "tensor"),
       ("act_kv", None),
-      ("cache_layers", None),
       ("cache_batch", ("data", "fsdp")),
       ("cache_len", None),
       ("cache_heads", "tensor"),

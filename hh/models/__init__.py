@@ -10,7 +10,9 @@ from hh.models.transformer import (
   attention_mask,
   init_cache,
   positions_from_mask,
+  decode_params,
 )
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",
-           "Transformer", "attention_mask", "init_cache", "positions_from_mask"]
+           "Transformer", "attention_mask", "init_cache", "positions_from_mask",
+           "decode_params"]

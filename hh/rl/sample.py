@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.models import DecoderLM, init_cache, positions_from_mask
+from hh.models import DecoderLM, init_cache, positions_from_mask, decode_params
 from hh.tokenizer import EOS_ID, PAD_ID
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
@@ -57,11 +57,12 @@ def end_of_turn_ids(tok) -> tuple[int, ...]:
   return (tok.human_id, EOS_ID)
 
 
-def sampling_log_probs(logits: jax.Array, temperature: float, top_k: int,
-                       top_p: float) -> jax.Array:
-  """Log-probabilities [B, V] of the sampling distribution: softmax(logits / T) restricted to the
+def sampling_logits(logits: jax.Array, temperature: float, top_k: int,
+                    top_p: float) -> jax.Array:
+  """Unnormalised log-weights [B, V] of the sampling distribution: logits / T restricted to the
   top-k tokens and then to the smallest top set whose probability reaches ``top_p`` (the token
-  that crosses p is kept), renormalised; −inf outside. Ties at a boundary are all kept."""
+  that crosses p is kept); −inf outside. Ties at a boundary are all kept. Its log-softmax is the
+  sampling distribution's log-probabilities."""
   x = logits.astype(jnp.float32) / temperature
   if top_k:
     kth = jax.lax.top_k(x, top_k)[0][:, -1:]                              # [B, 1]
@@ -73,18 +74,49 @@ def sampling_log_probs(logits: jax.Array, temperature: float, top_k: int,
     keep = before < top_p                                                 # incl. the crossing one
     cut = jnp.min(jnp.where(keep, desc, jnp.inf), axis=-1, keepdims=True)  # smallest kept
     x = jnp.where(x < cut, -jnp.inf, x)
-  return jax.nn.log_softmax(x, axis=-1)
+  return x
 
 
-def draw(keys: jax.Array, logp: jax.Array) -> jax.Array:
-  """One token per row [B] from log-probabilities [B, V] by inverting the CDF with one uniform
-  per row: exact (up to float32 rounding of the cumulative sum) and B random numbers a step,
-  where Gumbel-max (``jax.random.categorical``) draws B·V — at V = 32,000 on CPU that noise cost
-  more than the model's decode step. Tokens of probability 0 are never drawn."""
-  cdf = jnp.cumsum(jnp.exp(logp), axis=-1)                                 # [B, V]
+def sampling_log_probs(logits: jax.Array, temperature: float, top_k: int,
+                       top_p: float) -> jax.Array:
+  """Log-probabilities [B, V] of the sampling distribution (see ``sampling_logits``)."""
+  return jax.nn.log_softmax(sampling_logits(logits, temperature, top_k, top_p), axis=-1)
+
+
+def draw(keys: jax.Array, logw: jax.Array, block: int = 256) -> tuple[jax.Array, jax.Array]:
+  """One token per row from unnormalised log-weights [B, V] (−inf: never), by inverting the CDF
+  with one uniform per row: B random numbers a step, where Gumbel-max
+  (``jax.random.categorical``) draws B·V — at V = 32,000 on CPU that noise cost more than the
+  model's decode step. Returns (tokens [B], their log-probabilities [B]).
+
+  Two levels, so no cumulative sum runs over all V (XLA's cumsum is a log-depth scan that reads
+  the row ~30 times): the cumulative mass of blocks of ``block`` tokens finds the block, a cumsum
+  inside it the token. Token t is drawn when cdf(t−1) < u·total ≤ cdf(t): exact up to float32
+  rounding, and tokens of probability 0 are never drawn.
+  """
+  b, v = logw.shape
+  nb = -(-v // block)
+  top = jax.lax.stop_gradient(jnp.max(logw, axis=-1, keepdims=True))     # [B, 1]
+  p = jnp.pad(jnp.exp(logw - top), ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
+  mass = p.sum(-1)                                                         # [B, nb]
+  cmass = jnp.cumsum(mass, axis=-1)
   u = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32, minval=1e-7))(keys)
-  tok = jnp.sum(cdf < (u * cdf[:, -1])[:, None], axis=-1)                 # first cdf ≥ u·total
-  return jnp.minimum(tok, logp.shape[-1] - 1).astype(jnp.int32)
+  target = u * cmass[:, -1]                                                # [B]
+  j = jnp.minimum(jnp.sum(cmass < target[:, None], axis=-1), nb - 1)       # the block
+  j = _last_nonzero(mass, j)
+  inner = jnp.take_along_axis(p, j[:, None, None], axis=1)[:, 0]           # [B, block]
+  rest = target - (_take(cmass, j) - _take(mass, j))                       # mass left in it
+  i = jnp.sum(jnp.cumsum(inner, axis=-1) < rest[:, None], axis=-1)
+  i = _last_nonzero(inner, jnp.minimum(i, block - 1))                      # rounding at the top
+  tok = (j * block + i).astype(jnp.int32)
+  return tok, _take(logw, tok) - top[:, 0] - jnp.log(cmass[:, -1])
+
+
+def _last_nonzero(p: jax.Array, idx: jax.Array) -> jax.Array:
+  """``idx`` [B], moved down to the last entry of p [B, n] at or before it that is > 0 (a float
+  rounding guard: the threshold can land past the mass by one ulp)."""
+  ar = jnp.arange(p.shape[-1])
+  return jnp.max(jnp.where((p > 0) & (ar <= idx[:, None]), ar, 0), axis=-1)
 
 
 def _take(x: jax.Array, idx: jax.Array) -> jax.Array:
@@ -100,6 +132,7 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
   """
   b, p_len = prompt.shape
   n = cfg.max_new_tokens
+  params = decode_params(params)  # once, outside the loop (see Transformer.decode)
   cache = init_cache(model.cfg, b, p_len + n)
   kv_mask = jnp.zeros((b, p_len + n), jnp.int32).at[:, :p_len].set(mask.astype(jnp.int32))
   logits, cache = model.apply({"params": params}, prompt, positions_from_mask(mask), cache,
@@ -107,6 +140,7 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
   position = mask.astype(jnp.int32).sum(-1)                               # next position [B]
   stop = jnp.asarray(cfg.stop_ids, jnp.int32)
   greedy = cfg.temperature == 0
+  untruncated_t1 = cfg.temperature == 1 and not cfg.top_k and cfg.top_p == 1
 
   def cond(c):
     return (c["t"] < n) & ~jnp.all(c["done"])
@@ -119,10 +153,11 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
       lp = jnp.zeros((b,), jnp.float32)
     else:
       keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), t))(row_ids)
-      logp = sampling_log_probs(logits, cfg.temperature, cfg.top_k, cfg.top_p)
-      tok = draw(keys, logp)
-      lp = _take(logp, tok)
-    lp1 = _take(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), tok)
+      tok, lp = draw(keys, sampling_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p))
+    if untruncated_t1:  # the sampling distribution is the model's
+      lp1 = lp
+    else:
+      lp1 = _take(logits, tok) - jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
     live = ~c["done"]
     tok = jnp.where(live, tok, PAD_ID)
     out = {"tokens": c["tokens"].at[:, t].set(tok),
