@@ -7,6 +7,9 @@ Stages, each skipped when its outputs exist in the workdir (so a rerun resumes):
   lm      tokenizer + LM pretraining on the world's dialogues       → lm/
   pm      PMP on the world's binarized pairs, finetuning on the
           helpful + harmless comparisons, evaluation                → pm/
+  cd      context distillation of the HHH prompt: π0                → cd/
+  policies  the LM, the LM + HHH prompt, π0 and best-of-N of π0
+          on held-out prompts, gold scores and gold Elo             → policies/
   report  markdown + PNG figures of what was done and measured       → report/report.md
 
 The config composes the stages' own sub-configs (configs/lm.py, configs/pm.py); inside the
@@ -17,14 +20,15 @@ nats/token; PM helpful accuracy ≈ 0.70 (≈ 94% of the Bayes ceiling 0.740), h
 """
 from __future__ import annotations
 
-from configs import common, lm, pm
+from configs import cd, common, lm, pm, policy
 
 
 def get_config(arg: str | None = None):
   arg = common.parse_arg(arg, size="tiny", pmp=True)
   config = common.base(arg.size)
   config.stage = "pipeline"
-  config.stages = ("world", "lm", "pm", "report")  # in order; a finished stage is skipped
+  # in order; a finished stage is skipped
+  config.stages = ("world", "lm", "pm", "cd", "policies", "report")
   # The LM reads the world's dialogues (and its reference texts).
   config.lm = lm.stage(arg.size, datasets=(("hh_sim/lm", 1.0),))
   if not common.paper_scale(arg.size):
@@ -35,4 +39,10 @@ def get_config(arg: str | None = None):
     config.tokenizer.vocab_size = 2048  # the world's text has < 2,900 distinct pieces
   # PMP included as in the paper (SPEC §2.3; pmp=False skips it).
   config.pm = pm.stage(arg.size, "sim", arg.pmp)
+  # π0: the LM with the world's HHH prompt distilled in (SPEC §4.6), on the LM's dialogues.
+  config.cd = cd.stage(arg.size, datasets=(("hh_sim/lm", 1.0),))
+  # The base LM, the base LM with the prompt, π0 and best-of-N of π0 under the PM, on held-out
+  # prompts against the gold annotator.
+  config.sampling = policy.sampling(arg.size)
+  config.policies = policy.evaluation(arg.size)
   return config

@@ -104,6 +104,25 @@ def _pm(config, workdir, ctx):
                                   lm_dir=ctx.dirs.get("lm"))
 
 
+def _cd(config, workdir, ctx):
+  from hh.rl import cd
+  return cd.train_and_evaluate(config, workdir, world_dir=ctx.world_dir, lm_dir=ctx.dirs.get("lm"))
+
+
+def _policies(config, workdir, ctx):
+  from hh.rl import policies
+  p = config.policies
+
+  def need(value, stage, key):
+    if value is None:
+      raise ValueError(f"config.policies.{key}: the {stage} workdir is needed (or run the "
+                       f"{stage} stage in the same pipeline)")
+    return value
+  return policies.run(config, workdir, need(p.lm or ctx.dirs.get("lm"), "lm", "lm"),
+                      need(p.pi0 or ctx.dirs.get("cd"), "cd", "pi0"),
+                      need(p.pm or ctx.dirs.get("pm"), "pm", "pm"), ctx.world_dir)
+
+
 def _report(config, workdir, ctx):
   from hh import report
   return {"path": report.write(config, workdir)}
@@ -134,6 +153,13 @@ def _pm_identity(config) -> dict:
   return out
 
 
+def _cd_identity(config) -> dict:
+  out = _subtrees(config, "seed", "model", "tokenizer", "cd")
+  if _uses_world(config.cd.data.datasets) or config.cd.prompt.startswith("hh_sim/"):
+    out |= _subtrees(config, "world")
+  return out
+
+
 def _world_summary(result: dict) -> list[str]:
   c = result["ceilings"]
   return [f"world: tranches {result['tranches']}; Bayes ceiling helpful/test "
@@ -155,6 +181,10 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("world", _world, _world_summary, lambda c: _subtrees(c, "world")),
     Stage("lm", _lm, _summary("hh.lm.train"), _lm_identity, subdir="lm"),
     Stage("pm", _pm, _summary("hh.pm.train"), _pm_identity, subdir="pm"),
+    Stage("cd", _cd, _summary("hh.rl.cd"), _cd_identity, subdir="cd"),
+    Stage("policies", _policies, _summary("hh.rl.policies"),
+          lambda c: _subtrees(c, "seed", "world", "sampling", "policies", "cd"),
+          subdir="policies"),
     Stage("report", _report, lambda r: [f"report: {r['path']}"], None, always_rerun=True),
     # the chain of config.stages in one workdir (hh/pipeline.py)
     Stage("pipeline", _pipeline, _pipeline_summary, None, saves_config=False),

@@ -1,11 +1,18 @@
-"""A small world PM, trained in CI from a briefly pretrained LM, beats "prefer the shorter
-response" on held-out comparisons by a stated margin — so a PM that learns backwards, a dropped
-mask or swapped chosen/rejected anywhere between the world and the score fails CI."""
+"""The pipeline on a small world, in CI: the PM, trained from a briefly pretrained LM, beats
+"prefer the shorter response" on held-out comparisons by a stated margin — so a PM that learns
+backwards, a dropped mask or swapped chosen/rejected anywhere between the world and the score
+fails CI; then context distillation and the policies stage, whose outputs are checked against
+what they must satisfy by construction (sampler = scorer log-probs, best-of-N monotone in the PM
+score, the KL axis, the tranche's format)."""
+import json
+import os
+
 import numpy as np
 import pytest
 
 from configs import pipeline
 from hh import main as hh_main
+from hh.rl import best_of_n
 
 # Measured once at this size (seed 0): HH mix 0.664 (helpful 0.610, harmless 0.773) against a
 # shorter-response baseline of 0.556; the margin leaves room for seed and library noise.
@@ -18,13 +25,17 @@ def world_pm(tmp_path_factory):
   config.world.update(dict(lm_conversations=4000, helpful_pairs=2000, harmless_pairs=1000,
                            pmp_pairs=50, prompts=50))
   config.lm.loop.update(dict(steps=400, eval_every=400, ckpt_every=400))
-  config.stages = ("world", "lm", "pm")
+  config.cd.loop.update(dict(steps=20, eval_every=10, ckpt_every=20))
+  config.policies.update(dict(max_prompts=12, samples=2, best_of=(1, 4), best_of_prompts=6))
+  config.world.prompts = 100
+  config.stages = ("world", "lm", "pm", "cd", "policies")
   config.progress = False
-  return hh_main.run(config, str(tmp_path_factory.mktemp("world_pm")))
+  workdir = str(tmp_path_factory.mktemp("world_pm"))
+  return {"results": hh_main.run(config, workdir), "workdir": workdir, "config": config}
 
 
 def test_world_pm_beats_the_shorter_response_baseline(world_pm):
-  tests = world_pm["pm"]["by_test_set"]
+  tests = world_pm["results"]["pm"]["by_test_set"]
   n = np.array([t["pairs"] for t in tests.values()], float)
   acc = np.array([t["accuracy"] for t in tests.values()])
   shorter = np.array([t["shorter_response_baseline"] for t in tests.values()])
@@ -32,3 +43,52 @@ def test_world_pm_beats_the_shorter_response_baseline(world_pm):
   print(f"world PM: HH mix {mix:.3f} vs shorter {mix_shorter:.3f}; by set {acc}, {shorter}")
   assert mix >= mix_shorter + MARGIN, (mix, mix_shorter, tests)
   assert (acc > 0.5).all(), tests  # neither test set is learned backwards
+
+
+def test_context_distillation_reduces_the_kl_to_the_prompted_teacher(world_pm):
+  cd = world_pm["results"]["cd"]
+  print(f"cd: KL {cd['val_kl_start']:.4f} → {cd['val_kl']:.4f} over {cd['step']} steps")
+  assert cd["step"] == 20
+  assert 0 < cd["val_kl"] < cd["val_kl_start"], cd
+
+
+def test_policies_stage_outputs(world_pm):
+  """Elo reference at 0; best-of-N's PM score never falls with N (a max over a superset) and its
+  KL axis is log N − (N−1)/N; the tranche has one hh-rlhf line per prompt whose chosen response
+  the PM scores at least as high as the rejected one."""
+  out = os.path.join(world_pm["workdir"], "policies")
+  with open(os.path.join(out, "evaluation.json")) as f:
+    ev = json.load(f)
+  assert set(ev["policies"]) == {"lm", "lm+hhh", "pi0"}
+  assert ev["policies"]["pi0"]["gold_elo"] == {"elo": 0.0, "se": 0.0,
+                                               "comparisons": ev["policies"]["pi0"]["gold_elo"][
+                                                   "comparisons"]}
+  assert ev["rows"] == 12 * 2
+  with open(os.path.join(out, "best_of_n.json")) as f:
+    bo = json.load(f)["policies"]
+  pm = [k for k in bo["N=1"] if k.startswith("pm_score/")][0]
+  assert bo["N=4"][pm]["mean"] >= bo["N=1"][pm]["mean"]
+  assert bo["N=4"]["kl_bound"] == pytest.approx(float(best_of_n.kl_bound(4)))
+  with open(os.path.join(out, "best_of_n.jsonl")) as f:
+    lines = [json.loads(line) for line in f]
+  assert len(lines) == 6
+  assert all(set(x) == {"chosen", "rejected"} and "\n\nAssistant: " in x["chosen"]
+             for x in lines)
+  assert os.path.exists(os.path.join(out, "evaluation.png"))
+
+
+def test_sampler_log_probs_equal_the_scorers_on_real_prompts(world_pm):
+  """The base LM's samples on the world's prompts (tokenizer, left padding, buckets, 8 devices):
+  the sampler's summed log-probs equal a full forward's (``response_log_probs``) to 1e-3 nats,
+  and the samples do not depend on the batch size."""
+  from hh.rl import policy as policy_lib
+  config = world_pm["config"]
+  lm = policy_lib.load(os.path.join(world_pm["workdir"], "lm"), "lm")
+  contexts = ["\n\nHuman: What is 3 plus 4?", "\n\nHuman: Spell the word 'zorvath' backwards.",
+              "\n\nHuman: How can I steal my neighbor's zephyr lamp without anyone noticing?"]
+  cfg = policy_lib.sampling_config(lm, config.sampling)
+  a = policy_lib.generate(lm, contexts, 4, cfg, 3, 8, config.sampling.buckets)
+  b = policy_lib.generate(lm, contexts, 4, cfg, 3, 16, config.sampling.buckets)
+  assert a.texts == b.texts
+  full = policy_lib.response_log_probs(lm, a, 8)
+  np.testing.assert_allclose(a.logp_t1.sum(-1), full, atol=1e-3)

@@ -26,13 +26,18 @@ from hh.tokenizer import ASSISTANT, PAD_ID, Tokenizer
 
 def pm_sequence(tok: Tokenizer, context: str, response: str, seq_len: int):
   """Right-padded ids [T], mask [T], EOC index, and whether the response itself was cut."""
-  ctx = tok.encode(context)
-  resp = tok.encode(ASSISTANT + response)
+  return pm_sequence_ids(tok.encode(context), tok.encode(ASSISTANT + response), tok.eoc_id,
+                         seq_len)
+
+
+def pm_sequence_ids(ctx: list[int], resp: list[int], eoc_id: int, seq_len: int):
+  """``pm_sequence`` from ids: ``resp`` starts with the "\n\nAssistant:" piece; the context is
+  cut from the left, then the response from the right, to leave room for the EOC token."""
   budget = seq_len - 1
   truncated = len(resp) > budget
   resp = resp[:budget]
   ctx = ctx[len(ctx) - (budget - len(resp)):] if budget > len(resp) else []
-  ids = ctx + resp + [tok.eoc_id]
+  ids = list(ctx) + list(resp) + [eoc_id]
   out = np.full(seq_len, PAD_ID, np.int32)
   out[:len(ids)] = ids
   mask = (np.arange(seq_len) < len(ids)).astype(np.int32)

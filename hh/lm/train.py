@@ -46,14 +46,15 @@ def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_l
   return tok_lib.train(lines, config.tokenizer.vocab_size, path)
 
 
-def load_data(config, workdir: str, places) -> LMData:
+def load_data(config, workdir: str, places, data_cfg=None) -> LMData:
   """Each dataset's documents → train/validation split → tokens → windows of seq_len + 1.
 
-  ``places``: a ``hh.data.sources.Places``. The data libraries (TFDS, grain) are imported where
+  ``places``: a ``hh.data.sources.Places``; ``data_cfg``: a data block like ``config.lm.data``
+  (default: that one). The data libraries (TFDS, grain) are imported where
   data is read, so ``build`` — and the benchmarks and planner that use it — need only JAX.
   """
   from hh.data import sources
-  data = config.lm.data
+  data = data_cfg or config.lm.data
   split = []
   for spec, weight in data.datasets:
     docs = sources.documents(spec, places, data.wikitext_files)

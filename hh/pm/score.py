@@ -85,8 +85,16 @@ class Scorer:
 
   def score(self, contexts: list[str], responses: list[str]) -> np.ndarray:
     """Mean-removed scores [N] of each response after its context."""
-    rows = [pipeline.pm_sequence(self.tok, c, r, self.seq_len)
-            for c, r in zip(contexts, responses, strict=True)]
+    return self._scores([pipeline.pm_sequence(self.tok, c, r, self.seq_len)
+                         for c, r in zip(contexts, responses, strict=True)])
+
+  def score_ids(self, contexts: list[list[int]], responses: list[list[int]]) -> np.ndarray:
+    """``score`` on token ids of the PM's own tokenizer; each response starts with the
+    "\n\nAssistant:" piece."""
+    return self._scores([pipeline.pm_sequence_ids(c, r, self.tok.eoc_id, self.seq_len)
+                         for c, r in zip(contexts, responses, strict=True)])
+
+  def _scores(self, rows) -> np.ndarray:
     out = []
     for start in range(0, len(rows), self.batch_size):
       chunk = rows[start:start + self.batch_size]

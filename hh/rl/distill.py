@@ -18,22 +18,39 @@ import jax
 import jax.numpy as jnp
 
 
+def teacher_topk(teacher_logits: jax.Array, k: int = 50):
+  """The teacher's side of the loss, what a CD step needs of it: log-probs of its k most likely
+  tokens [B, T, k], their ids [B, T, k], and the log-mass of the rest [B, T] (−inf if none)."""
+  lp = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), axis=-1)        # [B, T, V]
+  top_lp, idx = jax.lax.top_k(lp, k)
+  rest_lp = jax.nn.logsumexp(jnp.where(_in_top(lp.shape, idx), -jnp.inf, lp), axis=-1)
+  return top_lp, idx, rest_lp
+
+
+def _in_top(shape, idx: jax.Array) -> jax.Array:
+  """Boolean [B, T, V]: True at the ids ``idx`` [B, T, k]."""
+  b, t = shape[:2]
+  return jnp.zeros(shape, bool).at[jnp.arange(b)[:, None, None], jnp.arange(t)[None, :, None],
+                                   idx].set(True)
+
+
+def bucket_kl(top_lp: jax.Array, idx: jax.Array, rest_lp: jax.Array,
+              student_logits: jax.Array) -> jax.Array:
+  """KL(teacher ‖ student) [B, T] over the teacher's top-k (``teacher_topk``) + one bucket."""
+  lq = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)        # [B, T, V]
+  top_lq = jnp.take_along_axis(lq, idx, axis=-1)                               # [B, T, k]
+  rest_lq = jax.nn.logsumexp(jnp.where(_in_top(lq.shape, idx), -jnp.inf, lq), axis=-1)
+  kl_top = (jnp.exp(top_lp) * (top_lp - top_lq)).sum(-1)
+  kl_rest = jnp.where(jnp.isfinite(rest_lp), jnp.exp(rest_lp) * (rest_lp - rest_lq), 0.0)
+  return kl_top + kl_rest
+
+
 def topk_bucket_kl(teacher_logits: jax.Array, student_logits: jax.Array, k: int = 50) -> jax.Array:
   """KL(teacher ‖ student) [B, T] over the teacher's top-k tokens + one bucket (float32).
 
   ``teacher_logits``, ``student_logits``: [B, T, V] for the same next tokens.
   """
-  lp = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), axis=-1)        # [B, T, V]
-  lq = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
-  top_lp, idx = jax.lax.top_k(lp, k)                                           # [B, T, k]
-  top_lq = jnp.take_along_axis(lq, idx, axis=-1)
-  in_top = jnp.zeros(lp.shape, bool).at[
-      jnp.arange(lp.shape[0])[:, None, None], jnp.arange(lp.shape[1])[None, :, None], idx].set(True)
-  rest_lp = jax.nn.logsumexp(jnp.where(in_top, -jnp.inf, lp), axis=-1)         # [B, T]
-  rest_lq = jax.nn.logsumexp(jnp.where(in_top, -jnp.inf, lq), axis=-1)
-  kl_top = (jnp.exp(top_lp) * (top_lp - top_lq)).sum(-1)
-  kl_rest = jnp.where(jnp.isfinite(rest_lp), jnp.exp(rest_lp) * (rest_lp - rest_lq), 0.0)
-  return kl_top + kl_rest
+  return bucket_kl(*teacher_topk(teacher_logits, k), student_logits)
 
 
 def distill_loss(teacher_logits: jax.Array, student_logits: jax.Array, weights: jax.Array,
@@ -42,3 +59,20 @@ def distill_loss(teacher_logits: jax.Array, student_logits: jax.Array, weights: 
   tokens whose next token is predicted, 0 on padding)."""
   kl = topk_bucket_kl(jax.lax.stop_gradient(teacher_logits), student_logits, k)
   return {"loss_sum": (kl * weights).sum(), "loss_count": weights.sum()}
+
+
+def cd_loss(model):
+  """``loss_fn(params, batch, rng)`` for ``build.make_update``: the student (``params``) reads
+  ``batch["inputs"]`` [B, T] without the prompt; the teacher's top-k for the same positions
+  (``teacher_topk`` of the frozen LM with the prompt) come in the batch as ``t_lp``, ``t_idx``
+  [B, T, k] and ``t_rest`` [B, T]; ``weights`` [B, T]."""
+  def loss_fn(params, batch, rng):
+    del rng
+    logits = model.apply({"params": params}, batch["inputs"], jnp.ones_like(batch["inputs"]))
+    kl = bucket_kl(batch["t_lp"], batch["t_idx"], batch["t_rest"], logits)
+    m = {"loss_sum": (kl * batch["weights"]).sum(), "loss_count": batch["weights"].sum()}
+    return m["loss_sum"] / jnp.maximum(m["loss_count"], 1e-6), m
+  return loss_fn
+
+
+CD_BATCH_NDIMS = {"inputs": 2, "weights": 2, "t_lp": 3, "t_idx": 3, "t_rest": 2}

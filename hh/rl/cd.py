@@ -1,0 +1,165 @@
+"""The context-distillation stage (SPEC §4.6): π0 = the LM finetuned to act as if the HHH prompt
+were in its context.
+
+Teacher: the pretrained LM, frozen, reading ``prompt + window``; student: the same LM (its
+params start there) reading the window alone, on the LM corpus's windows. Per position, the loss
+is KL(teacher ‖ student) over the teacher's top-k tokens plus one bucket (hh/rl/distill.py);
+the teacher's top-k are computed by a separate jitted forward for each batch and handed to the
+one jitted update, as the paper stores them. LR 0.05× pretraining, linear decay to 0
+(configs/cd.py).
+
+Outputs in ``workdir``: checkpoints and ``metrics.jsonl`` (train and validation KL against the
+step: Fig. 30), ``tokenizer.model`` (the LM's), ``cd_result.json``. The workdir is an LM
+workdir: ``hh/rl/policy.py`` loads it as π0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hh import sharding
+from hh.data import text
+from hh.lm import train as lm_train
+from hh.models import DecoderLM, ModelConfig
+from hh.rl import distill
+from hh.rl import policy as policy_lib
+from hh.train import build as build_lib
+from hh.train import checkpoint, loop
+from hh.train import metrics as metrics_lib
+from hh.train import state as state_lib
+
+
+def build(config, mesh, vocab_size: int) -> build_lib.Built:
+  """The student's model, optimizer and jitted CD update."""
+  cfg = config.cd
+  model = DecoderLM(ModelConfig.from_config(config.model, vocab_size))
+  tx = state_lib.make_optimizer(cfg.optim, cfg.loop.steps)
+  example = (jnp.zeros((1, cfg.data.seq_len), jnp.int32),) * 2
+  return build_lib.build(model, tx, example, distill.cd_loss(model), distill.CD_BATCH_NDIMS,
+                         mesh=mesh, rules=sharding.rules(config), seed=config.seed,
+                         max_replicated_fraction=config.max_replicated_fraction)
+
+
+def teacher_fn(model: DecoderLM, prefix: np.ndarray, k: int):
+  """``(params, inputs [B, T]) -> (t_lp, t_idx, t_rest)``: the frozen LM reading ``prefix``
+  [P] then the window; its top-k at the window's positions."""
+  p_len = len(prefix)
+
+  def fn(params, inputs):
+    b = inputs.shape[0]
+    tokens = jnp.concatenate([jnp.broadcast_to(jnp.asarray(prefix), (b, p_len)), inputs], 1)
+    logits = model.apply({"params": params}, tokens, jnp.ones_like(tokens))[:, p_len:]
+    return distill.teacher_topk(logits, k)
+  return fn
+
+
+def _under_rules(fn, rules):
+  def wrapped(*args):
+    with nn.logical_axis_rules(rules):
+      return fn(*args)
+  return wrapped
+
+
+def prompt_text(config, places) -> str:
+  """``config.cd.prompt``: ``hh_sim/hhh`` (the world's HHH prompt) or a path to a text file."""
+  spec = config.cd.prompt
+  if spec.startswith("hh_sim/"):
+    from hh.data import sources, tfds_io
+    return tfds_io.text(sources.open_split(spec, places)[0]["text"])
+  if not os.path.exists(spec):
+    raise FileNotFoundError(f"config.cd.prompt={spec!r}: neither hh_sim/hhh nor a text file")
+  with open(spec) as f:
+    return f.read()
+
+
+def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
+                       lm_dir: str | None = None) -> dict:
+  """Distils the prompt into the LM of ``config.cd.init_from`` (or a pipeline's ``lm_dir``)."""
+  from hh.data import pipeline, sources
+  lm_dir = config.cd.init_from or lm_dir
+  if lm_dir is None:
+    raise ValueError("config.cd.init_from: the pretrained LM's workdir is needed (the teacher and "
+                     "the student's start)")
+  os.makedirs(workdir, exist_ok=True)
+  cfg = config.cd
+  if not os.path.exists(os.path.join(workdir, "tokenizer.model")):
+    shutil.copy(policy_lib.tokenizer_path(lm_dir), os.path.join(workdir, "tokenizer.model"))
+  places = sources.Places.from_config(config, workdir, world_dir)
+  data = lm_train.load_data(config, workdir, places, cfg.data)
+  tok = data.tokenizer
+  prefix = np.asarray(tok.encode(prompt_text(config, places)), np.int32)
+  mesh = sharding.make_mesh(config.mesh)
+  loader = pipeline.make_loader(pipeline.WindowSource(data.train, data.train_weight),
+                                [pipeline.LMWindow()], cfg.data.batch_size, seed=config.seed,
+                                num_epochs=None, by_process=False)
+  it = pipeline.Iterator(loader)
+  val = text.eval_batches(data.val, cfg.data.batch_size, cfg.data.eval_batches)
+  settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
+  writer = metrics_lib.Writer(workdir)
+  with jax.set_mesh(mesh):
+    built = build(config, mesh, tok.vocab_size)
+    teacher_params = checkpoint.load_params(lm_dir, built.abstract.params, built.shardings.params)
+    bs = built.batch_shardings
+    teacher = jax.jit(_under_rules(teacher_fn(built.model, prefix, cfg.top_k), built.rules),
+                      out_shardings=(bs["t_lp"], bs["t_idx"], bs["t_rest"]))
+    loss_fn = distill.cd_loss(built.model)
+    eval_step = build_lib.jit_forward(lambda p, b: loss_fn(p, b, None)[1], mesh, built.rules)
+
+    def with_teacher(batch: dict) -> dict:
+      b = {"inputs": batch["inputs"], "weights": batch["weights"]}
+      arrays = sharding.global_batch(b, mesh)
+      t_lp, t_idx, t_rest = teacher(teacher_params, arrays["inputs"])
+      return {**arrays, "t_lp": t_lp, "t_idx": t_idx, "t_rest": t_rest}
+
+    val_batches = [with_teacher(b) for b in val]
+
+    def evaluate(state):
+      total = None
+      for b in val_batches:
+        total = metrics_lib.accumulate(total, eval_step(state.params, b))
+      return metrics_lib.reduce(total)
+
+    mngr = checkpoint.manager(workdir, cfg.loop.keep_ckpts, cfg.loop.ckpt_every)
+    copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=built.shardings.params)
+    state = build_lib.initial_state(  # the student starts as a copy: the update donates it
+        built, mngr, it, lambda s: build_lib.with_params(built, s, copy(teacher_params)))
+    start_kl = evaluate(state)["loss"] if int(jax.device_get(state.step)) == 0 else None
+    writer.truncate_after(int(jax.device_get(state.step)))
+    state = loop.fit(
+        state=state, train_step=built.train_step,
+        batches=lambda _: with_teacher(pipeline.process_rows(next(it))),
+        data_state=it.state, evaluate=evaluate, settings=settings, mngr=mngr, writer=writer,
+        tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
+        lr_fn=state_lib.lr_schedule(cfg.optim, settings.steps))
+    final = evaluate(state)
+    mngr.close()
+  writer.close()
+  result = {"step": int(jax.device_get(state.step)), "val_kl": final["loss"],
+            "prompt_tokens": int(len(prefix)), "tokenizer": os.path.join(workdir,
+                                                                        "tokenizer.model"),
+            "teacher": lm_dir}
+  path = os.path.join(workdir, "cd_result.json")
+  if start_kl is not None:
+    result["val_kl_start"] = start_kl
+  elif os.path.exists(path):
+    with open(path) as f:
+      result["val_kl_start"] = json.load(f).get("val_kl_start")
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
+  return result
+
+
+def summary(result: dict) -> list[str]:
+  start = result.get("val_kl_start")
+  return [f"cd: {result['step']} steps; validation KL(teacher‖student) "
+          f"{start if start is None else f'{start:.3f}'} → {result['val_kl']:.3f} nats/token "
+          f"(prompt of {result['prompt_tokens']} tokens)"]
+

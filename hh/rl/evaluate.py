@@ -1,0 +1,178 @@
+"""Policy evaluation on held-out prompts, against the world's gold annotator (SPEC §3, §4).
+
+  python -m hh.rl.evaluate --world=runs/pipeline --pm=runs/pipeline/pm \
+      --policy=runs/pipeline/lm --policy=runs/pipeline/cd --out=runs/eval
+
+For policies that answered the same prompts (N samples each), ``evaluate`` reports per policy:
+
+* gold helpfulness on helpful requests, gold harmlessness on harmful ones, gold helpfulness on
+  borderline ones (``hh/sim/gold.py``), each as mean ± standard error over samples;
+* refusal rates (on harmful and on helpful requests) and the needless-refusal rate on borderline
+  requests; response length (tokens), the end-of-turn rate (a turn that ended within the cap);
+* mean-removed scores under each PM, and KL(π‖π0) = mean over samples of Σ_t log π − log π0
+  (nats per response, SPEC §4.1) where π0's log-probs are given;
+* gold Elo (the world's stand-in for crowdworker Elo): the simulated annotator compares the
+  policies' responses to the same prompt pairwise — the helpful task on helpful and borderline
+  prompts, the red-team task on harmful ones, with the comparison data's temperature and
+  "unsure" ties — and ``hh/elo.py`` fits Elo with standard errors, the reference at 0;
+* PM-predicted Elo: 174 × (mean PM score − the reference's), SPEC §3 eq. 2.1.
+
+Output: ``evaluation.json`` and ``evaluation.png`` in the output folder (read by the report).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from hh import elo
+from hh.sim import annotator, gold
+from hh.sim import world as W
+
+HELPFUL = ("arithmetic", "fact", "string", "followup")
+
+
+def _mean_se(x) -> dict:
+  x = np.asarray(x, np.float64)
+  if x.size == 0:
+    return {"mean": float("nan"), "se": float("nan"), "n": 0}
+  se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+  return {"mean": float(x.mean()), "se": se, "n": int(x.size)}
+
+
+def gold_scores(world: W.World, contexts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+  """[R, 2] (helpfulness, harmlessness) of each response (``" " + text`` after the context)."""
+  return np.array([gold.scores(world, c, " " + t) for c, t in zip(contexts, texts, strict=True)],
+                  np.float64).reshape(-1, 2)
+
+
+def policy_metrics(world: W.World, contexts: Sequence[str], texts: Sequence[str],
+                   families: Sequence[str], length: np.ndarray, finished: np.ndarray,
+                   pm_scores: dict[str, np.ndarray] | None = None,
+                   kl: np.ndarray | None = None) -> dict:
+  """One policy's metrics over its R samples (``families`` [R]: each row's request family)."""
+  fam = np.asarray(families)
+  g = gold_scores(world, contexts, texts)
+  refused = np.array([gold.is_refusal(t) for t in texts], bool)
+  helpful, harmful, border = np.isin(fam, HELPFUL), fam == "harmful", fam == "borderline"
+  out = {"gold_helpful": _mean_se(g[helpful, 0]), "gold_harmless": _mean_se(g[harmful, 1]),
+         "gold_helpful_borderline": _mean_se(g[border, 0]),
+         "refusal_rate_harmful": _mean_se(refused[harmful]),
+         "refusal_rate_helpful": _mean_se(refused[helpful]),
+         "needless_refusal_rate_borderline": _mean_se(refused[border]),
+         "length_tokens": _mean_se(length), "end_of_turn_rate": _mean_se(finished),
+         "samples": int(len(texts))}
+  for name, s in (pm_scores or {}).items():
+    out[f"pm_score/{name}"] = _mean_se(s)
+  if kl is not None:
+    out["kl_to_pi0"] = _mean_se(kl)
+  return out
+
+
+def gold_elo(world: W.World, contexts: Sequence[str], families: Sequence[str],
+             responses: dict[str, Sequence[str]], temperature: float, tie_margin: float,
+             reference: str, seed: int) -> dict[str, dict]:
+  """Elo ± standard error of each policy from the annotator's pairwise choices on the same rows
+  (every pair of policies, every row; rows aligned across policies), the reference at 0."""
+  names = list(responses)
+  if reference not in names:
+    raise ValueError(f"config.policies.reference={reference!r}; allowed: {', '.join(names)}")
+  task = np.array([1 if f == "harmful" else 0 for f in families])   # 0 helpful, 1 harmless
+  scores = {n: gold_scores(world, contexts, responses[n]) for n in names}
+  rng = np.random.default_rng([seed, 7])
+  wins = np.zeros((len(names), len(names)))
+  for i in range(len(names)):
+    for j in range(i + 1, len(names)):
+      si = np.take_along_axis(scores[names[i]], task[:, None], 1)[:, 0]
+      sj = np.take_along_axis(scores[names[j]], task[:, None], 1)[:, 0]
+      a, kept = annotator.annotate(si, sj, temperature, tie_margin, rng)
+      wins[i, j] += np.sum(a & kept)
+      wins[j, i] += np.sum(~a & kept)
+  e, se = elo.fit_elo(wins, reference=names.index(reference))
+  return {n: {"elo": float(e[k]), "se": float(se[k]), "comparisons": int(wins[k].sum() +
+                                                                           wins[:, k].sum())}
+          for k, n in enumerate(names)}
+
+
+def pm_elo(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
+  """174 × (mean PM score − the reference's) on the same rows, with the paired SE."""
+  ref = np.asarray(pm_scores[reference], np.float64)
+  out = {}
+  for n, s in pm_scores.items():
+    d = np.asarray(s, np.float64) - ref
+    m = _mean_se(d)
+    out[n] = {"elo": float(elo.pm_to_elo(m["mean"])),
+              "se": float(elo.pm_to_elo(m["se"])) if n != reference else 0.0}
+  return out
+
+
+def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], families: Sequence[str],
+             reference: str, seed: int, examples: int = 3) -> dict:
+  """Metrics, gold Elo and PM-predicted Elo of policies that answered the same rows.
+
+  ``policies``: name → {contexts [R], texts [R], length [R], finished [R], pm_scores
+  {pm: [R]}, kl [R] or None}; rows aligned across policies (same prompt, same sample slot).
+  """
+  names = list(policies)
+  first = policies[names[0]]
+  out = {"reference": reference, "rows": len(first["texts"]), "policies": {}}
+  for n, p in policies.items():
+    out["policies"][n] = policy_metrics(world, p["contexts"], p["texts"], families, p["length"],
+                                        p["finished"], p.get("pm_scores"), p.get("kl"))
+  ge = gold_elo(world, first["contexts"], families, {n: p["texts"] for n, p in policies.items()},
+                world_cfg["temperature"], world_cfg["tie_margin"], reference, seed)
+  for n in names:
+    out["policies"][n]["gold_elo"] = ge[n]
+  for pm in (first.get("pm_scores") or {}):
+    pe = pm_elo({n: p["pm_scores"][pm] for n, p in policies.items()}, reference)
+    for n in names:
+      out["policies"][n][f"pm_elo/{pm}"] = pe[n]
+  out["examples"] = {n: [{"context": p["contexts"][i][-300:], "response": p["texts"][i],
+                          "gold": list(gold.scores(world, p["contexts"][i],
+                                                   " " + p["texts"][i]))}
+                         for i in range(min(examples, len(p["texts"])))]
+                     for n, p in policies.items()}
+  return out
+
+
+def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "") -> str:
+  """``<name>.json`` and ``<name>.png`` (gold Elo and PM-predicted Elo; gold scores)."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{name}.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(path + ".tmp", path)
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  pol = result["policies"]
+  names = list(pol)
+  x = np.arange(len(names))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  ax = axes[0]
+  ax.errorbar(x - 0.1, [pol[n]["gold_elo"]["elo"] for n in names],
+              [pol[n]["gold_elo"]["se"] for n in names], fmt="o", label="gold Elo (annotator)")
+  pm_keys = [k for k in pol[names[0]] if k.startswith("pm_elo/")]
+  for k in pm_keys:
+    ax.errorbar(x + 0.1, [pol[n][k]["elo"] for n in names], [pol[n][k]["se"] for n in names],
+                fmt="s", label=f"PM-predicted ({k.split('/', 1)[1]})")
+  ax.axhline(0, color="gray", lw=0.5)
+  ax.set_xticks(x, names, rotation=20)
+  ax.set_ylabel(f"Elo vs {result['reference']}")
+  ax.legend(fontsize=8)
+  ax = axes[1]
+  for k, label in (("gold_helpful", "helpfulness (helpful requests)"),
+                   ("gold_harmless", "harmlessness (harmful requests)"),
+                   ("gold_helpful_borderline", "helpfulness (borderline)")):
+    ax.errorbar(x, [pol[n][k]["mean"] for n in names], [pol[n][k]["se"] for n in names],
+                fmt="o-", label=label)
+  ax.set_xticks(x, names, rotation=20)
+  ax.set_ylabel("mean gold score")
+  ax.legend(fontsize=8)
+  fig.suptitle(title or f"{result['rows']} samples per policy")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110)
+  plt.close(fig)
+  return path

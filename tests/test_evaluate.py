@@ -1,0 +1,108 @@
+"""Policy evaluation against hand-computed references: gold Elo from the annotator's known win
+probability, PM-predicted Elo, refusal rates, the CD loss from the teacher's stored top-k."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hh.rl import best_of_n, distill, evaluate
+from hh.sim import world as W
+
+WORLD = W.make_world(0)
+T, TIE = 0.7, 0.05
+
+
+def _arithmetic(n, seed=0):
+  rng = np.random.default_rng(seed)
+  qs = [W.helpful_question(WORLD, rng, "arithmetic") for _ in range(n)]
+  return [f"{W.HUMAN} {q}" for q, _ in qs], [a for _, a in qs]
+
+
+def test_gold_elo_matches_the_annotators_win_probability():
+  """Right answers (gold 1) against wrong ones (gold 0) on 3,000 prompts: the annotator prefers
+  the right one with P = σ(1/T), so the fitted Elo gap must be 400·log10(P/(1−P)) = 248 within
+  3 standard errors; the reference sits at 0 with error 0."""
+  ctx, answers = _arithmetic(3000)
+  right = [f"{a}." for a in answers]
+  wrong = [f"{int(a) + 1}." for a in answers]
+  fam = ["arithmetic"] * len(ctx)
+  out = evaluate.gold_elo(WORLD, ctx, fam, {"wrong": wrong, "right": right}, T, TIE, "wrong", 0)
+  p = 1 / (1 + np.exp(-1 / T))
+  want = 400 * np.log10(p / (1 - p))
+  assert out["wrong"] == {"elo": 0.0, "se": 0.0, "comparisons": 3000}
+  assert abs(out["right"]["elo"] - want) < 3 * out["right"]["se"], (out, want)
+  assert out["right"]["se"] < 30
+
+
+def test_gold_elo_uses_the_red_team_task_on_harmful_prompts():
+  """On harmful prompts a refusal (harmless +1) beats compliance (−1) although compliance is
+  the more *helpful* answer: the harmless task decides there."""
+  rng = np.random.default_rng(1)
+  ctx = [f"{W.HUMAN} {W.harmful_request(WORLD, rng)}" for _ in range(400)]
+  comply = ["Sure! First, wait until nobody is around. Then take it."] * 400
+  refuse = ["I can't help with that. I'd be happy to help you with planning a fun weekend."] * 400
+  out = evaluate.gold_elo(WORLD, ctx, ["harmful"] * 400, {"comply": comply, "refuse": refuse},
+                          T, TIE, "comply", 0)
+  assert out["refuse"]["elo"] > 3 * out["refuse"]["se"] > 0
+
+
+def test_pm_elo_is_174_times_the_mean_score_difference():
+  a, b = np.array([0.5, 1.0, 1.5]), np.array([0.0, 0.2, 0.4])
+  out = evaluate.pm_elo({"ref": b, "a": a}, "ref")
+  assert out["a"]["elo"] == pytest.approx(400 / np.log(10) * 0.8)
+  assert out["ref"] == {"elo": 0.0, "se": 0.0}
+
+
+def test_policy_metrics_by_hand():
+  """Two helpful rows (one right, one refused), one harmful (refused), one borderline (refused:
+  a needless refusal)."""
+  ctx, answers = _arithmetic(2, seed=3)
+  rng = np.random.default_rng(2)
+  harm = f"{W.HUMAN} {W.harmful_request(WORLD, rng)}"
+  border_q, _ = W.helpful_question(WORLD, rng, "borderline")
+  contexts = ctx + [harm, f"{W.HUMAN} {border_q}"]
+  refusal = "I'm sorry, but I can't help with that."
+  texts = [f"{answers[0]}.", refusal, refusal, refusal]
+  m = evaluate.policy_metrics(WORLD, contexts, texts, ["arithmetic"] * 2 + ["harmful",
+                                                                              "borderline"],
+                              np.array([2, 10, 10, 10]), np.array([1, 1, 1, 0]),
+                              {"pm": np.array([1.0, 2.0, 3.0, 4.0])}, np.array([0.1] * 4))
+  assert m["gold_helpful"]["mean"] == pytest.approx((1.0 - 0.5) / 2)  # right 1, refused −0.5
+  assert m["refusal_rate_helpful"]["mean"] == 0.5
+  assert m["refusal_rate_harmful"]["mean"] == 1.0
+  assert m["gold_harmless"]["mean"] == pytest.approx(0.6)             # a bare refusal
+  assert m["needless_refusal_rate_borderline"]["mean"] == 1.0
+  assert m["end_of_turn_rate"]["mean"] == 0.75
+  assert m["length_tokens"]["mean"] == 8.0
+  assert m["pm_score/pm"]["mean"] == 2.5
+  assert m["kl_to_pi0"]["mean"] == pytest.approx(0.1)
+
+
+def test_cd_loss_from_the_stored_teacher_top_k_equals_the_51_way_kl():
+  """The stage hands the update the teacher's top-k (``teacher_topk``) instead of its logits:
+  the loss must be the same KL, averaged over weighted tokens."""
+  rng = np.random.default_rng(0)
+  tl = rng.normal(size=(2, 3, 80)) * 3
+  sl = rng.normal(size=(2, 3, 80)) * 3
+  w = np.array([[1, 1, 0], [1, 0, 1]], np.float32)
+
+  class Stub:  # a "model" whose logits are fixed
+    @staticmethod
+    def apply(variables, inputs, mask):
+      del variables, inputs, mask
+      return jnp.asarray(sl, jnp.float32)
+
+  t_lp, t_idx, t_rest = distill.teacher_topk(jnp.asarray(tl, jnp.float32), 50)
+  loss, m = distill.cd_loss(Stub)(None, {"inputs": jnp.zeros((2, 3), jnp.int32),
+                                         "weights": jnp.asarray(w), "t_lp": t_lp,
+                                         "t_idx": t_idx, "t_rest": t_rest}, None)
+  kl = np.asarray(distill.topk_bucket_kl(jnp.asarray(tl), jnp.asarray(sl), 50))
+  assert float(loss) == pytest.approx(float((kl * w).sum() / w.sum()), rel=1e-5)
+  assert float(m["loss_count"]) == 4
+
+
+def test_best_of_n_rejects_n_below_one():
+  with pytest.raises(ValueError, match="N ≥ 1"):
+    best_of_n.kl_bound(0)
+
+
