@@ -86,6 +86,65 @@ def pm_figure(pm_dir: str, test_sets, path: str):
   plt.close(fig)
 
 
+def cd_figure(cd_dir: str, path: str):
+  from hh.train import metrics
+  plt = _plt()
+  train, val = metrics.read(cd_dir, "train"), metrics.read(cd_dir, "val")
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+  ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="validation")
+  ax.set(xlabel="step", ylabel="KL(teacher ‖ student), nats/token",
+         title="Context distillation (Fig. 30)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _ms(m: dict) -> str:
+  return f"{m['mean']:.3f} ± {m['se']:.3f}"
+
+
+def policies_section(pol_dir: str, out: str) -> list[str]:
+  """The policies stage's tables, figures and sample responses (hh/rl/policies.py)."""
+  import shutil
+  ev_path, bo_path = (os.path.join(pol_dir, f"{n}.json") for n in ("evaluation", "best_of_n"))
+  if not os.path.exists(ev_path):
+    return []
+  ev, bo = json.load(open(ev_path)), json.load(open(bo_path))
+  for name in ("evaluation", "best_of_n"):
+    shutil.copy(os.path.join(pol_dir, f"{name}.png"), os.path.join(out, f"policies_{name}.png"))
+  pm_key = next(k for k in next(iter(ev["policies"].values())) if k.startswith("pm_score/"))
+  lines = ["## Policies on held-out prompts", "",
+           f"{ev['rows']} samples per policy (held-out prompts × samples); gold scores from the "
+           "world's annotator (mean ± standard error over samples); gold Elo from the simulated "
+           f"annotator's pairwise choices, relative to {ev['reference']}; KL(π‖π0) in nats per "
+           "response.", "",
+           "| policy | helpful (helpful req.) | harmless (harmful req.) | helpful (borderline) | "
+           "refuses harmful | needless refusals | end of turn | KL(π‖π0) | PM score | gold Elo "
+           "| PM-predicted Elo |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for n, m in ev["policies"].items():
+    pe = m[pm_key.replace("pm_score/", "pm_elo/")]
+    lines.append(f"| {n} | {_ms(m['gold_helpful'])} | {_ms(m['gold_harmless'])} | "
+                 f"{_ms(m['gold_helpful_borderline'])} | {m['refusal_rate_harmful']['mean']:.2f}"
+                 f" | {m['needless_refusal_rate_borderline']['mean']:.2f} | "
+                 f"{m['end_of_turn_rate']['mean']:.2f} | {_ms(m['kl_to_pi0'])} | "
+                 f"{_ms(m[pm_key])} | {m['gold_elo']['elo']:+.0f} ± {m['gold_elo']['se']:.0f} | "
+                 f"{pe['elo']:+.0f} ± {pe['se']:.0f} |")
+  lines += ["", "![policies](policies_evaluation.png)", "", "### Best-of-N of π0 under the PM "
+            "(Fig. 36)", "", "| N | KL bound log N − (N−1)/N | helpful (helpful req.) | harmless "
+            "(harmful req.) | PM score | gold Elo |", "|---|---|---|---|---|---|"]
+  for n, m in bo["policies"].items():
+    lines.append(f"| {n} | {m['kl_bound']:.3f} | {_ms(m['gold_helpful'])} | "
+                 f"{_ms(m['gold_harmless'])} | {_ms(m[pm_key])} | {m['gold_elo']['elo']:+.0f} ± "
+                 f"{m['gold_elo']['se']:.0f} |")
+  lines += ["", "![best of N](policies_best_of_n.png)", "", "### π0's samples", "", "```"]
+  for ex in ev["examples"].get("pi0", []):
+    lines += [ex["context"].strip(), f"[π0] Assistant: {ex['response']}",
+              f"    gold (helpful, harmless) = {tuple(round(x, 2) for x in ex['gold'])}", ""]
+  return lines + ["```", ""]
+
+
 def write(config, workdir: str) -> str:
   """Writes report/report.md (+ PNGs) and returns its path."""
   out = os.path.join(workdir, "report")
@@ -142,6 +201,15 @@ def write(config, workdir: str) -> str:
     lines += ["", "Accuracy by number of Human turns (all test pairs; 5 = five or more): " +
               ", ".join(f"{t}: {a:.3f} (n={n})" for t, (a, n) in turns.items()), "",
               "![pm](pm.png)", ""]
+  cd_result = os.path.join(workdir, "cd", "cd_result.json")
+  if os.path.exists(cd_result):
+    r = json.load(open(cd_result))
+    cd_figure(os.path.join(workdir, "cd"), os.path.join(out, "cd.png"))
+    lines += ["## Context distillation (π0)", "", f"{r['step']} steps from the LM; the teacher "
+              f"reads the world's HHH prompt ({r['prompt_tokens']} tokens) before each window. "
+              f"Validation KL(teacher ‖ student), 51-way: {r.get('val_kl_start') or float('nan'):.4f}"
+              f" before → {r['val_kl']:.4f} nats/token after.", "", "![cd](cd.png)", ""]
+  lines += policies_section(os.path.join(workdir, "policies"), out)
   path = os.path.join(out, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))

@@ -106,3 +106,62 @@ def test_best_of_n_rejects_n_below_one():
     best_of_n.kl_bound(0)
 
 
+
+
+# Bad input: each a one-line error naming the key and what is allowed.
+
+class _Tok:
+  human_id, path = 7, ""
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("temperature", -0.5, r"config\.sampling\.temperature=-0\.5; expected ≥ 0"),
+    ("top_p", 0.0, r"config\.sampling\.top_p=0\.0; expected in \(0, 1\]"),
+    ("top_p", 1.5, r"config\.sampling\.top_p=1\.5; expected in \(0, 1\]"),
+    ("top_k", -1, r"config\.sampling\.top_k=-1; expected ≥ 0"),
+    ("max_new_tokens", 0, r"config\.sampling\.max_new_tokens=0; expected ≥ 1")])
+def test_bad_sampling_settings_name_their_key(key, value, match):
+  from configs import policy as policy_cfg
+  from hh.rl import policy as policy_lib
+  cfg = policy_cfg.sampling("tiny")
+  cfg[key] = value
+  with pytest.raises(ValueError, match=match):
+    policy_lib.sampling_config(type("P", (), {"tok": _Tok})(), cfg)
+
+
+def test_a_prompt_longer_than_the_largest_bucket_is_refused(wikitext_tokenizer):
+  from hh.rl import policy as policy_lib
+  pol = type("P", (), {"tok": wikitext_tokenizer, "prefix": ""})()
+  with pytest.raises(ValueError, match=r"config\.sampling\.buckets: prompt 1 has \d+ tokens, "
+                                       r"longer than the largest bucket 16"):
+    policy_lib.prompt_ids(pol, ["\n\nHuman: hi", "\n\nHuman: " + "the cat sat " * 20], (8, 16))
+
+
+def test_best_of_n_below_one_is_refused_before_any_work(tmp_path):
+  from configs import pipeline
+  from hh.rl import policies
+  config = pipeline.get_config("size=tiny")
+  config.policies.best_of = (0, 4)
+  with pytest.raises(ValueError, match=r"config\.policies\.best_of has N=0; allowed: N ≥ 1"):
+    policies.run(config, str(tmp_path), "lm", "cd", "pm", None)
+  assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
+  """text_scoring=False with a PM whose tokenizer file differs from the policy's."""
+  from configs import pipeline
+  from hh.pm import score as pm_score
+  from hh.rl import policies
+  a, b = tmp_path / "a.model", tmp_path / "b.model"
+  a.write_bytes(b"one")
+  b.write_bytes(b"two")
+  monkeypatch.setattr(pm_score, "Scorer", lambda pm_dir: type(
+      "S", (), {"tok": type("T", (), {"path": str(a)})})())
+  config = pipeline.get_config("size=tiny")
+  config.policies.text_scoring = False
+  pol = type("P", (), {"tok": type("T", (), {"path": str(b)})})()
+  with pytest.raises(ValueError, match=r"config\.policies\.text_scoring=False needs the PM and "
+                                       r"the policy to share a tokenizer"):
+    policies._scorer(config, "pm", pol)
+  config.policies.text_scoring = True
+  policies._scorer(config, "pm", pol)  # text scoring: any tokenizer

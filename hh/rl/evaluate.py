@@ -109,11 +109,13 @@ def pm_elo(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
 
 
 def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], families: Sequence[str],
-             reference: str, seed: int, examples: int = 3) -> dict:
+             reference: str, seed: int, examples: int = 3, stride: int = 1) -> dict:
   """Metrics, gold Elo and PM-predicted Elo of policies that answered the same rows.
 
   ``policies``: name → {contexts [R], texts [R], length [R], finished [R], pm_scores
   {pm: [R]}, kl [R] or None}; rows aligned across policies (same prompt, same sample slot).
+  ``examples`` rows ``stride`` apart (one per prompt when stride = samples per prompt) are kept
+  with their gold scores.
   """
   names = list(policies)
   first = policies[names[0]]
@@ -132,7 +134,7 @@ def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], familie
   out["examples"] = {n: [{"context": p["contexts"][i][-300:], "response": p["texts"][i],
                           "gold": list(gold.scores(world, p["contexts"][i],
                                                    " " + p["texts"][i]))}
-                         for i in range(min(examples, len(p["texts"])))]
+                         for i in range(0, min(examples * stride, len(p["texts"])), stride)]
                      for n, p in policies.items()}
   return out
 

@@ -108,7 +108,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
     raw[policy.name] = s
     evaluated[policy.name] = _as_policy(s, pm_scores(config, scorer, policy, s), kl, pm_name)
   result = evaluate.evaluate(world, config.world.to_dict(), evaluated, rows_families,
-                             cfg.reference, cfg.seed)
+                             cfg.reference, cfg.seed, stride=cfg.samples)
   evaluate.write(result, workdir, "evaluation",
                  f"{len(contexts)} held-out prompts × {cfg.samples} samples")
 

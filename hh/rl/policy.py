@@ -84,7 +84,7 @@ def load(workdir: str, name: str | None = None, mesh=None) -> Policy:
 class Samples:
   """Responses to R prompt rows: texts and the arrays the sampler returned (host numpy)."""
   contexts: list[str]        # [R] the context of each row (without the policy's prefix)
-  texts: list[str]           # [R] response text (without the turn-ending token)
+  texts: list[str]           # [R] response text, stripped (without the turn-ending token)
   tokens: np.ndarray         # [R, N] sampled ids, PAD after the end
   mask: np.ndarray           # [R, N] 1 on the response, its ending token included
   logp_t1: np.ndarray        # [R, N] log π(token) at T = 1
@@ -146,7 +146,7 @@ def generate(policy: Policy, contexts: Sequence[str], n: int, cfg: sample_lib.Sa
   texts = []
   for toks, m in zip(arrays["tokens"], arrays["mask"]):
     body = [int(t) for t, keep in zip(toks, m) if keep and int(t) not in stops]
-    texts.append(policy.tok.decode(body))
+    texts.append(policy.tok.decode(body).strip())
   return Samples(contexts=[contexts[c] for _, c in rows], texts=texts, **arrays)
 
 
