@@ -8,9 +8,9 @@ from hh.models.transformer import (
   ScalarHead,
   Transformer,
   attention_mask,
+  decode_params,
   init_cache,
   positions_from_mask,
-  decode_params,
 )
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",

@@ -413,11 +413,6 @@ class DecoderLM(nn.Module):
     """``decode`` with the LM head at the last position only: (logits [B, V], cache) — the
     prefill of a sampler needs no logits for the prompt."""
     x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
-    head = self.variables["params"]["head"]
-    if "kernel_t" in head:  # decode_params on CPU: [V, D] rows times x, summed over D
-      h = x[:, -1].astype(self.cfg.dtype)                                    # [B, D]
-      w_t = head["kernel_t"].astype(self.cfg.dtype)                          # [V, D]
-      return jnp.sum(w_t[:, None, :] * h[None], axis=-1).T.astype(jnp.float32), cache
     return self.head(x[:, -1:])[:, 0], cache
 
 
@@ -448,20 +443,11 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCach
 
 
 def decode_params(params: dict) -> dict:
-  """``params`` of a DecoderLM / PreferenceModel laid out for decoding; call it once, outside a
-  decoding loop (the full forward needs the original tree).
-
-  * The stacked ``trunk/layers`` [L, ...] split into layers "0" … "L−1": what ``decode`` reads
-    fastest (one copy of the layer weights).
-  * On CPU, the LM head's kernel also transposed to [V, D] (``kernel_t``): ``decode_last`` then
-    computes each logit as a contiguous row product, which XLA's CPU backend runs at nearly
-    twice the speed of its [B, D] × [D, V] dot at decode batch sizes (the dot packs the 65 MB
-    kernel of the 13M shape every step).
-  """
+  """``params`` of a DecoderLM / PreferenceModel laid out for decoding: the stacked
+  ``trunk/layers`` [L, ...] split into layers "0" … "L−1" (one copy of the layer weights), what
+  ``decode`` reads fastest. Call it once, outside a decoding loop; the full forward needs the
+  original tree."""
   stacked = nn.unbox(params["trunk"]["layers"])
   n = jax.tree.leaves(stacked)[0].shape[0]
   layers = {str(i): jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n)}
-  out = {**params, "trunk": {**params["trunk"], "layers": layers}}
-  if "head" in params and "kernel" in params["head"] and jax.default_backend() == "cpu":
-    out["head"] = {**params["head"], "kernel_t": nn.unbox(params["head"]["kernel"]).T.copy()}
-  return out
+  return {**params, "trunk": {**params["trunk"], "layers": layers}}

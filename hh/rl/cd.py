@@ -129,7 +129,13 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
     copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=built.shardings.params)
     state = build_lib.initial_state(  # the student starts as a copy: the update donates it
         built, mngr, it, lambda s: build_lib.with_params(built, s, copy(teacher_params)))
-    start_kl = evaluate(state)["loss"] if int(jax.device_get(state.step)) == 0 else None
+    start_path = os.path.join(workdir, "cd_start.json")  # the KL before any step, kept on resume
+    if int(jax.device_get(state.step)) == 0:
+      kl0 = evaluate(state)["loss"]  # every process: a collective
+      if jax.process_index() == 0:
+        with open(start_path + ".tmp", "w") as f:
+          json.dump({"val_kl_start": kl0}, f)
+        os.replace(start_path + ".tmp", start_path)
     writer.truncate_after(int(jax.device_get(state.step)))
     state = loop.fit(
         state=state, train_step=built.train_step,
@@ -145,11 +151,9 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                                                                         "tokenizer.model"),
             "teacher": lm_dir}
   path = os.path.join(workdir, "cd_result.json")
-  if start_kl is not None:
-    result["val_kl_start"] = start_kl
-  elif os.path.exists(path):
-    with open(path) as f:
-      result["val_kl_start"] = json.load(f).get("val_kl_start")
+  if os.path.exists(start_path):
+    with open(start_path) as f:
+      result["val_kl_start"] = json.load(f)["val_kl_start"]
   if jax.process_index() == 0:
     with open(path + ".tmp", "w") as f:
       json.dump(result, f, indent=1)

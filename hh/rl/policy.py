@@ -26,8 +26,8 @@ from hh import tokenizer as tok_lib
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
 from hh.rl import sample as sample_lib
-from hh.train import build as build_lib
 from hh.tokenizer import PAD_ID
+from hh.train import build as build_lib
 
 
 @dataclasses.dataclass

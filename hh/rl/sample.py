@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.models import DecoderLM, init_cache, positions_from_mask, decode_params
+from hh.models import DecoderLM, decode_params, init_cache, positions_from_mask
 from hh.tokenizer import EOS_ID, PAD_ID
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
