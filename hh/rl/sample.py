@@ -17,7 +17,6 @@ Shapes: B rows, P prompt bucket, N = max_new_tokens, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -200,15 +199,16 @@ class Sampler:
                buckets: Sequence[int] = DEFAULT_BUCKETS):
     self.model, self.mesh, self.rules, self.cfg = model, mesh, rules, cfg
     self.buckets = tuple(sorted(buckets))
+    self._programs = {}  # (bucket, batch) → jitted program; dies with the sampler
 
-  @functools.cache
   def _program(self, p_len: int, batch: int):
-    del p_len, batch  # part of the cache key: one compilation per shape
-
-    def run(params, prompt, mask, row_ids, rng):
-      with nn.logical_axis_rules(self.rules):
-        return sample(self.model, params, prompt, mask, row_ids, rng, self.cfg)
-    return jax.jit(run, out_shardings=sharding.replicated(self.mesh))
+    key = (p_len, batch)
+    if key not in self._programs:
+      def run(params, prompt, mask, row_ids, rng):
+        with nn.logical_axis_rules(self.rules):
+          return sample(self.model, params, prompt, mask, row_ids, rng, self.cfg)
+      self._programs[key] = jax.jit(run, out_shardings=sharding.replicated(self.mesh))
+    return self._programs[key]
 
   def __call__(self, params, prompts: np.ndarray, masks: np.ndarray, row_ids: np.ndarray,
                rng: jax.Array) -> dict[str, np.ndarray]:

@@ -1,0 +1,123 @@
+"""PPO's math against float64 references and hand computations (hh/rl/ppo.py): a flipped sign,
+a dropped mask or a wrong axis in any of them fails here."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hh.rl import ppo
+
+RNG = np.random.default_rng(0)
+LENGTHS = np.array([7, 3, 1, 5])
+MASK = (np.arange(7)[None] < LENGTHS[:, None]).astype(np.float32)
+
+
+def _gae_loop(r, v, lengths, gamma, lam):
+  """The textbook recursion in float64, one row at a time, over the response only."""
+  adv = np.zeros_like(r, np.float64)
+  for b, n in enumerate(lengths):
+    a_next = 0.0
+    for t in reversed(range(n)):
+      v_next = v[b, t + 1] if t + 1 < n else 0.0
+      delta = r[b, t] + gamma * v_next - v[b, t]
+      a_next = delta + gamma * lam * a_next
+      adv[b, t] = a_next
+  return adv, (adv + v) * (np.arange(r.shape[1])[None] < lengths[:, None])
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.5), (1.0, 1.0)])
+def test_gae_against_a_float64_loop(gamma, lam):
+  r = RNG.normal(size=MASK.shape) * MASK
+  v = RNG.normal(size=MASK.shape)                      # garbage past the response: must not leak
+  adv, ret = ppo.gae(jnp.asarray(r, jnp.float32), jnp.asarray(v, jnp.float32),
+                     jnp.asarray(MASK), gamma, lam)
+  want_adv, want_ret = _gae_loop(r, v, LENGTHS, gamma, lam)
+  np.testing.assert_allclose(np.asarray(adv), want_adv, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(ret), want_ret, atol=1e-5)
+
+
+def test_token_rewards_by_hand():
+  """Row 0: 3 tokens, finished; row 1: 2 tokens, not finished (penalised)."""
+  mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]], jnp.float32)
+  logp = jnp.array([[-1.0, -2.0, -0.5, -9.0], [-0.1, -0.3, -9.0, -9.0]])
+  ref = jnp.array([[-1.5, -1.0, -0.5, 0.0], [-0.2, -0.1, 0.0, 0.0]])
+  r, kl = ppo.token_rewards(logp, ref, mask, jnp.array([2.0, -1.0]), jnp.float32(0.1),
+                            finished=jnp.array([True, False]), eot_penalty=0.5)
+  np.testing.assert_allclose(np.asarray(kl), [[0.5, -1.0, 0.0, 0.0], [0.1, -0.2, 0.0, 0.0]],
+                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(r), [[-0.05, 0.1, 2.0, 0.0],
+                                             [-0.01, 0.02 - 1.0 - 0.5, 0.0, 0.0]], atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(ppo.last_token(mask)), [[0, 0, 1, 0], [0, 1, 0, 0]])
+
+
+def test_whiten_over_the_mask_only():
+  x = RNG.normal(size=MASK.shape) * 3 + 2
+  x_far = np.where(MASK > 0, x, 1e6)  # values past the response must not change anything
+  w = np.asarray(ppo.whiten(jnp.asarray(x_far, jnp.float32), jnp.asarray(MASK)))
+  sel = MASK > 0
+  ref = (x[sel] - x[sel].mean()) / x[sel].std()
+  np.testing.assert_allclose(w[sel], ref, rtol=1e-4, atol=1e-5)
+  assert (w[~sel] == 0).all()
+  keep = np.asarray(ppo.whiten(jnp.asarray(x, jnp.float32), jnp.asarray(MASK), shift_mean=False))
+  np.testing.assert_allclose(keep[sel], ref + x[sel].mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_policy_loss_by_hand():
+  """Three tokens, ε = 0.2: ratio e^0.5 with A = +1 is clipped (loss −1.2); ratio e^−0.5 with
+  A = +1 is not (−0.6065); ratio e^0.5 with A = −2 is not (+3.2974); a masked fourth is ignored."""
+  new = jnp.array([[0.5, -0.5, 0.5, 5.0]])
+  old = jnp.zeros((1, 4))
+  adv = jnp.array([[1.0, 1.0, -2.0, 100.0]])
+  mask = jnp.array([[1, 1, 1, 0]], jnp.float32)
+  out = ppo.policy_loss(new, old, adv, mask, 0.2)
+  e = np.exp(0.5)
+  want = [-1.2, -np.exp(-0.5), 2 * e]
+  assert float(out["pg_loss_sum"]) == pytest.approx(sum(want), rel=1e-5)
+  assert float(out["pg_loss_count"]) == 3
+  assert float(out["clipfrac_sum"]) == 1.0
+  assert float(out["approx_kl_sum"]) == pytest.approx(3 * 0.5 * 0.25)
+  assert float(out["ratio_max"]) == pytest.approx(e, rel=1e-6)
+  assert float(out["ratio_sum"]) == pytest.approx(2 * e + np.exp(-0.5), rel=1e-6)
+
+
+def test_policy_gradient_raises_the_log_prob_of_a_positive_advantage():
+  """The sign convention: descending the loss raises log π where A > 0 and lowers it where
+  A < 0 (unclipped at ratio 1)."""
+  grad = jax.grad(lambda lp: ppo.policy_loss(lp, jnp.zeros(3)[None], jnp.array([[1.0, -1.0, 0.0]]),
+                                             jnp.ones((1, 3)))["pg_loss_sum"])(jnp.zeros((1, 3)))
+  np.testing.assert_allclose(np.asarray(grad), [[-1.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_value_loss_by_hand():
+  """c = 0.2: V moved +0.5 from V_old = 0 toward R = 1 → V_clip = 0.2, loss ½·max(0.25, 0.64) =
+  0.32 (clipped); V = 0.1 toward R = −1 → unclipped ½·1.21 = 0.605."""
+  out = ppo.value_loss(jnp.array([[0.5, 0.1]]), jnp.zeros((1, 2)), jnp.array([[1.0, -1.0]]),
+                       jnp.ones((1, 2)), 0.2)
+  assert float(out["vf_loss_sum"]) == pytest.approx(0.32 + 0.605, rel=1e-5)
+  assert float(out["vf_clipfrac_sum"]) == 1.0
+
+
+def test_explained_variance():
+  ret = jnp.asarray(RNG.normal(size=MASK.shape), jnp.float32)
+  m = jnp.asarray(MASK)
+  assert float(ppo.explained_variance(ret, ret, m)) == pytest.approx(1.0)
+  mean = ppo.masked_mean(ret, m)
+  assert float(ppo.explained_variance(jnp.full_like(ret, mean), ret, m)) == pytest.approx(0.0,
+                                                                                          abs=1e-5)
+
+
+def test_entropy_against_numpy():
+  logits = RNG.normal(size=(2, 3, 5))
+  mask = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  h = -(p * np.log(p)).sum(-1)
+  out = ppo.entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(mask))
+  assert float(out["entropy_sum"]) == pytest.approx((h * mask).sum(), rel=1e-5)
+  assert float(out["entropy_count"]) == 3
+
+
+@pytest.mark.parametrize("kl,want_error", [(6.0, 0.2), (4.5, -0.1), (0.0, -0.2)])
+def test_adaptive_kl_controller(kl, want_error):
+  """Target 5, horizon 10,000, 256 rollouts: λ ← λ·(1 + clip(kl/5 − 1, ±0.2)·256/10,000)."""
+  new = ppo.adaptive_kl_coef(jnp.float32(0.1), jnp.float32(kl), 256, 5.0, 10_000.0)
+  assert float(new) == pytest.approx(0.1 * (1 + want_error * 256 / 10_000), rel=1e-6)
