@@ -7,6 +7,7 @@ from hh.models.transformer import (
   PreferenceModel,
   ScalarHead,
   Transformer,
+  ValueModel,
   attention_mask,
   decode_params,
   init_cache,
@@ -14,5 +15,5 @@ from hh.models.transformer import (
 )
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",
-           "Transformer", "attention_mask", "init_cache", "positions_from_mask",
+           "Transformer", "ValueModel", "attention_mask", "init_cache", "positions_from_mask",
            "decode_params"]

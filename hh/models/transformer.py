@@ -428,6 +428,19 @@ class PreferenceModel(nn.Module):
     return self.head(self.trunk.read_out(tokens, mask, index))[:, 0]
 
 
+class ValueModel(nn.Module):
+  """Trunk + scalar head at every position: PPO's value V [B, T] (float32). Its parameter tree is
+  the PreferenceModel's, so a PM's checkpoint initialises it (the paper's choice, SPEC §4.1)."""
+  cfg: ModelConfig
+
+  def setup(self):
+    self.trunk = Transformer(self.cfg)
+    self.head = ScalarHead(self.cfg)
+
+  def __call__(self, tokens: Array, mask: Array) -> Array:
+    return self.head(self.trunk(tokens, mask))
+
+
 # Logical names of a layer's cache axes [B, H, S, K] (rules in config.axis_rules).
 CACHE_AXES = ("cache_batch", "cache_heads", "cache_len", "cache_kv")
 UNSTACKED = "0"  # ``decode_params`` keys the layers "0" … "L−1"

@@ -8,8 +8,13 @@ tokens (or rows), so they average correctly over minibatches, epochs and devices
 """
 from __future__ import annotations
 
+import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
+
+from hh.train.state import TrainState
 
 
 def last_token(mask: jax.Array) -> jax.Array:
@@ -145,3 +150,98 @@ def adaptive_kl_coef(coef: jax.Array, kl: jax.Array, n_steps: int, target: float
   (a scalar array: its value lives in the checkpoint)."""
   error = jnp.clip(kl / target - 1.0, -0.2, 0.2)
   return coef * (1.0 + error * n_steps / horizon)
+
+
+# ---------------------------------------------------------------------------------------------
+# The update: K epochs × minibatches of one rollout inside one jit.
+
+@flax.struct.dataclass
+class PPOState:
+  """Policy and value, each with its own params and optimizer state, and the KL coefficient
+  (an array: checkpointed, and a new value does not retrace)."""
+  policy: TrainState
+  value: TrainState
+  kl_coef: jax.Array
+
+
+def response_logits(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
+  """Logits [B, N, V] that predict the last ``n`` positions of ``tokens`` [B, P + N] (the
+  response), positions from the mask: the LM head runs on those N positions only, so the
+  [B, T, V] logits of the prompt are never materialised."""
+  def fn(m, t, k):
+    return m.head(m.trunk(t, k)[:, -n - 1:-1])
+  return model.apply({"params": params}, tokens, mask, method=fn)
+
+
+def response_values(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
+  """V(state before response token t) [B, N]: a scalar-head model (``ValueModel``, or a PM's
+  tree) read at the positions that predict the response tokens."""
+  def fn(m, t, k):
+    return m.head(m.trunk(t, k)[:, -n - 1:-1])
+  return model.apply({"params": params}, tokens, mask, method=fn)
+
+
+def token_log_probs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
+  """log softmax(logits / T)[target] [B, N]."""
+  lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
+
+
+def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransformation,
+                    value_tx: optax.GradientTransformation, *, epochs: int, minibatches: int,
+                    clip_eps: float = 0.2, vf_clip: float = 0.2, vf_coef: float = 1.0,
+                    temperature: float = 1.0, axis_rules=()):
+  """``(state, rollout) -> (state, metrics)``: ``epochs`` passes over the rollout in
+  ``minibatches`` shuffled minibatches, each one optimizer step of the policy (clipped surrogate)
+  and of the value (clipped value loss), all inside one jit (``lax.scan``).
+
+  ``rollout``: tokens, mask [B, P + N] (prompt left-padded, then the response); resp_mask,
+  logp_old, values_old, advantages, returns [B, N] — frozen at rollout time (advantages
+  whitened here over the whole rollout). Metrics are sums + counts over every minibatch step.
+  """
+  def losses(params, mb):
+    pol_params, val_params = params
+    n = mb["resp_mask"].shape[1]
+    targets = mb["tokens"][:, -n:]
+    logits = response_logits(policy_model, pol_params, mb["tokens"], mb["mask"], n)
+    logp = token_log_probs(logits, targets, temperature)
+    values = response_values(value_model, val_params, mb["tokens"], mb["mask"], n)
+    pg = policy_loss(logp, mb["logp_old"], mb["advantages"], mb["resp_mask"], clip_eps)
+    vf = value_loss(values, mb["values_old"], mb["returns"], mb["resp_mask"], vf_clip)
+    count = jnp.maximum(pg["pg_loss_count"], 1.0)
+    loss = (pg["pg_loss_sum"] + vf_coef * vf["vf_loss_sum"]) / count
+    return loss, {**pg, **vf, **entropy(jax.lax.stop_gradient(logits), mb["resp_mask"])}
+
+  def minibatch_step(state: PPOState, mb):
+    with nn.logical_axis_rules(axis_rules):
+      grads, metrics = jax.grad(losses, has_aux=True)((state.policy.params, state.value.params),
+                                                       mb)
+    new = []
+    for ts, tx, g in ((state.policy, policy_tx, grads[0]), (state.value, value_tx, grads[1])):
+      updates, opt_state = tx.update(g, ts.opt_state, ts.params)
+      new.append(ts.replace(step=ts.step + 1, params=optax.apply_updates(ts.params, updates),
+                            opt_state=opt_state))
+    ratio_max = metrics.pop("ratio_max")
+    return state.replace(policy=new[0], value=new[1]), (metrics, ratio_max)
+
+  def update(state: PPOState, rollout: dict):
+    rollout = {**rollout, "advantages": whiten(rollout["advantages"], rollout["resp_mask"])}
+    b = rollout["tokens"].shape[0]
+    if b % minibatches:
+      raise ValueError(f"a rollout of {b} rows does not split into {minibatches} minibatches")
+    size = b // minibatches
+    keys = jax.random.split(jax.random.fold_in(state.policy.rng, state.policy.step), epochs)
+
+    def epoch(state, key):
+      perm = jax.random.permutation(key, b)
+      mbs = jax.tree.map(lambda x: x[perm].reshape(minibatches, size, *x.shape[1:]), rollout)
+      return jax.lax.scan(minibatch_step, state, mbs)
+
+    state, (metrics, ratio_max) = jax.lax.scan(epoch, state, keys)
+    out = jax.tree.map(jnp.sum, metrics)
+    out["ratio_max"] = jnp.max(ratio_max)
+    out["first_minibatch_ratio_sum"] = metrics["ratio_sum"][0, 0]
+    out["first_minibatch_ratio_count"] = metrics["ratio_count"][0, 0]
+    return state, out
+
+  return update
