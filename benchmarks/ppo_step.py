@@ -55,7 +55,8 @@ def main():
   tx = state_lib.make_optimizer(optim, 1000)
   mk = lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,  # noqa: E731
                             opt_state=tx.init(p), rng=jax.random.PRNGKey(0))
-  state = ppo.PPOState(policy=mk(pol_p), value=mk(val_p), kl_coef=jnp.float32(0.001))
+  state = ppo.PPOState(step=jnp.zeros((), jnp.int32), policy=mk(pol_p), value=mk(val_p),
+                       kl_coef=jnp.float32(0.001))
   sampling = sample_lib.SamplingConfig(max_new_tokens=NEW, temperature=1.0, stop_ids=())
   rng = np.random.default_rng(0)
   prompts = jnp.asarray(rng.integers(5, args.vocab, (BATCH, PROMPT)), jnp.int32)

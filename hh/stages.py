@@ -123,6 +123,16 @@ def _policies(config, workdir, ctx):
                       need(p.pm or ctx.dirs.get("pm"), "pm", "pm"), ctx.world_dir)
 
 
+def _ppo(config, workdir, ctx):
+  from hh.rl import ppo_stage
+  pi0 = config.ppo.init_from or ctx.dirs.get("cd")
+  pm = config.ppo.pm or ctx.dirs.get("pm")
+  for value, key in ((pi0, "init_from"), (pm, "pm")):
+    if value is None:
+      raise ValueError(f"config.ppo.{key}: a workdir is needed (or the stage in the same pipeline)")
+  return ppo_stage.run(config, workdir, pi0, pm, ctx.world_dir)
+
+
 def _report(config, workdir, ctx):
   from hh import report
   return {"path": report.write(config, workdir)}
@@ -185,6 +195,8 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("policies", _policies, _summary("hh.rl.policies"),
           lambda c: _subtrees(c, "seed", "world", "sampling", "policies", "cd"),
           subdir="policies"),
+    Stage("ppo", _ppo, _summary("hh.rl.ppo_stage"),
+          lambda c: _subtrees(c, "seed", "model", "world", "sampling", "ppo"), subdir="ppo"),
     Stage("report", _report, lambda r: [f"report: {r['path']}"], None, always_rerun=True),
     # the chain of config.stages in one workdir (hh/pipeline.py)
     Stage("pipeline", _pipeline, _pipeline_summary, None, saves_config=False),

@@ -143,7 +143,8 @@ def _state(lr=3e-3, seed=0):
   tx = optax.adam(lr)
   mk = lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),  # noqa: E731
                             rng=jax.random.PRNGKey(seed))
-  return ppo.PPOState(policy=mk(pp), value=mk(vp), kl_coef=jnp.float32(0.0)), tx
+  return ppo.PPOState(step=jnp.zeros((), jnp.int32), policy=mk(pp), value=mk(vp),
+                      kl_coef=jnp.float32(0.0)), tx
 
 
 def test_response_logits_are_the_full_forwards_at_the_response_positions():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import pipeline
+from configs import ppo as ppo_cfg
 from hh import main as hh_main
 from hh.rl import best_of_n
 
@@ -28,7 +29,10 @@ def world_pm(tmp_path_factory):
   config.cd.loop.update(dict(steps=20, eval_every=10, ckpt_every=20))
   config.policies.update(dict(max_prompts=12, samples=2, best_of=(1, 4), best_of_prompts=6))
   config.world.prompts = 100
-  config.stages = ("world", "lm", "pm", "cd", "policies")
+  config.ppo = ppo_cfg.stage("tiny")
+  config.ppo.update(dict(rollout_batch=16, minibatches=2, eval_max_prompts=8))
+  config.ppo.loop.update(dict(steps=3, log_every=1, eval_every=3, ckpt_every=1))
+  config.stages = ("world", "lm", "pm", "cd", "policies", "ppo")
   config.progress = False
   workdir = str(tmp_path_factory.mktemp("world_pm"))
   return {"results": hh_main.run(config, workdir), "workdir": workdir, "config": config}
@@ -92,3 +96,31 @@ def test_sampler_log_probs_equal_the_scorers_on_real_prompts(world_pm):
   assert a.texts == b.texts
   full = policy_lib.response_log_probs(lm, a, 8)
   np.testing.assert_allclose(a.logp_t1.sum(-1), full, atol=1e-3)
+
+
+def _train_records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["split"] == "train"]
+
+
+def test_ppo_first_iteration_is_on_policy_and_a_resume_is_bit_identical(world_pm, tmp_path):
+  """Iteration 1: the policy is π0, so the ratio of the first minibatch is 1 and the KL 0.
+  Stopped after iteration 1 and resumed, PPO gives the uninterrupted run's metrics exactly."""
+  from hh import stages
+  full = _train_records(os.path.join(world_pm["workdir"], "ppo"))
+  assert [r["step"] for r in full] == [1, 2, 3]
+  assert full[0]["first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-5)
+  assert abs(full[0]["kl"]) < 1e-4
+  config = world_pm["config"].copy_and_resolve_references()
+  wd = world_pm["workdir"]
+  config.ppo.init_from, config.ppo.pm = os.path.join(wd, "cd"), os.path.join(wd, "pm")
+  config.data_dirs.world = wd
+  out = str(tmp_path / "ppo")
+  config.ppo.loop.stop_at = 1
+  stages.run("ppo", config, out)
+  config.ppo.loop.stop_at = None
+  stages.run("ppo", config, out)
+  resumed = _train_records(out)
+  for a, b in zip(full, resumed, strict=True):
+    for k in ("loss", "pm_score", "kl", "approx_kl", "gold_helpful"):
+      assert a[k] == b[k], (k, a, b)

@@ -157,8 +157,9 @@ def adaptive_kl_coef(coef: jax.Array, kl: jax.Array, n_steps: int, target: float
 
 @flax.struct.dataclass
 class PPOState:
-  """Policy and value, each with its own params and optimizer state, and the KL coefficient
-  (an array: checkpointed, and a new value does not retrace)."""
+  """PPO iterations done (``step``), policy and value each with its own params and optimizer
+  state, and the KL coefficient (an array: checkpointed, and a new value does not retrace)."""
+  step: jax.Array
   policy: TrainState
   value: TrainState
   kl_coef: jax.Array
@@ -242,6 +243,8 @@ def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransfor
     out["ratio_max"] = jnp.max(ratio_max)
     out["first_minibatch_ratio_sum"] = metrics["ratio_sum"][0, 0]
     out["first_minibatch_ratio_count"] = metrics["ratio_count"][0, 0]
-    return state, out
+    out["loss_sum"] = out["pg_loss_sum"] + vf_coef * out["vf_loss_sum"]
+    out["loss_count"] = out["pg_loss_count"]
+    return state.replace(step=state.step + 1), out
 
   return update

@@ -1,0 +1,222 @@
+"""The PPO stage (SPEC §4.1): π0 trained against the PM with reward r_PM − λ_KL·KL(π‖π0).
+
+  python -m hh.main --config=configs/ppo.py --workdir=runs/ppo \
+      --config.ppo.init_from=runs/pipeline/cd --config.ppo.pm=runs/pipeline/pm \
+      --config.data_dirs.world=runs/pipeline
+
+One iteration: a batch of training prompts (the harmful share from config) → the sampler (the
+policy's own compiled model and params) → scores: the PM at the response's EOC (mean-removed),
+π0's log-probs and the values on the response positions → per-token rewards and GAE
+(hh/rl/ppo.py) → the one jitted update. Everything a bit-exact resume needs is in the
+checkpoint: policy, value, both optimizer states, the KL coefficient and the iteration count
+(which fixes the prompts and the sampling keys of every later iteration).
+
+Metrics per iteration (``metrics.jsonl``, "train"): the PPO losses and statistics, and of the
+rollout's samples: PM score, gold helpfulness (helpful requests) and harmlessness (harmful ones),
+KL summed per response and its √, length, end-of-turn and refusal rates. Every ``eval_every``
+iterations ("val"): gold scores of samples on held-out prompts.
+"""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hh import tokenizer as tok_lib
+from hh.models import ModelConfig, ValueModel
+from hh.rl import evaluate as eval_lib
+from hh.rl import policy as policy_lib
+from hh.rl import ppo
+from hh.rl import sample as sample_lib
+from hh.sim import gold
+from hh.sim import world as W
+from hh.train import build as build_lib
+from hh.train import checkpoint, loop
+from hh.train import metrics as metrics_lib
+from hh.train import state as state_lib
+from hh.train.state import TrainState
+
+
+def _prompts(spec: str, places) -> tuple[list[str], np.ndarray]:
+  from hh.data import sources, tfds_io
+  src = sources.open_split(spec, places)
+  rows = [src[i] for i in range(len(src))]
+  return ([tfds_io.text(r["context_text"]) for r in rows],
+          np.array([tfds_io.text(r["family"]) for r in rows]))
+
+
+def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction: float,
+               seed: int) -> np.ndarray:
+  """The prompt indices of one iteration: round(size·h) harmful and the rest helpful, drawn
+  without replacement from an RNG seeded by (seed, iteration) — a pure function of the iteration,
+  so a resumed run sees the same prompts."""
+  rng = np.random.default_rng([seed, 31, iteration])
+  harmful = np.flatnonzero(families == "harmful")
+  helpful = np.flatnonzero(families != "harmful")
+  n_h = int(round(size * harmful_fraction))
+  if n_h > len(harmful) or size - n_h > len(helpful):
+    raise ValueError(f"config.ppo.rollout_batch={size} with harmful_fraction={harmful_fraction} "
+                     f"needs {n_h} harmful and {size - n_h} helpful prompts; the set has "
+                     f"{len(harmful)} and {len(helpful)}")
+  return np.concatenate([rng.choice(harmful, n_h, replace=False),
+                         rng.choice(helpful, size - n_h, replace=False)])
+
+
+def _left_pad(rows, length):
+  return policy_lib._left_padded(rows, length)
+
+
+def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) -> dict:
+  from hh.data import sources
+  from hh.pm import score as pm_score
+  cfg = config.ppo
+  os.makedirs(workdir, exist_ok=True)
+  places = sources.Places.from_config(config, workdir, world_dir)
+  world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
+  contexts, families = _prompts(cfg.prompts, places)
+  test_ctx, test_fam = _prompts(cfg.eval_prompts, places)
+  test_ctx, test_fam = test_ctx[:cfg.eval_max_prompts], test_fam[:cfg.eval_max_prompts]
+  pi0 = policy_lib.load(pi0_dir, "pi0")
+  tok, mesh, rules, model = pi0.tok, pi0.mesh, pi0.rules, pi0.model
+  scorer = pm_score.Scorer(pm_dir)
+  if not filecmp.cmp(scorer.tok.path, tok.path, shallow=False):
+    raise ValueError(f"config.ppo.pm={pm_dir!r}: the PM's tokenizer differs from the policy's; "
+                     "PPO scores the policy's own tokens")
+  sampling = sample_lib.SamplingConfig(
+      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+      stop_ids=sample_lib.end_of_turn_ids(tok))
+  sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
+  value_model = ValueModel(ModelConfig.from_config(config.model, tok.vocab_size))
+  steps = cfg.loop.steps
+  tx = state_lib.make_optimizer(cfg.optim, steps * cfg.epochs * cfg.minibatches)
+  n = cfg.max_new_tokens
+
+  with jax.set_mesh(mesh):
+    ref_params = pi0.params
+    value_params = {"trunk": scorer.params["trunk"], "head": scorer.params["head"]} \
+        if cfg.value_init == "pm" else None
+    if value_params is None:
+      raise ValueError(f"config.ppo.value_init={cfg.value_init!r}; allowed: pm")
+    copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))
+    init_tx = jax.jit(tx.init)
+
+    def fresh() -> ppo.PPOState:
+      pol, val = copy(ref_params), copy(value_params)
+      mk = lambda p, s: TrainState(step=jnp.zeros((), jnp.int32), params=p,  # noqa: E731
+                                   opt_state=init_tx(p), rng=jax.random.PRNGKey(s))
+      return ppo.PPOState(step=jnp.zeros((), jnp.int32), policy=mk(pol, config.seed),
+                          value=mk(val, config.seed + 1), kl_coef=jnp.float32(cfg.kl_coef))
+
+    state = fresh()
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    shardings = jax.tree.map(lambda a: a.sharding, state)
+    mngr = checkpoint.manager(workdir, cfg.loop.keep_ckpts, cfg.loop.ckpt_every)
+    restored = checkpoint.restore_latest(mngr, abstract, shardings)
+    if restored is not None:
+      state = restored[0]
+
+    ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
+        ppo.response_logits(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
+    values_fn = build_lib.jit_forward(
+        lambda p, t, m: ppo.response_values(value_model, p, t, m, n), mesh, rules)
+
+    @jax.jit
+    def advantages(logp, ref_lp, resp, score, finished, values, kl_coef):
+      rewards, kl = ppo.token_rewards(logp, ref_lp, resp, score, kl_coef, finished,
+                                      cfg.eot_penalty)
+      adv, ret = ppo.gae(rewards, values, resp, cfg.gamma, cfg.lam)
+      return adv, ret, kl.sum(-1)
+
+    update = jax.jit(ppo.make_ppo_update(
+        model, value_model, tx, tx, epochs=cfg.epochs, minibatches=cfg.minibatches,
+        clip_eps=cfg.clip_eps, vf_clip=cfg.vf_clip, vf_coef=cfg.vf_coef,
+        temperature=cfg.temperature, axis_rules=rules), donate_argnums=0)
+
+    def rollout(state: ppo.PPOState) -> dict:
+      it = int(jax.device_get(state.step))
+      rows = batch_rows(it, families, cfg.rollout_batch, cfg.harmful_fraction, config.seed)
+      ctx = [contexts[i] for i in rows]
+      ids = tok.encode_batch([c + tok_lib.ASSISTANT for c in ctx])
+      p_len = sample_lib.bucket(max(len(r) for r in ids), config.sampling.buckets)
+      prompt, pmask = _left_pad(ids, p_len)
+      out = sampler(state.policy.params, prompt, pmask,
+                    np.arange(len(rows)) + it * len(rows),
+                    jax.random.fold_in(jax.random.PRNGKey(config.seed), it))
+      tokens = np.concatenate([prompt, out["tokens"]], 1)
+      mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
+      stops = set(sampling.stop_ids)
+      bodies = [[int(t) for t, m in zip(r, mk) if m and int(t) not in stops]
+                for r, mk in zip(out["tokens"], out["mask"])]
+      score = scorer.score_ids(tok.encode_batch(ctx), [[tok.assistant_id] + b for b in bodies])
+      ref_lp = ref_lp_fn(ref_params, tokens, mask)
+      values = values_fn(state.value.params, tokens, mask)
+      resp = out["mask"].astype(np.float32)
+      adv, ret, kl = advantages(out["logp"], ref_lp, resp, jnp.asarray(score, jnp.float32),
+                                out["finished"], values, state.kl_coef)
+      texts = [tok.decode(b).strip() for b in bodies]
+      g = eval_lib.gold_scores(world, ctx, texts)
+      fam = families[rows]
+      helpful, harmful = fam != "harmful", fam == "harmful"
+      refused = np.array([gold.is_refusal(t) for t in texts], np.float32)
+      kl = np.asarray(kl, np.float64)
+      stats = {"pm_score": (score.sum(), len(score)), "kl": (kl.sum(), len(kl)),
+               "sqrt_kl": (np.sqrt(np.maximum(kl, 0)).sum(), len(kl)),
+               "gold_helpful": (g[helpful, 0].sum(), helpful.sum()),
+               "gold_harmless": (g[harmful, 1].sum(), harmful.sum()),
+               "refusal_rate_harmful": (refused[harmful].sum(), harmful.sum()),
+               "refusal_rate_helpful": (refused[helpful].sum(), helpful.sum()),
+               "length": (out["length"].sum(), len(rows)),
+               "end_of_turn": (out["finished"].sum(), len(rows))}
+      flat = {}
+      for k, (total, count) in stats.items():
+        flat[f"{k}_sum"], flat[f"{k}_count"] = jnp.float32(total), jnp.float32(count)
+      return {"rollout": {"tokens": jnp.asarray(tokens), "mask": jnp.asarray(mask),
+                          "resp_mask": jnp.asarray(resp), "logp_old": jnp.asarray(out["logp"]),
+                          "values_old": values, "advantages": adv, "returns": ret},
+              "stats": flat}
+
+    def train_step(state, batch):
+      state, m = update(state, batch["rollout"])
+      return state, {**m, **batch["stats"]}
+
+    def evaluate(state) -> dict:
+      current = policy_lib.Policy("ppo", model, state.policy.params, tok, mesh, rules)
+      s = policy_lib.generate(current, test_ctx, 1, sampling, config.seed + 7,
+                              config.sampling.batch_size, config.sampling.buckets)
+      m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
+                                  s.finished)
+      return {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
+
+    writer = metrics_lib.Writer(workdir)
+    writer.truncate_after(int(jax.device_get(state.step)))
+    settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
+    before = evaluate(state) if int(jax.device_get(state.step)) == 0 else None
+    state = loop.fit(state=state, train_step=train_step, batches=rollout, data_state=dict,
+                     evaluate=evaluate, settings=settings, mngr=mngr, writer=writer,
+                     tokens_per_step=cfg.rollout_batch * n)
+    after = evaluate(state)
+    mngr.close()
+  writer.close()
+  start_path = os.path.join(workdir, "ppo_start.json")
+  if before is not None and jax.process_index() == 0:
+    with open(start_path, "w") as f:
+      json.dump(before, f)
+  if os.path.exists(start_path):
+    with open(start_path) as f:
+      before = json.load(f)
+  result = {"step": int(jax.device_get(state.step)), "before": before, "after": after,
+            "eval_prompts": len(test_ctx)}
+  with open(os.path.join(workdir, "ppo_result.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  return result
+
+
+def summary(result: dict) -> list[str]:
+  b, a = result["before"] or {}, result["after"]
+  keys = ("gold_helpful", "gold_harmless", "refusal_rate_harmful")
+  return [f"ppo: {result['step']} iterations; on {result['eval_prompts']} held-out prompts " +
+          ", ".join(f"{k} {b.get(k, float('nan')):.3f} → {a[k]:.3f}" for k in keys)]
