@@ -181,6 +181,11 @@ def _small_pipeline_config(tokenizer_path):
   config.tokenizer.path = tokenizer_path
   config.lm.data.update(dict(seq_len=32, batch_size=8, eval_batches=2))
   config.lm.loop.update(dict(steps=10, eval_every=10, ckpt_every=10))
+  config.cd.data.update(dict(seq_len=32, batch_size=8, eval_batches=1))
+  config.cd.loop.update(dict(steps=4, eval_every=4, ckpt_every=4))
+  config.policies.update(dict(max_prompts=4, samples=1, best_of=(1, 2), best_of_prompts=2))
+  # the 512-piece WikiText tokenizer spells the HHH prompt in ~665 tokens
+  config.sampling.update(dict(max_new_tokens=8, buckets=(64, 1024), batch_size=8))
   config.progress = False
   return config
 
@@ -193,14 +198,18 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   assert first["lm"]["val_loss"] < np.log(first["lm"]["vocab_size"]) - 0.5  # below uniform
   report = (tmp_path / "report" / "report.md").read_text()
   assert "Bayes ceiling" in report and (tmp_path / "report" / "world.png").exists()
+  assert "## Context distillation" in report and "### Best-of-N" in report
+  assert first["cd"]["step"] == 4 and first["policies"]["best_of_prompts"] == 2
   pm_phases = json.loads((tmp_path / "pm" / "pm_result.json").read_text())["phases"]
   assert list(pm_phases) == ["pmp", "finetune"]  # the paper's path, PMP first
   # 100 ranked pairs → 200 binarized, 15% held out → 170 trained on, 170 // 16 = 10 steps.
   assert (pm_phases["pmp"]["pairs"], pm_phases["pmp"]["steps"]) == (170, 10)
   assert "PMP (170 pairs, 10 steps) then finetuning (" in report
   marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
-  second = hh_main.run(config, str(tmp_path))  # resumes: world, lm and pm are skipped
+  second = hh_main.run(config, str(tmp_path))  # resumes: every stage but the report is skipped
   assert second["lm"] == first["lm"] and second["pm"] == first["pm"]
+  same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
+  assert same(second["cd"], first["cd"]) and same(second["policies"], first["policies"])  # NaN
   assert (tmp_path / "stages" / "lm.json").stat().st_mtime == marker
   saved = (tmp_path / "config.json").read_text()
   assert json.loads((tmp_path / "pm" / "config.json").read_text())["pm"] == \
