@@ -189,7 +189,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                               config.sampling.batch_size, config.sampling.buckets)
       m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
                                   s.finished)
-      return {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
+      out = {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
+      return out | {f"{k}_se": v["se"] for k, v in m.items() if isinstance(v, dict)}
 
     writer = metrics_lib.Writer(workdir)
     writer.truncate_after(int(jax.device_get(state.step)))
