@@ -219,3 +219,14 @@ def test_sharded_update_on_8_devices_equals_1_device():
   for a, b in zip(jax.tree.leaves(one_state.policy.params), jax.tree.leaves(many_state.policy.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
   np.testing.assert_allclose(float(one_m["pg_loss_sum"]), float(many_m["pg_loss_sum"]), rtol=1e-4)
+
+
+def test_the_update_compiles_once_across_iterations_and_kl_coefficients():
+  """The PPO pitfall of retracing: a second rollout of the same shapes, with a new λ_KL value in
+  the state, reuses the one compiled update (``_cache_size`` counts compilations)."""
+  state, tx = _state()
+  update = jax.jit(ppo.make_ppo_update(POLICY, VALUE, tx, tx, epochs=1, minibatches=2))
+  for it, coef in enumerate((0.001, 0.05)):
+    rollout, _ = _rollout(state, 8, 7, jax.random.PRNGKey(it))
+    state, _ = update(state.replace(kl_coef=jnp.float32(coef)), rollout)
+  assert update._cache_size() == 1
