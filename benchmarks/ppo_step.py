@@ -70,9 +70,9 @@ def main():
     tokens = jnp.concatenate([prompts, out["tokens"]], 1)
     mask = jnp.concatenate([pmask, out["mask"]], 1)
     resp = out["mask"].astype(jnp.float32)
-    ref_lp = ppo.token_log_probs(ppo.response_logits(policy, ref_p, tokens, mask, NEW),
+    ref_lp = ppo.token_log_probs(ppo.at_response(policy, ref_p, tokens, mask, NEW),
                                  out["tokens"])
-    values = ppo.response_values(value, state.value.params, tokens, mask, NEW)
+    values = ppo.at_response(value, state.value.params, tokens, mask, NEW)
     eoc = mask.sum(-1) - 1  # the PM read at the last token (the stage appends its EOC)
     r_pm = pm.apply({"params": pm_p}, tokens, mask, eoc)
     rewards, _ = ppo.token_rewards(out["logp"], ref_lp, resp, r_pm, state.kl_coef)

@@ -153,7 +153,7 @@ def test_response_logits_are_the_full_forwards_at_the_response_positions():
   state, _ = _state()
   tokens, mask = left_padded_batch([9, 5], 9, seed=7)
   full = POLICY.apply({"params": state.policy.params}, tokens, mask)
-  got = ppo.response_logits(POLICY, state.policy.params, tokens, mask, 3)
+  got = ppo.at_response(POLICY, state.policy.params, tokens, mask, 3)
   np.testing.assert_allclose(np.asarray(got), np.asarray(full[:, -4:-1]), atol=1e-5)
 
 
@@ -166,7 +166,7 @@ def _rollout(state, n_rows, reward_token, rng):
   tokens = jnp.concatenate([prompt, out["tokens"]], 1)
   full_mask = jnp.concatenate([mask, out["mask"]], 1)
   resp_mask = out["mask"].astype(jnp.float32)
-  values = ppo.response_values(VALUE, state.value.params, tokens, full_mask, 1)
+  values = ppo.at_response(VALUE, state.value.params, tokens, full_mask, 1)
   score = (out["tokens"][:, 0] == reward_token).astype(jnp.float32)
   rewards, _ = ppo.token_rewards(out["logp"], out["logp"], resp_mask, score, state.kl_coef)
   adv, ret = ppo.gae(rewards, values, resp_mask)

@@ -71,6 +71,17 @@ def load_data(config, workdir: str, places, data_cfg=None) -> LMData:
                 tok_lib.unigram_entropy(np.concatenate(streams), tok.vocab_size))
 
 
+def windows(data: LMData, data_cfg, seed: int):
+  """(endless shuffled iterator over the training windows, the fixed validation batches): the
+  batches of every stage that trains on LM windows (the LM, context distillation)."""
+  from hh.data import pipeline
+  loader = pipeline.make_loader(pipeline.WindowSource(data.train, data.train_weight),
+                                [pipeline.LMWindow()], data_cfg.batch_size, seed=seed,
+                                num_epochs=None, by_process=False)
+  return (pipeline.Iterator(loader),
+          text.eval_batches(data.val, data_cfg.batch_size, data_cfg.eval_batches))
+
+
 def build(config, mesh, vocab_size: int) -> build_lib.Built:
   """The LM's model, optimizer and jitted update on ``mesh`` (shared with hh.plan, benchmarks)."""
   model = DecoderLM(ModelConfig.from_config(config.model, vocab_size))
@@ -108,11 +119,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
   cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)
   data = load_data(config, workdir, sources.Places.from_config(config, workdir, world_dir))
-  loader = pipeline.make_loader(pipeline.WindowSource(data.train, data.train_weight),
-                                [pipeline.LMWindow()], cfg.data.batch_size, seed=config.seed,
-                                num_epochs=None, by_process=False)
-  it = pipeline.Iterator(loader)
-  val_batches = text.eval_batches(data.val, cfg.data.batch_size, cfg.data.eval_batches)
+  it, val_batches = windows(data, cfg.data, config.seed)
   settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
   writer = metrics_lib.Writer(workdir)
   with jax.set_mesh(mesh):

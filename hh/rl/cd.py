@@ -18,13 +18,11 @@ import json
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.data import text
 from hh.lm import train as lm_train
 from hh.models import DecoderLM, ModelConfig
 from hh.rl import distill
@@ -59,13 +57,6 @@ def teacher_fn(model: DecoderLM, prefix: np.ndarray, k: int):
   return fn
 
 
-def _under_rules(fn, rules):
-  def wrapped(*args):
-    with nn.logical_axis_rules(rules):
-      return fn(*args)
-  return wrapped
-
-
 def prompt_text(config, places) -> str:
   """``config.cd.prompt``: ``hh_sim/hhh`` (the world's HHH prompt) or a path to a text file."""
   spec = config.cd.prompt
@@ -95,19 +86,16 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   tok = data.tokenizer
   prefix = np.asarray(tok.encode(prompt_text(config, places)), np.int32)
   mesh = sharding.make_mesh(config.mesh)
-  loader = pipeline.make_loader(pipeline.WindowSource(data.train, data.train_weight),
-                                [pipeline.LMWindow()], cfg.data.batch_size, seed=config.seed,
-                                num_epochs=None, by_process=False)
-  it = pipeline.Iterator(loader)
-  val = text.eval_batches(data.val, cfg.data.batch_size, cfg.data.eval_batches)
+  it, val = lm_train.windows(data, cfg.data, config.seed)
   settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
   writer = metrics_lib.Writer(workdir)
   with jax.set_mesh(mesh):
     built = build(config, mesh, tok.vocab_size)
     teacher_params = checkpoint.load_params(lm_dir, built.abstract.params, built.shardings.params)
     bs = built.batch_shardings
-    teacher = jax.jit(_under_rules(teacher_fn(built.model, prefix, cfg.top_k), built.rules),
-                      out_shardings=(bs["t_lp"], bs["t_idx"], bs["t_rest"]))
+    teacher = build_lib.jit_forward(teacher_fn(built.model, prefix, cfg.top_k), mesh,
+                                    built.rules,
+                                    out_shardings=(bs["t_lp"], bs["t_idx"], bs["t_rest"]))
     loss_fn = distill.cd_loss(built.model)
     eval_step = build_lib.jit_forward(lambda p, b: loss_fn(p, b, None)[1], mesh, built.rules)
 

@@ -105,7 +105,7 @@ def prompt_ids(policy: Policy, contexts: Sequence[str], buckets: Sequence[int],
   return ids
 
 
-def _left_padded(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+def left_padded(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
   out = np.full((len(rows), length), PAD_ID, np.int32)
   mask = np.zeros((len(rows), length), np.int32)
   for i, r in enumerate(rows):
@@ -136,7 +136,7 @@ def generate(policy: Policy, contexts: Sequence[str], n: int, cfg: sample_lib.Sa
       chunk = order[start:start + batch_size]
       chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
       longest = max(len(ids[c]) for _, c in chunk)
-      prompt, mask = _left_padded([ids[c] for _, c in chunk], sample_lib.bucket(longest, buckets))
+      prompt, mask = left_padded([ids[c] for _, c in chunk], sample_lib.bucket(longest, buckets))
       res = sampler(policy.params, prompt, mask, np.array([r for r, _ in chunk]), rng)
       for k, (row, _) in enumerate(chunk[:min(batch_size, len(order) - start)]):
         for key in out:
@@ -174,7 +174,7 @@ def response_log_probs(policy: Policy, samples: Samples, batch_size: int) -> np.
   with jax.set_mesh(policy.mesh):
     for start in range(0, len(prompts), batch_size):
       sl = slice(start, start + batch_size)
-      p, pm = _left_padded(prompts[sl], prompt_len)
+      p, pm = left_padded(prompts[sl], prompt_len)
       tokens = np.concatenate([p, samples.tokens[sl]], 1)
       mask = np.concatenate([pm, samples.mask[sl]], 1).astype(np.int32)
       k = len(tokens)

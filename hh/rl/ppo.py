@@ -165,18 +165,10 @@ class PPOState:
   kl_coef: jax.Array
 
 
-def response_logits(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
-  """Logits [B, N, V] that predict the last ``n`` positions of ``tokens`` [B, P + N] (the
-  response), positions from the mask: the LM head runs on those N positions only, so the
-  [B, T, V] logits of the prompt are never materialised."""
-  def fn(m, t, k):
-    return m.head(m.trunk(t, k)[:, -n - 1:-1])
-  return model.apply({"params": params}, tokens, mask, method=fn)
-
-
-def response_values(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
-  """V(state before response token t) [B, N]: a scalar-head model (``ValueModel``, or a PM's
-  tree) read at the positions that predict the response tokens."""
+def at_response(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
+  """The model's head on the positions that predict the last ``n`` tokens of ``tokens``
+  [B, P + N] (the response), positions from the mask: logits [B, N, V] for a DecoderLM (the LM
+  head never runs on the prompt), values V(state before token t) [B, N] for a ValueModel."""
   def fn(m, t, k):
     return m.head(m.trunk(t, k)[:, -n - 1:-1])
   return model.apply({"params": params}, tokens, mask, method=fn)
@@ -204,9 +196,9 @@ def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransfor
     pol_params, val_params = params
     n = mb["resp_mask"].shape[1]
     targets = mb["tokens"][:, -n:]
-    logits = response_logits(policy_model, pol_params, mb["tokens"], mb["mask"], n)
+    logits = at_response(policy_model, pol_params, mb["tokens"], mb["mask"], n)
     logp = token_log_probs(logits, targets, temperature)
-    values = response_values(value_model, val_params, mb["tokens"], mb["mask"], n)
+    values = at_response(value_model, val_params, mb["tokens"], mb["mask"], n)
     pg = policy_loss(logp, mb["logp_old"], mb["advantages"], mb["resp_mask"], clip_eps)
     vf = value_loss(values, mb["values_old"], mb["returns"], mb["resp_mask"], vf_clip)
     count = jnp.maximum(pg["pg_loss_count"], 1.0)

@@ -66,10 +66,6 @@ def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction
                          rng.choice(helpful, size - n_h, replace=False)])
 
 
-def _left_pad(rows, length):
-  return policy_lib._left_padded(rows, length)
-
-
 def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) -> dict:
   from hh.data import sources
   from hh.pm import score as pm_score
@@ -120,9 +116,9 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       state = restored[0]
 
     ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
-        ppo.response_logits(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
+        ppo.at_response(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
     values_fn = build_lib.jit_forward(
-        lambda p, t, m: ppo.response_values(value_model, p, t, m, n), mesh, rules)
+        lambda p, t, m: ppo.at_response(value_model, p, t, m, n), mesh, rules)
 
     @jax.jit
     def advantages(logp, ref_lp, resp, score, finished, values, kl_coef):
@@ -142,7 +138,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       ctx = [contexts[i] for i in rows]
       ids = tok.encode_batch([c + tok_lib.ASSISTANT for c in ctx])
       p_len = sample_lib.bucket(max(len(r) for r in ids), config.sampling.buckets)
-      prompt, pmask = _left_pad(ids, p_len)
+      prompt, pmask = policy_lib.left_padded(ids, p_len)
       out = sampler(state.policy.params, prompt, pmask,
                     np.arange(len(rows)) + it * len(rows),
                     jax.random.fold_in(jax.random.PRNGKey(config.seed), it))

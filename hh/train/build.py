@@ -123,9 +123,10 @@ def inference_params(model: nn.Module, example: tuple, workdir: str, mesh: Mesh,
   return checkpoint.load_params(workdir, abstract, shardings)
 
 
-def jit_forward(fn: Callable, mesh: Mesh, rules) -> Callable:
-  """``fn(params, *arrays)`` jitted under the logical rules, outputs replicated (for the host)."""
+def jit_forward(fn: Callable, mesh: Mesh, rules, out_shardings=None) -> Callable:
+  """``fn(params, *arrays)`` jitted under the logical rules; outputs replicated (for the host)
+  unless ``out_shardings`` says otherwise (e.g. batch-sharded, for a train step's input)."""
   def forward(params, *args):
     with nn.logical_axis_rules(rules):
       return fn(params, *args)
-  return jax.jit(forward, out_shardings=sharding.replicated(mesh))
+  return jax.jit(forward, out_shardings=out_shardings or sharding.replicated(mesh))
