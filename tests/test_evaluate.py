@@ -165,3 +165,13 @@ def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
     policies._scorer(config, "pm", pol)
   config.policies.text_scoring = True
   policies._scorer(config, "pm", pol)  # text scoring: any tokenizer
+
+
+def test_gold_elo_drops_the_annotators_unsure_ties():
+  """Two policies giving equally good answers: every pair is within the tie margin, so no
+  comparison is kept (a tie counted as a win would show up here)."""
+  ctx, answers = _arithmetic(200)
+  a = [f"{x}." for x in answers]
+  b = [f"It's {x}." for x in answers]
+  out = evaluate.gold_elo(WORLD, ctx, ["arithmetic"] * 200, {"a": a, "b": b}, T, TIE, "a", 0)
+  assert out["b"]["comparisons"] == 0 and out["a"]["comparisons"] == 0
