@@ -334,6 +334,28 @@ class Transformer(nn.Module):
       new_cache.append(kv)
     return self.ln_final(x), tuple(new_cache)
 
+  def residual_stream(self, tokens: Array, mask: Array) -> tuple[Array, ...]:
+    """The residual stream after the embedding and after each layer: L + 1 arrays [B, T, D]
+    (entry ℓ is what layer ℓ + 1 reads; the last is the input of ``ln_final``).
+
+    The stacked layers are applied one by one through the same Block as the scan (activations
+    for OOD detection, SPEC §6); ``__call__`` equals ``ln_final`` of the last entry.
+    """
+    if self.is_initializing():
+      self(tokens, mask)
+    cfg = self.cfg
+    rotary = rope_tables(positions_from_mask(mask), cfg.d_head, cfg.rope_theta)
+    attn_mask = attention_mask(mask, tokens.shape[1], 0)
+    x = self._embed(tokens)
+    stacked = nn.unbox(self.variables["params"]["layers"])               # leaves [L, ...]
+    block = _block_class(cfg)(cfg, parent=None)
+    out = [x]
+    for i in range(cfg.n_layer):
+      x, _ = block.apply({"params": jax.tree.map(lambda a, i=i: a[i], stacked)}, x, None,
+                         rotary, attn_mask, None)
+      out.append(x)
+    return tuple(out)
+
   def read_out(self, tokens: Array, mask: Array, index: Array) -> Array:
     """Hidden states at ``index`` [B] → [B, 1, D]: layers 0…L−2 over all positions, then layer
     L−1 at ``index`` only.
@@ -407,6 +429,10 @@ class DecoderLM(nn.Module):
              kv_mask: Array) -> tuple[Array, KVCache]:
     x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
     return self.head(x), cache
+
+  def residual_stream(self, tokens: Array, mask: Array) -> tuple[Array, ...]:
+    """The trunk's residual stream, L + 1 arrays [B, T, D] (``Transformer.residual_stream``)."""
+    return self.trunk.residual_stream(tokens, mask)
 
   def decode_last(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
                   kv_mask: Array) -> tuple[Array, KVCache]:
