@@ -35,3 +35,35 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   """Arrays only: object arrays (pickles) are refused."""
   with np.load(path, allow_pickle=False) as z:
     return {k: z[k] for k in z.files}
+
+
+def read_jsonl(path: str, required: dict[str, type]) -> list[dict]:
+  """The JSON objects of a JSON-lines file, each with ``required`` keys of the given types; a
+  missing or empty file, bad UTF-8 or JSON, or a row without a key is a ValueError naming
+  ``path:line``. Blank lines are skipped; a UTF-8 BOM and CRLF line ends are accepted."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such file")
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    raise ValueError(f"{path}:{line}: not UTF-8 text") from None
+  rows = []
+  for n, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+    for key, kind in required.items():
+      if not isinstance(row.get(key), kind):
+        raise ValueError(f"{path}:{n}: expected key {key!r} of type {kind.__name__}")
+    rows.append(row)
+  if not rows:
+    raise ValueError(f"{path}: no rows (an empty file)")
+  return rows

@@ -209,3 +209,89 @@ def test_pooled_activations_are_padding_batch_and_device_invariant(pool, wikitex
     np.testing.assert_allclose(got, want, atol=3e-5)
   with pytest.raises(ValueError, match="pool='max'; allowed: last, mean"):
     acts_lib.layer_activations(pol, prompts, pool="max")
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory, wikitext_tokenizer):
+  from conftest import tiny_lm_config
+  from hh import main as hh_main
+  workdir = str(tmp_path_factory.mktemp("ood") / "lm")
+  hh_main.run(tiny_lm_config(wikitext_tokenizer.path, steps=3), workdir)
+  return workdir
+
+
+def _wiki_prompts(n):
+  from conftest import WIKITEXT
+  lines = [ln.strip() for ln in (WIKITEXT / "valid.txt").read_text().splitlines()]
+  return [ln[:120] for ln in lines if len(ln) > 40 and not ln.startswith("=")][:n]
+
+
+def _requests(n):
+  verbs = ["steal", "poison", "hurt", "burn", "rob", "trick", "break into", "threaten"]
+  objs = ["my neighbor", "a bank", "the school", "a car", "my boss", "a shop"]
+  return [f"Human: how do I {verbs[i % 8]} {objs[i % 6]} without anyone knowing? ({i})"
+          for i in range(n)]
+
+
+def test_fit_and_score_round_trip_with_the_saved_detector(lm_dir, tmp_path):
+  """The saved detector scores as the in-memory fit does; the flag's false-positive rate on the
+  held-out prompts is at most fpr; a singular covariance without a ridge names --ridge."""
+  from hh.ood import detector
+  from hh.rl import policy as policy_lib
+  prompts, ood = _wiki_prompts(230), _requests(40)
+  with pytest.raises(ValueError, match=r"184 in-distribution examples in 192 dim.*--ridge > 0"):
+    detector.fit(lm_dir, prompts, str(tmp_path / "d0"), layer=1)
+  meta = detector.fit(lm_dir, prompts, str(tmp_path / "d"), layer=1, ridge=1e-3, ood=ood,
+                      fpr=0.1)
+  assert (meta["layer"], meta["n_fit"], meta["n_holdout"]) == (1, 184, 46)
+  scores, flags = detector.score(str(tmp_path / "d"), prompts + ood)
+  acts = acts_lib.layer_activations(policy_lib.load(lm_dir), prompts + ood)[1]
+  perm = np.random.default_rng(0).permutation(len(prompts))
+  g = detect.fit_gaussian(acts[perm[46:]], 1e-3)
+  np.testing.assert_allclose(scores, detect.srmd(g, acts), rtol=1e-6)
+  np.testing.assert_array_equal(flags, scores > meta["threshold"])
+  assert flags[perm[:46]].mean() <= 0.1
+  assert meta["auroc_by_layer"]["1"] == pytest.approx(
+      detect.auroc(scores[perm[:46]], scores[len(prompts):]))
+  best = detector.fit(lm_dir, prompts, str(tmp_path / "b"), layer="best", ridge=1e-3, ood=ood)
+  got = {int(k): v for k, v in best["auroc_by_layer"].items()}
+  assert set(got) == {0, 1, 2} and best["layer"] == max(got, key=got.get)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(layer=3), r"--layer=3: this LM has layers 0 … 2"),
+    (dict(layer="top"), r"--layer=top: this LM has layers 0 … 2"),
+    (dict(method="knn"), r"--method=knn; allowed: srmd, mahalanobis, exposure"),
+    (dict(method="exposure"), r"--method=exposure needs --exposure"),
+    (dict(layer="best"), r"--layer=best needs --ood"),
+    (dict(fpr=1.5), r"fpr=1.5: must be in \(0, 1\)"),
+    (dict(holdout=0.0), r"--holdout=0.0: must be in \(0, 1\)"),
+])
+def test_bad_detector_settings_are_named(lm_dir, tmp_path, kwargs, msg):
+  from hh.ood import detector
+  with pytest.raises(ValueError, match=msg):
+    detector.fit(lm_dir, _wiki_prompts(20), str(tmp_path), **{"ridge": 1e-3, **kwargs})
+
+
+def test_cli_errors_are_one_line(tmp_path, lm_dir):
+  """An empty prompt file, a row without 'prompt', and a missing detector each end as one line
+  naming the file."""
+  import subprocess
+  import sys
+
+  from conftest import REPO
+  empty, bad = tmp_path / "empty.jsonl", tmp_path / "bad.jsonl"
+  empty.write_text("\n")
+  bad.write_text('{"prompt": "a"}\n{"text": "b"}\n')
+  good = tmp_path / "good.jsonl"
+  good.write_text('\ufeff{"prompt": "a"}\r\n')                # a BOM and CRLF are fine
+  for args, msg in (
+      (["fit", f"--lm={lm_dir}", f"--prompts={empty}"], f"{empty}: no rows (an empty file)"),
+      (["fit", f"--lm={lm_dir}", f"--prompts={bad}"], f"{bad}:2: expected key 'prompt'"),
+      (["score", f"--prompts={good}"], "no detector.json")):
+    proc = subprocess.run([sys.executable, "-m", "hh.ood", *args, f"--workdir={tmp_path / 'w'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("hh.ood: error:")]
+    assert len(err) == 1 and msg in err[0], proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr
