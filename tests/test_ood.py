@@ -46,6 +46,8 @@ def test_ridge_is_required_when_the_covariance_is_singular_and_then_used():
   x = rng.normal(size=(6, 10))                                 # N ≤ D: rank ≤ 5
   with pytest.raises(ValueError, match=r"6 in-distribution examples in 10 dimensions.*ood\.ridge"):
     detect.fit_gaussian(x, key="ood.ridge")
+  with pytest.raises(ValueError, match=r"10 in-distribution examples in 10 dimensions"):
+    detect.fit_gaussian(rng.normal(size=(10, 10)))           # N = D: rank D − 1
   collinear = np.concatenate([x, x[:, :1]], 1)[:, :3].repeat(5, 0)
   collinear[:, 2] = collinear[:, 0] * 2                        # N > D but Σ singular
   with pytest.raises(ValueError, match="singular.*set ridge > 0"):
@@ -143,6 +145,8 @@ def test_outlier_exposure_weights_equal_explicit_copies():
   ref = scipy.optimize.minimize(loss, np.zeros(4), method="Nelder-Mead",
                                 options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000}).x
   np.testing.assert_allclose(np.append(lin.w, lin.b), ref, atol=1e-4)
+  np.testing.assert_allclose(detect.exposure_score(lin, x_out),
+                             z_out[::10] @ ref[:3] + ref[3], atol=1e-3)
 
 
 def test_threshold_flags_at_most_the_false_positive_rate():
