@@ -1,10 +1,15 @@
 """Files that are either whole or absent: written to a temporary name, then renamed (a crash
-never leaves half a file that a later stage would read)."""
+never leaves half a file that a later stage would read); JSON lines read with ``file:line``
+errors; the workdir lock that keeps a second process out of a running job's workdir."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+import socket
+import time
 
 import numpy as np
 
@@ -67,3 +72,44 @@ def read_jsonl(path: str, required: dict[str, type]) -> list[dict]:
   if not rows:
     raise ValueError(f"{path}: no rows (an empty file)")
   return rows
+
+
+_HELD: dict[str, list] = {}  # lock path → [open file, depth]: re-entrant within a process
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds an exclusive lock on ``workdir`` (``.hh.lock``, ``flock``): a second process that
+  tries the same workdir gets a ValueError naming the holder. The kernel drops the lock when the
+  holder exits, killed or not, so a SIGKILL leaves no stale lock; nested use in one process is
+  allowed (a pipeline running its stages)."""
+  path = os.path.join(os.path.abspath(workdir), ".hh.lock")
+  if path in _HELD:
+    _HELD[path][1] += 1
+    try:
+      yield
+    finally:
+      _HELD[path][1] -= 1
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  f = open(path, "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "unknown process"
+    f.close()
+    raise ValueError(f"{workdir}: in use by another hh process ({holder}); wait for it to "
+                     "finish or use another workdir") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+  f.flush()
+  _HELD[path] = [f, 1]
+  try:
+    yield
+  finally:
+    del _HELD[path]
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()

@@ -7,6 +7,8 @@ wrong and what is allowed.
 """
 from __future__ import annotations
 
+import contextlib
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,10 +20,13 @@ def run(config, workdir: str):
   prints its summary lines and returns its result."""
   import jax  # after flag parsing, so --xla flags and platform choices take effect
 
-  from hh import multihost, stages
+  from hh import io, multihost, stages
   stage = stages.get(config.stage)
   multihost.maybe_initialize()
-  result = stages.run(stage.name, config, workdir)  # saves config.json once the workdir fits
+  # One job per workdir: process 0 holds the lock (the other hosts of a job share its workdir).
+  lock = io.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    result = stages.run(stage.name, config, workdir)  # saves config.json once the workdir fits
   if jax.process_index() == 0:
     print("\n".join(stage.summary(result)))
   return result
