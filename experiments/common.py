@@ -55,7 +55,8 @@ def result(workdir: str) -> dict:
 
 
 def scores(workdir: str) -> dict[str, np.ndarray]:
-  return dict(np.load(os.path.join(workdir, "eval_scores.npz")))
+  from hh import io
+  return io.read_npz(os.path.join(workdir, "eval_scores.npz"))
 
 
 def curve(workdir: str, part: int, phase: str = "finetune") -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from hh import io
+
 
 def _plt():
   import matplotlib
@@ -71,7 +73,7 @@ def pm_figure(pm_dir: str, test_sets, path: str):
   a.set(xscale="log", xlabel="comparisons seen (one epoch)", ylabel="test accuracy",
         title="PM finetuning")
   a.legend(fontsize=8)
-  d = np.load(os.path.join(pm_dir, "eval_scores.npz"))
+  d = io.read_npz(os.path.join(pm_dir, "eval_scores.npz"))
   grid = np.linspace(0, 4, 50)
   b.plot(grid, 1 / (1 + np.exp(-grid)), "k--", label="1/(1+e^-Δ)")
   for p, spec in enumerate(test_sets):
@@ -184,7 +186,7 @@ def write(config, workdir: str) -> str:
     from hh.pm import eval as pm_eval
     r = json.load(open(pm_result))
     pm_figure(os.path.join(workdir, "pm"), list(config.pm.test_datasets), os.path.join(out, "pm.png"))
-    d = np.load(os.path.join(workdir, "pm", "eval_scores.npz"))
+    d = io.read_npz(os.path.join(workdir, "pm", "eval_scores.npz"))
     names = {"pmp": "PMP", "finetune": "finetuning"}
     phases = " then ".join(f"{names.get(k, k)} ({v['pairs']:,} pairs, {v['steps']} steps)"
                            for k, v in r["phases"].items())
