@@ -16,12 +16,14 @@ def _one_line(err: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     starts = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception): ", line)]
     text = " ".join(lines[starts[-1]:] if starts else lines[-1:])
-  text = text.replace("\\'", "'").replace("\n", " ").strip("'\" ")
+  text = text.replace("\\'", "'").replace("\n", " ").strip()
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr
+    text = text[1:-1]
   return re.sub(r"\s+", " ", text)
 
 
 # What a user's bad input raises: config files, locked overrides, meshes, paths.
-USER_ERRORS = (flags.Error, ValueError, KeyError, AttributeError, OSError)
+USER_ERRORS = (flags.Error, ValueError, KeyError, AttributeError, OSError, FloatingPointError)
 
 
 @contextlib.contextmanager
@@ -32,7 +34,8 @@ def user_errors(prog: str):
   except USER_ERRORS as e:
     if os.environ.get("HH_TRACEBACK"):
       raise
-    kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
+    kind = ("" if isinstance(e, (ValueError, FileNotFoundError, FloatingPointError))
+            else f"{type(e).__name__}: ")
     hint = "" if not kind else " (HH_TRACEBACK=1 shows where)"
     sys.exit(f"{prog}: error: {kind}{_one_line(e)}{hint}")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from hh import config_diff
+from hh import config_diff, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +214,7 @@ def run(name: str, config, workdir: str, ctx: Context = Context()) -> dict:
   """Runs one stage in ``workdir`` after checking the workdir's identity (a refused run writes
   nothing); the resolved config is saved beside the stage's outputs."""
   stage = get(name)
+  validate.check(config)
   check_identity(stage, config, workdir)
   if stage.saves_config:
     write_config(config, workdir)

@@ -11,6 +11,7 @@ Normalisation is the identity with whitespace kept and byte fallback on, so
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 
@@ -68,11 +69,33 @@ class Tokenizer:
 
 
 def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: int = 2_000_000,
-          num_threads: int = 2) -> Tokenizer:
-  """Trains a BPE model on an iterable of lines and writes it atomically to ``out_path``."""
+          num_threads: int = 2, key: str = "config.tokenizer.vocab_size") -> Tokenizer:
+  """Trains a BPE model on an iterable of lines and writes it atomically to ``out_path``; text
+  too small for ``vocab_size`` pieces is a ValueError naming ``key`` and the largest allowed."""
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   import io
   proto = io.BytesIO()
+  try:
+    _train_spm(texts, vocab_size, proto, seed_sentences, num_threads)
+  except RuntimeError as e:
+    most = re.search(r"value <= (\d+)", str(e))
+    if "sentences_.empty()" in str(e):
+      raise ValueError(f"{key}={vocab_size}: no text to train a tokenizer on") from None
+    if "Vocabulary size too high" not in str(e):
+      raise
+    allowed = f"≤ {most.group(1)}" if most else "a smaller value"
+    raise ValueError(f"{key}={vocab_size}: the text is too small for a tokenizer of that many "
+                     f"pieces; allowed for this text: {allowed} (or give more text)") from None
+  tmp = tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(out_path)),
+                                    delete=False, suffix=".tmp")
+  with tmp:
+    tmp.write(proto.getvalue())
+  os.replace(tmp.name, out_path)  # atomic: a crash never leaves half a model
+  return Tokenizer(proto.getvalue(), out_path)
+
+
+def _train_spm(texts: Iterable[str], vocab_size: int, proto, seed_sentences: int,
+               num_threads: int):
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(t for t in texts if t.strip()), model_writer=proto,
       vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, byte_fallback=True,
@@ -81,12 +104,6 @@ def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: 
       pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, control_symbols=[EOC],
       user_defined_symbols=list(USER_SYMBOLS), input_sentence_size=seed_sentences,
       shuffle_input_sentence=True, num_threads=num_threads, minloglevel=2)
-  tmp = tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(out_path)),
-                                    delete=False, suffix=".tmp")
-  with tmp:
-    tmp.write(proto.getvalue())
-  os.replace(tmp.name, out_path)  # atomic: a crash never leaves half a model
-  return Tokenizer(proto.getvalue(), out_path)
 
 
 def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:

@@ -21,10 +21,12 @@ are allowed by default: in harmless-base an empty reply is a legitimate "least h
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 
@@ -67,8 +69,14 @@ def split_transcript(text: str, where: str) -> tuple[str, str]:
 def read_json_rows(path: str) -> Iterator[tuple[int, object]]:
   """(1-based line, object) for a .jsonl[.gz] file, or for one JSON array (line = index + 1)."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw_lines = f.readlines()
+  try:
+    with opener(path, "rb") as f:
+      raw_lines = f.readlines()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+    raise BadInput(path, "bad_gzip", f"not a complete gzip stream ({type(e).__name__}: {e}); "
+                   "a download cut short? fetch the file again") from None
+  if raw_lines[:1] and raw_lines[0].startswith(codecs.BOM_UTF8):
+    raw_lines[0] = raw_lines[0][len(codecs.BOM_UTF8):]  # a UTF-8 BOM is not part of the data
   head = next((line.strip()[:1] for line in raw_lines if line.strip()), b"")
   if head == b"[":
     try:

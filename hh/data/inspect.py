@@ -83,7 +83,7 @@ def _tokenizer(path: str | None, source, data_dir: str, vocab: int):
     return tokenizer.Tokenizer.load(cached)
   key = "chosen_transcript" if "chosen_transcript" in source[0] else "transcript"
   lines = [line for i in range(len(source)) for line in text(source[i][key]).split("\n")]
-  return tokenizer.train(lines, vocab, cached)
+  return tokenizer.train(lines, vocab, cached, key="--vocab_size")
 
 
 def main(argv):

@@ -59,12 +59,12 @@ def stackexchange_pairs(path: str, max_pairs_per_question: int) -> Iterator[tupl
     for a in row["answers"]:
       if not isinstance(a, dict) or not isinstance(a.get("text"), str):
         raise BadInput(where, "missing_key", "each answer needs a string 'text'")
-      if "pm_score" in a:
-        s = int(a["pm_score"])
-      elif "score" in a:
-        s = stackexchange_score(int(a["score"]), a.get("selected", False))
-      else:
+      if "pm_score" not in a and "score" not in a:
         raise BadInput(where, "missing_key", "each answer needs 'score' or 'pm_score'")
+      raw = a["pm_score"] if "pm_score" in a else a["score"]
+      if not isinstance(raw, (int, float)) or isinstance(raw, bool):
+        raise BadInput(where, "wrong_type", f"an answer's score {raw!r} is not a number")
+      s = int(raw) if "pm_score" in a else stackexchange_score(int(raw), a.get("selected", False))
       scored.append((s, a["text"]))
     pairs = [(a, b) if a[0] > b[0] else (b, a)
              for a, b in itertools.combinations(scored, 2) if a[0] != b[0]]

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from hh import cli, sharding
+from hh import cli, io, sharding
 from hh import tokenizer as tok_lib
 from hh.data import pipeline
 from hh.models import ModelConfig, PreferenceModel
@@ -113,19 +113,11 @@ def main(argv):
   del argv
   f = flags.FLAGS
   with cli.user_errors("hh.pm.score"):
-    rows = []
-    with open(f.input) as fh:
-      for n, line in enumerate(fh, 1):
-        if line.strip():
-          row = json.loads(line)
-          if not isinstance(row.get("context"), str) or not isinstance(row.get("response"), str):
-            raise ValueError(f"{f.input}:{n}: expected string keys 'context' and 'response'")
-          rows.append(row)
+    rows = io.read_jsonl(f.input, {"context": str, "response": str})
     scores = Scorer(f.pm).score([r["context"] for r in rows], [r["response"] for r in rows])
     lines = [json.dumps({**r, "score": float(s)}) for r, s in zip(rows, scores)]
     if f.output:
-      with open(f.output, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+      io.write_text(f.output, "\n".join(lines) + "\n")
     else:
       print("\n".join(lines))
 

@@ -82,6 +82,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   if not filecmp.cmp(scorer.tok.path, tok.path, shallow=False):
     raise ValueError(f"config.ppo.pm={pm_dir!r}: the PM's tokenizer differs from the policy's; "
                      "PPO scores the policy's own tokens")
+  if cfg.max_new_tokens >= scorer.seq_len:
+    raise ValueError(f"config.ppo.max_new_tokens={cfg.max_new_tokens} is not shorter than the "
+                     f"PM's context ({scorer.seq_len} tokens, {pm_dir}); allowed: < "
+                     f"{scorer.seq_len}")
   sampling = sample_lib.SamplingConfig(
       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
       stop_ids=sample_lib.end_of_turn_ids(tok))

@@ -7,6 +7,8 @@ data iterator's position, JSON). Resume order (STYLE §8): this run's own latest
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Any
 
 import jax
@@ -33,14 +35,35 @@ def _restore_args(abstract_state: Any, shardings: Any) -> Any:
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any, shardings: Any):
-  """(state, data_state) from the latest complete checkpoint, each shard read in place; or None."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_restore_args(abstract_state, shardings)),
-      data=ocp.args.JsonRestore()))
-  return out.state, out.data
+  """(state, data_state) from the latest readable checkpoint, each shard read in place; or None.
+
+  A checkpoint that cannot be read (truncated or corrupted files) is named on stderr, moved to
+  ``corrupt_checkpoints/<step>`` beside ``checkpoints/`` (so new saves of that step do not
+  collide with it) and the previous one is used; none readable is a ValueError naming them.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      out = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_restore_args(abstract_state, shardings)),
+          data=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 — orbax/tensorstore raise many kinds on bad files
+      reason = " ".join(str(e).split())[:160]
+      failed.append(f"step {step} ({type(e).__name__}: {reason})")
+      print(f"hh: checkpoint step {step} in {mngr.directory} is unreadable ({type(e).__name__}: "
+            f"{reason}); trying the previous one", file=sys.stderr, flush=True)
+      if jax.process_index() == 0:
+        aside = os.path.join(os.path.dirname(str(mngr.directory)), "corrupt_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        os.replace(os.path.join(str(mngr.directory), str(step)),
+                   os.path.join(aside, f"{step}.{int(time.time())}"))
+      mngr.reload()
+      continue
+    return out.state, out.data
+  if failed:
+    raise ValueError(f"{mngr.directory}: no readable checkpoint ({'; '.join(failed)}); "
+                     "restore one or use a new workdir")
+  return None
 
 
 def load_params(workdir: str, abstract_params: Any, shardings: Any, step: int | None = None):
@@ -58,8 +81,24 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, step: int | 
     if step is None:
       raise FileNotFoundError(f"config.init_from={workdir!r}: no complete checkpoint in {path}")
     target = {"params": _restore_args(abstract_params, shardings)}
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
-            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target),
-            partial_restore=True)))
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(item=target, restore_args=jax.tree.map(
+              lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target),
+              partial_restore=True)))
+    except Exception as e:  # noqa: BLE001 — orbax raises many kinds for a mismatched tree
+      reason = " ".join(str(e).split())[:200]
+      raise ValueError(f"config.init_from={workdir!r}: its checkpoint (step {step}) does not fit "
+                       f"this model: another model size or tokenizer, or unreadable files "
+                       f"({type(e).__name__}: {reason})") from None
+  _check_shapes(workdir, restored.state["params"], abstract_params)
   return restored.state["params"]
+
+
+def _check_shapes(workdir: str, got: Any, want: Any):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    if a.shape != b.shape:
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      raise ValueError(f"config.init_from={workdir!r}: parameter {name} is {a.shape} there and "
+                       f"{b.shape} here (another model size or tokenizer); allowed: a run of "
+                       "this model's shape")

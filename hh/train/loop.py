@@ -54,7 +54,8 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
         lr_fn: Callable[[int], float] | None = None) -> Any:
   """Runs from ``state.step`` to ``settings.steps`` (or ``settings.stop_at``); returns the state.
 
-  Raises FloatingPointError naming the step when the loss stops being finite.
+  Raises FloatingPointError naming the step and the quantities when any train metric (loss,
+  gradient norm, a stage's reward or KL) stops being finite, before that state is checkpointed.
   """
   step = int(jax.device_get(state.step))
   last = settings.last
@@ -74,15 +75,29 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
       logged["tokens_per_sec"] = steps_in_interval * tokens_per_step / elapsed
       if lr_fn is not None:
         logged["lr"] = float(lr_fn(step))
-      if not math.isfinite(logged["loss"]):
-        raise FloatingPointError(f"non-finite train loss {logged['loss']} at step {step}")
+      _check_finite(logged, step, mngr)
       writer.write(step, "train", logged)
       bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:.0f}")
       acc, t_start, steps_in_interval = None, time.perf_counter(), 0
     if step % settings.eval_every == 0 or step == settings.steps or step in settings.eval_at:
       writer.write(step, "val", evaluate(state))
     if step % settings.ckpt_every == 0 or step == last:
+      if acc is not None:  # never checkpoint a state whose interval went non-finite
+        _check_finite(metrics_lib.reduce(acc), step, mngr)
       checkpoint.save(mngr, step, state, data_state(), force=True)
   bar.close()
   mngr.wait_until_finished()
   return state
+
+
+def _check_finite(logged: dict, step: int, mngr):
+  """Stops the run, naming the non-finite metrics, the step and the checkpoint that is kept."""
+  bad = [k for k, v in logged.items() if isinstance(v, float) and not math.isfinite(v)]
+  if bad:
+    mngr.wait_until_finished()
+    kept = mngr.latest_step()
+    raise FloatingPointError(
+        f"non-finite {', '.join(f'{k}={logged[k]}' for k in bad)} by step {step}; the run "
+        f"stopped there, the last good checkpoint (step {kept}) is kept" if kept is not None else
+        f"non-finite {', '.join(f'{k}={logged[k]}' for k in bad)} by step {step}; the run "
+        "stopped there (no checkpoint yet)")
