@@ -8,8 +8,9 @@ Stages, each skipped when its outputs exist in the workdir (so a rerun resumes):
   pm      PMP on the world's binarized pairs, finetuning on the
           helpful + harmless comparisons, evaluation                → pm/
   cd      context distillation of the HHH prompt: π0                → cd/
-  policies  the LM, the LM + HHH prompt, π0 and best-of-N of π0
-          on held-out prompts, gold scores and gold Elo             → policies/
+  ppo     π0 trained by PPO against the PM (r_PM − λ_KL·KL)          → ppo/ (policy/)
+  policies  the LM, the LM + HHH prompt, π0, the PPO policy and
+          best-of-N of π0 on held-out prompts, gold scores, gold Elo → policies/
   report  markdown + PNG figures of what was done and measured       → report/report.md
 
 The config composes the stages' own sub-configs (configs/lm.py, configs/pm.py); inside the
@@ -20,7 +21,7 @@ nats/token; PM helpful accuracy ≈ 0.70 (≈ 94% of the Bayes ceiling 0.740), h
 """
 from __future__ import annotations
 
-from configs import cd, common, lm, pm, policy
+from configs import cd, common, lm, pm, policy, ppo
 
 
 def get_config(arg: str | None = None):
@@ -28,7 +29,7 @@ def get_config(arg: str | None = None):
   config = common.base(arg.size)
   config.stage = "pipeline"
   # in order; a finished stage is skipped
-  config.stages = ("world", "lm", "pm", "cd", "policies", "report")
+  config.stages = ("world", "lm", "pm", "cd", "ppo", "policies", "report")
   # The LM reads the world's dialogues (and its reference texts).
   config.lm = lm.stage(arg.size, datasets=(("hh_sim/lm", 1.0),))
   if not common.paper_scale(arg.size):
@@ -44,5 +45,7 @@ def get_config(arg: str | None = None):
   # The base LM, the base LM with the prompt, π0 and best-of-N of π0 under the PM, on held-out
   # prompts against the gold annotator.
   config.sampling = policy.sampling(arg.size)
+  # π0 → PPO against the PM (SPEC §4.1), its final policy evaluated with the others.
+  config.ppo = ppo.stage(arg.size)
   config.policies = policy.evaluation(arg.size)
   return config

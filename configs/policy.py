@@ -48,6 +48,9 @@ def evaluation(size: str) -> ml_collections.ConfigDict:
       # the workdirs; None inside a pipeline: its own lm and cd stages
       lm=config_dict.placeholder(str),
       pi0=config_dict.placeholder(str),
+      # a PPO workdir whose final policy is evaluated beside the others; None inside a
+      # pipeline: its own ppo stage, when config.stages has one
+      ppo=config_dict.placeholder(str),
   ))
 
 

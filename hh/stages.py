@@ -118,9 +118,11 @@ def _policies(config, workdir, ctx):
       raise ValueError(f"config.policies.{key}: the {stage} workdir is needed (or run the "
                        f"{stage} stage in the same pipeline)")
     return value
+  ppo = p.ppo or ctx.dirs.get("ppo")
   return policies.run(config, workdir, need(p.lm or ctx.dirs.get("lm"), "lm", "lm"),
                       need(p.pi0 or ctx.dirs.get("cd"), "cd", "pi0"),
-                      need(p.pm or ctx.dirs.get("pm"), "pm", "pm"), ctx.world_dir)
+                      need(p.pm or ctx.dirs.get("pm"), "pm", "pm"), ctx.world_dir,
+                      ppo_dir=os.path.join(ppo, "policy") if ppo else None)
 
 
 def _ppo(config, workdir, ctx):
@@ -193,7 +195,7 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("pm", _pm, _summary("hh.pm.train"), _pm_identity, subdir="pm"),
     Stage("cd", _cd, _summary("hh.rl.cd"), _cd_identity, subdir="cd"),
     Stage("policies", _policies, _summary("hh.rl.policies"),
-          lambda c: _subtrees(c, "seed", "world", "sampling", "policies", "cd"),
+          lambda c: _subtrees(c, "seed", "world", "sampling", "policies", "cd", "ppo"),
           subdir="policies"),
     Stage("ppo", _ppo, _summary("hh.rl.ppo_stage"),
           lambda c: _subtrees(c, "seed", "model", "world", "sampling", "ppo"), subdir="ppo"),

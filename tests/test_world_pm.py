@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from configs import pipeline
-from configs import ppo as ppo_cfg
 from hh import main as hh_main
 from hh.rl import best_of_n
 
@@ -29,10 +28,10 @@ def world_pm(tmp_path_factory):
   config.cd.loop.update(dict(steps=20, eval_every=10, ckpt_every=20))
   config.policies.update(dict(max_prompts=12, samples=2, best_of=(1, 4), best_of_prompts=6))
   config.world.prompts = 100
-  config.ppo = ppo_cfg.stage("tiny")
   config.ppo.update(dict(rollout_batch=16, minibatches=2, eval_max_prompts=8))
   config.ppo.loop.update(dict(steps=2, log_every=1, eval_every=2, ckpt_every=1))
-  config.stages = ("world", "lm", "pm", "cd", "policies", "ppo")
+  assert config.stages == ("world", "lm", "pm", "cd", "ppo", "policies", "report")
+  config.stages = config.stages[:-1]
   config.progress = False
   workdir = str(tmp_path_factory.mktemp("world_pm"))
   return {"results": hh_main.run(config, workdir), "workdir": workdir, "config": config}
@@ -63,7 +62,9 @@ def test_policies_stage_outputs(world_pm):
   out = os.path.join(world_pm["workdir"], "policies")
   with open(os.path.join(out, "evaluation.json")) as f:
     ev = json.load(f)
-  assert set(ev["policies"]) == {"lm", "lm+hhh", "pi0"}
+  assert set(ev["policies"]) == {"lm", "lm+hhh", "pi0", "ppo"}  # PPO's exported final policy
+  assert ev["policies"]["pi0"]["kl_to_pi0"]["mean"] == 0.0
+  assert ev["policies"]["ppo"]["kl_to_pi0"]["mean"] != 0.0
   assert ev["policies"]["pi0"]["gold_elo"] == {"elo": 0.0, "se": 0.0,
                                                "comparisons": ev["policies"]["pi0"]["gold_elo"][
                                                    "comparisons"]}

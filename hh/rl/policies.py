@@ -71,8 +71,10 @@ def _take(samples: policy_lib.Samples, rows: np.ndarray) -> policy_lib.Samples:
                             finished=samples.finished[rows], length=samples.length[rows])
 
 
-def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir: str | None):
-  """Samples, scores and evaluates; writes the outputs listed in the module docstring."""
+def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
+        ppo_dir: str | None = None):
+  """Samples, scores and evaluates; writes the outputs listed in the module docstring. With
+  ``ppo_dir`` (a PPO stage's exported ``policy/``), the PPO policy joins the three as "ppo"."""
   from hh.data import sources
   from hh.rl import cd as cd_lib
   cfg = config.policies
@@ -88,6 +90,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   base = policy_lib.load(lm_dir, "lm")
   pi0 = policy_lib.load(pi0_dir, "pi0", mesh=base.mesh)
   prompted = base.with_prefix("lm+hhh", cd_lib.prompt_text(config, places))
+  trained = [policy_lib.load(ppo_dir, "ppo", mesh=base.mesh)] if ppo_dir else []
   sampling = policy_lib.sampling_config(base, config.sampling)
   scorer = _scorer(config, pm_dir, base)
   pm_name = os.path.basename(pm_dir.rstrip("/")) or "pm"
@@ -100,10 +103,10 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
                                                           config.sampling.batch_size)
     return s, kl
 
-  # 1. the three policies, same prompts and sample slots
+  # 1. the three policies (and PPO's), same prompts and sample slots
   rows_families = [f for f in families for _ in range(cfg.samples)]
   evaluated, raw = {}, {}
-  for k, policy in enumerate((base, prompted, pi0)):
+  for k, policy in enumerate((base, prompted, pi0, *trained)):
     s, kl = sample(policy, contexts, cfg.samples, cfg.seed + k)
     raw[policy.name] = s
     evaluated[policy.name] = _as_policy(s, pm_scores(config, scorer, policy, s), kl, pm_name)

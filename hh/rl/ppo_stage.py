@@ -21,11 +21,13 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hh import io
 from hh import tokenizer as tok_lib
 from hh.models import ModelConfig, ValueModel
 from hh.rl import evaluate as eval_lib
@@ -195,29 +197,51 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
     writer = metrics_lib.Writer(workdir)
     writer.truncate_after(int(jax.device_get(state.step)))
     settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
-    before = evaluate(state) if int(jax.device_get(state.step)) == 0 else None
+    start_path = os.path.join(workdir, "ppo_start.json")
+    if not os.path.exists(start_path):  # π0's held-out evaluation, kept across a resume
+      before = evaluate(state)
+      if jax.process_index() == 0:
+        io.write_json(start_path, before)
     state = loop.fit(state=state, train_step=train_step, batches=rollout, data_state=dict,
                      evaluate=evaluate, settings=settings, mngr=mngr, writer=writer,
                      tokens_per_step=cfg.rollout_batch * n)
     after = evaluate(state)
     mngr.close()
+    if int(jax.device_get(state.step)) == settings.steps:  # not when stopped early (stop_at)
+      export_policy(os.path.join(workdir, "policy"), state.policy.params, settings.steps, config,
+                    tok.path)
   writer.close()
-  start_path = os.path.join(workdir, "ppo_start.json")
-  if before is not None and jax.process_index() == 0:
-    with open(start_path, "w") as f:
-      json.dump(before, f)
-  if os.path.exists(start_path):
-    with open(start_path) as f:
-      before = json.load(f)
+  with open(start_path) as f:
+    before = json.load(f)
   result = {"step": int(jax.device_get(state.step)), "before": before, "after": after,
-            "eval_prompts": len(test_ctx)}
-  with open(os.path.join(workdir, "ppo_result.json"), "w") as f:
-    json.dump(result, f, indent=1)
+            "eval_prompts": len(test_ctx), "policy": os.path.join(workdir, "policy")}
+  if jax.process_index() == 0:
+    io.write_json(os.path.join(workdir, "ppo_result.json"), result)
   return result
+
+
+def export_policy(out: str, params, step: int, config, tokenizer_path: str):
+  """The trained policy as an LM workdir (``config.json``, ``tokenizer.model``, a checkpoint of
+  ``{"params": ...}``) that ``policy.load``, the evaluation CLI and ``hh.ood`` read like any LM."""
+  from hh import stages
+  if os.path.exists(os.path.join(out, "config.json")):
+    return  # exported by an earlier run that stopped after it (the checkpoint is complete)
+  mngr = checkpoint.manager(out, 1, 1)
+  checkpoint.save(mngr, step, {"params": params}, {}, force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  if jax.process_index() == 0:
+    shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.model.tmp"))
+    os.replace(os.path.join(out, "tokenizer.model.tmp"), os.path.join(out, "tokenizer.model"))
+    stages.write_config(config, out)  # last: its presence marks a complete export
 
 
 def summary(result: dict) -> list[str]:
   b, a = result["before"] or {}, result["after"]
-  keys = ("gold_helpful", "gold_harmless", "refusal_rate_harmful")
-  return [f"ppo: {result['step']} iterations; on {result['eval_prompts']} held-out prompts " +
-          ", ".join(f"{k} {b.get(k, float('nan')):.3f} → {a[k]:.3f}" for k in keys)]
+  keys = ("gold_helpful", "gold_harmless", "needless_refusal_rate_borderline")
+  nan = float("nan")
+
+  def ms(m, k):
+    return f"{m.get(k, nan):.3f} ± {m.get(k + '_se', nan):.3f}"
+  return [f"ppo: {result['step']} iterations; on {result['eval_prompts']} held-out prompts, π0 → "
+          "PPO: " + ", ".join(f"{k} {ms(b, k)} → {ms(a, k)}" for k in keys)]
