@@ -74,18 +74,36 @@ def splits(n_in: int, n_out: int, seed: int):
 
 
 def study(x_in: np.ndarray, x_out: np.ndarray, exposure_layer: int,
-          subgroup: np.ndarray | None = None) -> dict:
+          subgroup: np.ndarray | None = None, x_held: np.ndarray | None = None) -> dict:
   """AUROCs of SRMD and Mahalanobis at every layer over SPLITS splits, and of outlier exposure
   at ``exposure_layer`` for each M over DRAWS draws (with SRMD on the same draws' splits).
   ``subgroup`` [N_in] (bool): also SRMD's AUROC of the held-out subgroup alone against the OOD
-  test (the world's borderline requests, which share the harmful ones' alarming words)."""
+  test (the world's borderline requests, which share the harmful ones' alarming words).
+  ``x_held`` [L + 1, N_held, D]: held-out in-distribution activations of their own (the real-text
+  study's held-out articles); each split then fits on a random 80% of ``x_in``."""
+  if x_held is not None:  # append the held-out rows; splits() will not draw them for the fit
+    n_fit = x_in.shape[1]
+    x_in = np.concatenate([x_in, x_held], 1)
+    subgroup = np.arange(x_in.shape[1]) >= n_fit
   n_layer = x_in.shape[0] - 1
   srmd, maha = np.zeros((SPLITS, n_layer + 1)), np.zeros((SPLITS, n_layer + 1))
   sub = np.zeros((SPLITS, n_layer + 1))
+  def split(seed):
+    fit, held, test, pool = splits(x_in.shape[1], x_out.shape[1], seed)
+    if x_held is not None:
+      everything = np.concatenate([fit, held])
+      fit = np.random.default_rng(seed).permutation(n_fit)[:int(0.8 * n_fit)]
+      held = everything[everything >= n_fit]
+    return fit, held, test, pool
+
   for s in range(SPLITS):
-    fit, held, test, _ = splits(x_in.shape[1], x_out.shape[1], s)
+    fit, held, test, _ = split(s)
     for ell in range(n_layer + 1):
-      g = detect.fit_gaussian(x_in[ell, fit], RIDGE)
+      try:
+        g = detect.fit_gaussian(x_in[ell, fit], RIDGE)
+      except ValueError:  # e.g. layer 0 of the last token when every prompt ends in "."
+        srmd[s, ell] = maha[s, ell] = sub[s, ell] = np.nan
+        continue
       s_in, s_out = detect.srmd(g, x_in[ell, held]), detect.srmd(g, x_out[ell, test])
       srmd[s, ell] = detect.auroc(s_in, s_out)
       if subgroup is not None:
@@ -94,7 +112,7 @@ def study(x_in: np.ndarray, x_out: np.ndarray, exposure_layer: int,
                                   detect.mahalanobis(g, x_out[ell, test]))
   expo = {m: [] for m in (0, *MS)}
   for d in range(DRAWS):
-    fit, held, test, pool = splits(x_in.shape[1], x_out.shape[1], 100 + d)
+    fit, held, test, pool = split(100 + d)
     a_in, a_out = x_in[exposure_layer], x_out[exposure_layer]
     g = detect.fit_gaussian(a_in[fit], RIDGE)
     expo[0].append(detect.auroc(detect.srmd(g, a_in[held]), detect.srmd(g, a_out[test])))
@@ -234,41 +252,49 @@ def _detok(s: str) -> str:
   return re.sub(r"([(\[$]) ", r"\1", s).replace(" 's", "'s").replace(" n't", "n't")
 
 
-def real_prompts(lm_dir: str) -> tuple[list[str], list[str]]:
-  """In: sentences of the WikiText articles the LM held out for validation; out: the first Human
-  turn of each hh-rlhf harmless-base row (red-team requests). Both plain text, 6–40 words,
-  deduplicated, WikiText without <unk> and detokenised: what is left is content and style."""
+def real_prompts(lm_dir: str) -> tuple[list[str], list[str], list[str]]:
+  """(fit, held-out, OOD): sentences of the WikiText articles the LM trained on (up to 2,000,
+  evenly spaced) and of those it held out for validation; the first Human turn of each hh-rlhf
+  harmless-base row (red-team requests). All plain text, 6–40 words, deduplicated, WikiText
+  without <unk> and detokenised: what is left is content and style."""
   from configs.common import SHARED_DATA
   from hh.data import hh_rlhf, text
   with open(os.path.join(lm_dir, "config.json")) as f:
     data_cfg = json.load(f)["lm"]["data"]
   articles = text.read_articles(str(SHARED_DATA / "wikitext-2"), data_cfg["wikitext_files"])
-  _, val = text.split_articles(articles, data_cfg["val_every"])
-  wiki = []
-  for art in val:
-    for line in art.splitlines():
-      if line.strip().startswith("=") or "<unk>" in line:
-        continue
-      wiki += [_detok(s.strip()) + "." for s in line.split(" . ") if 6 <= len(s.split()) <= 40]
+  train, val = text.split_articles(articles, data_cfg["val_every"])
+
+  def sentences(arts):
+    out = []
+    for art in arts:
+      for line in art.splitlines():
+        if not line.strip().startswith("="):
+          out += [_detok(s.strip().rstrip(" .")) + "." for s in line.split(" . ")
+                  if 6 <= len(s.split()) <= 40 and "<unk>" not in s]
+    return list(dict.fromkeys(out))
+  fit, held = sentences(train), sentences(val)
+  fit = [fit[i] for i in np.linspace(0, len(fit) - 1, min(2000, len(fit))).astype(int)]
   red = []
   for _, row in hh_rlhf.read_json_rows(str(SHARED_DATA / "hh-rlhf/harmless-base/test.jsonl.gz")):
     turns = hh_rlhf.parse_turns(row["chosen"]) if isinstance(row, dict) else []
     if turns and turns[0][0] == "Human" and 6 <= len(turns[0][1].split()) <= 40:
       red.append(turns[0][1])
-  return sorted(set(wiki), key=wiki.index), sorted(set(red), key=red.index)
+  return fit, held, list(dict.fromkeys(red))
 
 
 def real_study(out_dir: str) -> dict:
   lm_dir = os.path.join(common.ROOT, "lm_wikitext_tiny")
   if not os.path.exists(os.path.join(lm_dir, "lm_result.json")):
     common.hh_main("configs/lm.py:size=tiny", lm_dir)
-  wiki, red = real_prompts(lm_dir)
-  print(f"\nreal text: {len(wiki)} held-out WikiText sentences, {len(red)} red-team requests")
-  res = {"n_in": len(wiki), "n_out": len(red)}
+  fit, held, red = real_prompts(lm_dir)
+  print(f"\nreal text: fit on {len(fit)} WikiText sentences of training articles; held out "
+        f"{len(held)} of validation articles against {len(red)} red-team requests")
+  res = {"n_fit": len(fit), "n_held": len(held), "n_out": len(red)}
   for pool in acts_lib.POOLS:
-    a_in = activations(lm_dir, wiki, pool, os.path.join(out_dir, f"acts_wiki_in_{pool}.npz"))
+    a_in = activations(lm_dir, fit, pool, os.path.join(out_dir, f"acts_wiki_fit_{pool}.npz"))
+    a_held = activations(lm_dir, held, pool, os.path.join(out_dir, f"acts_wiki_held_{pool}.npz"))
     a_out = activations(lm_dir, red, pool, os.path.join(out_dir, f"acts_wiki_out_{pool}.npz"))
-    res[pool] = study(a_in, a_out, a_in.shape[0] - 1)
+    res[pool] = study(a_in, a_out, a_in.shape[0] - 1, x_held=a_held)
     m, se = mse(res[pool]["srmd"])
     mm, _ = mse(res[pool]["mahalanobis"])
     e10 = mse(res[pool]["exposure"]["10"])
