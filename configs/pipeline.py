@@ -48,4 +48,12 @@ def get_config(arg: str | None = None):
   # π0 → PPO against the PM (SPEC §4.1), its final policy evaluated with the others.
   config.ppo = ppo.stage(arg.size)
   config.policies = policy.evaluation(arg.size)
+  if not common.paper_scale(arg.size):
+    # What fits the main command's 20 minutes on 2 CPU cores (docs/history.md): 36 PPO
+    # iterations evaluated at the end, best-of-N up to 16 on 40 prompts (N = 64 and more
+    # prompts: experiments/fig36_best_of_n.py).
+    config.ppo.loop.steps = 36
+    config.ppo.loop.eval_every = 36
+    config.policies.best_of = (1, 4, 16)
+    config.policies.best_of_prompts = 40
   return config
