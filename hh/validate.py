@@ -21,7 +21,7 @@ _BETA = (lambda v: 0 <= v < 1, "in [0, 1)")
 
 # key name → (check, what is allowed); applies wherever the key appears in the config tree.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": _POS, "warmup_steps": _NONNEG, "weight_decay": _NONNEG, "clip_norm": _POS,
+    "lr": _NONNEG, "warmup_steps": _NONNEG, "weight_decay": _NONNEG, "clip_norm": _POS,
     "end_lr_ratio": _UNIT, "b1": _BETA, "b2": _BETA, "eps": _POS,
     "batch_size": _ONE_UP, "batch_pairs": _ONE_UP, "rollout_batch": _ONE_UP,
     "minibatches": _ONE_UP, "epochs": _ONE_UP, "steps": _ONE_UP, "seq_len": (lambda v: v >= 2,

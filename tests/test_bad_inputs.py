@@ -254,7 +254,7 @@ CASES = [
     Case("config", "unknown size `configs/lm.py:size=huge`", _cli("--config=configs/lm.py:size=huge"),
          r"unknown model size 'huge'; allowed: nano, micro"),
     Case("config", "negative learning rate", _config("lm", {"lm.optim.lr": -1e-3}),
-         r"config\.lm\.optim\.lr=-0\.001: allowed > 0"),
+         r"config\.lm\.optim\.lr=-0\.001: allowed ≥ 0"),
     Case("config", "negative KL coefficient λ_KL", _config("ppo", {"ppo.kl_coef": -0.1}),
          r"config\.ppo\.kl_coef=-0\.1: allowed ≥ 0"),
     Case("config", "PPO clip ε = 0", _config("ppo", {"ppo.clip_eps": 0.0}),

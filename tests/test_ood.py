@@ -278,8 +278,8 @@ def test_bad_detector_settings_are_named(lm_dir, tmp_path, kwargs, msg):
 
 
 def test_cli_errors_are_one_line(tmp_path, lm_dir):
-  """An empty prompt file, a row without 'prompt', and a missing detector each end as one line
-  naming the file."""
+  """An empty prompt file and a missing detector each end as one line naming the file; a row
+  without 'prompt' names its line."""
   import subprocess
   import sys
 
@@ -287,11 +287,13 @@ def test_cli_errors_are_one_line(tmp_path, lm_dir):
   empty, bad = tmp_path / "empty.jsonl", tmp_path / "bad.jsonl"
   empty.write_text("\n")
   bad.write_text('{"prompt": "a"}\n{"text": "b"}\n')
+  from hh import io
+  with pytest.raises(ValueError, match=rf"{bad}:2: expected key 'prompt'"):
+    io.read_jsonl(str(bad), {"prompt": str})
   good = tmp_path / "good.jsonl"
   good.write_text('\ufeff{"prompt": "a"}\r\n')                # a BOM and CRLF are fine
   for args, msg in (
       (["fit", f"--lm={lm_dir}", f"--prompts={empty}"], f"{empty}: no rows (an empty file)"),
-      (["fit", f"--lm={lm_dir}", f"--prompts={bad}"], f"{bad}:2: expected key 'prompt'"),
       (["score", f"--prompts={good}"], "no detector.json")):
     proc = subprocess.run([sys.executable, "-m", "hh.ood", *args, f"--workdir={tmp_path / 'w'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -63,8 +63,8 @@ def test_policies_stage_outputs(world_pm):
   with open(os.path.join(out, "evaluation.json")) as f:
     ev = json.load(f)
   assert set(ev["policies"]) == {"lm", "lm+hhh", "pi0", "ppo"}  # PPO's exported final policy
-  assert ev["policies"]["pi0"]["kl_to_pi0"]["mean"] == 0.0
-  assert ev["policies"]["ppo"]["kl_to_pi0"]["mean"] != 0.0
+  assert abs(ev["policies"]["pi0"]["kl_to_pi0"]["mean"]) < 1e-4  # sampler vs scorer rounding
+  assert abs(ev["policies"]["ppo"]["kl_to_pi0"]["mean"]) > 1e-3
   assert ev["policies"]["pi0"]["gold_elo"] == {"elo": 0.0, "se": 0.0,
                                                "comparisons": ev["policies"]["pi0"]["gold_elo"][
                                                    "comparisons"]}
@@ -106,7 +106,10 @@ def _train_records(workdir):
 
 def test_ppo_first_iteration_is_on_policy_and_a_resume_is_bit_identical(world_pm, tmp_path):
   """Iteration 1: the policy is π0, so the ratio of the first minibatch is 1 and the KL 0.
-  Stopped after iteration 1 and resumed, PPO gives the uninterrupted run's metrics exactly."""
+  Resumed from its checkpoint of iteration 1 (as after a kill there: later checkpoint, result
+  and export gone), PPO gives the uninterrupted run's metrics and evaluation exactly."""
+  import shutil
+
   from hh import stages
   full = _train_records(os.path.join(world_pm["workdir"], "ppo"))
   assert [r["step"] for r in full] == [1, 2]
@@ -114,14 +117,17 @@ def test_ppo_first_iteration_is_on_policy_and_a_resume_is_bit_identical(world_pm
   assert abs(full[0]["kl"]) < 1e-4
   config = world_pm["config"].copy_and_resolve_references()
   wd = world_pm["workdir"]
-  config.ppo.init_from, config.ppo.pm = os.path.join(wd, "cd"), os.path.join(wd, "pm")
-  config.data_dirs.world = wd
+  ctx = stages.Context(world_dir=wd, dirs={k: os.path.join(wd, k) for k in ("cd", "pm")})
   out = str(tmp_path / "ppo")
-  config.ppo.loop.stop_at = 1
-  stages.run("ppo", config, out)
-  config.ppo.loop.stop_at = None
-  stages.run("ppo", config, out)
+  shutil.copytree(os.path.join(wd, "ppo"), out)
+  for gone in ("checkpoints/2", "policy"):
+    shutil.rmtree(os.path.join(out, gone))
+  os.remove(os.path.join(out, "ppo_result.json"))
+  resumed_result = stages.run("ppo", config, out, ctx)
   resumed = _train_records(out)
   for a, b in zip(full, resumed, strict=True):
     for k in ("loss", "pm_score", "kl", "approx_kl", "gold_helpful"):
       assert a[k] == b[k], (k, a, b)
+  with open(os.path.join(wd, "ppo", "ppo_result.json")) as f:
+    want = json.load(f)["after"]
+  assert json.dumps(want, sort_keys=True) == json.dumps(resumed_result["after"], sort_keys=True)
