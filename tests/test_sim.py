@@ -188,6 +188,8 @@ def _small_pipeline_config(tokenizer_path):
   config.sampling.update(dict(max_new_tokens=8, buckets=(64, 1024), batch_size=8))
   config.ppo.update(dict(rollout_batch=16, minibatches=2, max_new_tokens=8, eval_max_prompts=4))
   config.ppo.loop.update(dict(steps=2, log_every=1, eval_every=2, ckpt_every=2))
+  # the policy stages run on the world in tests/test_world_pm.py; here: skip, resume, refuse
+  config.stages = ("world", "lm", "pm", "report")
   config.progress = False
   return config
 
@@ -200,9 +202,6 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   assert first["lm"]["val_loss"] < np.log(first["lm"]["vocab_size"]) - 0.5  # below uniform
   report = (tmp_path / "report" / "report.md").read_text()
   assert "Bayes ceiling" in report and (tmp_path / "report" / "world.png").exists()
-  assert "## Context distillation" in report and "### Best-of-N" in report
-  assert first["cd"]["step"] == 4 and first["policies"]["best_of_prompts"] == 2
-  assert first["ppo"]["step"] == 2 and "ppo" in first["policies"]["evaluation"]
   pm_phases = json.loads((tmp_path / "pm" / "pm_result.json").read_text())["phases"]
   assert list(pm_phases) == ["pmp", "finetune"]  # the paper's path, PMP first
   # 100 ranked pairs → 200 binarized, 15% held out → 170 trained on, 170 // 16 = 10 steps.
@@ -211,9 +210,6 @@ def test_pipeline_runs_and_resumes(tmp_path, wikitext_tokenizer):
   marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
   second = hh_main.run(config, str(tmp_path))  # resumes: every stage but the report is skipped
   assert second["lm"] == first["lm"] and second["pm"] == first["pm"]
-  same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
-  assert same(second["cd"], first["cd"]) and same(second["policies"], first["policies"])  # NaN
-  assert same(second["ppo"], first["ppo"])
   assert (tmp_path / "stages" / "lm.json").stat().st_mtime == marker
   saved = (tmp_path / "config.json").read_text()
   assert json.loads((tmp_path / "pm" / "config.json").read_text())["pm"] == \

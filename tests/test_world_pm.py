@@ -31,7 +31,6 @@ def world_pm(tmp_path_factory):
   config.ppo.update(dict(rollout_batch=16, minibatches=2, eval_max_prompts=8))
   config.ppo.loop.update(dict(steps=2, log_every=1, eval_every=2, ckpt_every=1))
   assert config.stages == ("world", "lm", "pm", "cd", "ppo", "policies", "report")
-  config.stages = config.stages[:-1]
   config.progress = False
   workdir = str(tmp_path_factory.mktemp("world_pm"))
   return {"results": hh_main.run(config, workdir), "workdir": workdir, "config": config}
@@ -80,6 +79,9 @@ def test_policies_stage_outputs(world_pm):
   assert all(set(x) == {"chosen", "rejected"} and "\n\nAssistant: " in x["chosen"]
              for x in lines)
   assert os.path.exists(os.path.join(out, "evaluation.png"))
+  with open(os.path.join(world_pm["workdir"], "report", "report.md")) as f:
+    report = f.read()
+  assert "## Context distillation" in report and "### Best-of-N" in report and "| ppo |" in report
 
 
 def test_sampler_log_probs_equal_the_scorers_on_real_prompts(world_pm):
