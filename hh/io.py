@@ -27,7 +27,8 @@ def write_text(path: str, text: str):
 
 
 def write_json(path: str, obj, indent: int = 1):
-  write_text(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+  """Keys in the object's own order (e.g. best-of-N's N = 1, 4, 16)."""
+  write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def write_npz(path: str, **arrays: np.ndarray):

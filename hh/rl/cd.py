@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh import sharding
+from hh import io, sharding
 from hh.lm import train as lm_train
 from hh.models import DecoderLM, ModelConfig
 from hh.rl import distill
@@ -121,9 +121,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
     if int(jax.device_get(state.step)) == 0:
       kl0 = evaluate(state)["loss"]  # every process: a collective
       if jax.process_index() == 0:
-        with open(start_path + ".tmp", "w") as f:
-          json.dump({"val_kl_start": kl0}, f)
-        os.replace(start_path + ".tmp", start_path)
+        io.write_json(start_path, {"val_kl_start": kl0})
     writer.truncate_after(int(jax.device_get(state.step)))
     state = loop.fit(
         state=state, train_step=built.train_step,
@@ -143,9 +141,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
     with open(start_path) as f:
       result["val_kl_start"] = json.load(f)["val_kl_start"]
   if jax.process_index() == 0:
-    with open(path + ".tmp", "w") as f:
-      json.dump(result, f, indent=1)
-    os.replace(path + ".tmp", path)
+    io.write_json(path, result)
   return result
 
 

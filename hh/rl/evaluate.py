@@ -21,13 +21,12 @@ Output: ``evaluation.json`` and ``evaluation.png`` in the output folder (read by
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from hh import elo
+from hh import elo, io
 from hh.sim import annotator, gold
 from hh.sim import world as W
 
@@ -141,11 +140,8 @@ def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], familie
 
 def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "") -> str:
   """``<name>.json`` and ``<name>.png`` (gold Elo and PM-predicted Elo; gold scores)."""
-  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{name}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(path + ".tmp", path)
+  io.write_json(path, result)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -175,6 +171,8 @@ def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "")
   ax.legend(fontsize=8)
   fig.suptitle(title or f"{result['rows']} samples per policy")
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110)
+  png = os.path.join(out_dir, f"{name}.png")
+  fig.savefig(png + ".tmp", dpi=110, format="png")
+  os.replace(png + ".tmp", png)  # whole or absent, like the JSON
   plt.close(fig)
   return path

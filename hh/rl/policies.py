@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from hh import io
 from hh import tokenizer as tok_lib
 from hh.rl import best_of_n, evaluate
 from hh.rl import policy as policy_lib
@@ -141,10 +142,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   out = {"evaluation": _headline(result), "best_of_n": _headline(bo_result),
          "prompts": len(contexts), "samples": cfg.samples, "best_of_prompts": len(bo_ctx),
          "examples": result["examples"], "pm": pm_dir}
-  path = os.path.join(workdir, "policies_result.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=1)
-  os.replace(path + ".tmp", path)
+  io.write_json(os.path.join(workdir, "policies_result.json"), out)
   return out
 
 
@@ -158,11 +156,10 @@ def _headline(result: dict) -> dict:
 
 def write_tranche(path: str, contexts, chosen, rejected):
   """hh-rlhf JSON lines: full transcripts ``context + "\\n\\nAssistant: " + response``."""
-  with open(path + ".tmp", "w") as f:
-    for c, a, b in zip(contexts, chosen, rejected, strict=True):
-      f.write(json.dumps({"chosen": f"{c}{tok_lib.ASSISTANT} {a}",
-                          "rejected": f"{c}{tok_lib.ASSISTANT} {b}"}) + "\n")
-  os.replace(path + ".tmp", path)
+  io.write_text(path, "".join(
+      json.dumps({"chosen": f"{c}{tok_lib.ASSISTANT} {a}",
+                  "rejected": f"{c}{tok_lib.ASSISTANT} {b}"}) + "\n"
+      for c, a, b in zip(contexts, chosen, rejected, strict=True)))
 
 
 def summary(result: dict) -> list[str]:
