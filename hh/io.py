@@ -31,6 +31,13 @@ def write_json(path: str, obj, indent: int = 1):
   write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def write_figure(path: str, fig, dpi: int = 110):
+  """A matplotlib figure as PNG, whole or absent."""
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=dpi, format="png")
+  write_bytes(path, buf.getvalue())
+
+
 def write_npz(path: str, **arrays: np.ndarray):
   buf = io.BytesIO()
   np.savez(buf, **arrays)

@@ -15,7 +15,7 @@ import os
 
 import jax
 
-from hh import stages
+from hh import io, stages
 
 
 def _marker(workdir: str, name: str) -> str:
@@ -34,10 +34,7 @@ def _mark(workdir: str, name: str, result: dict):
   if jax.process_index() != 0:
     return
   os.makedirs(os.path.join(workdir, "stages"), exist_ok=True)
-  tmp = _marker(workdir, name) + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, _marker(workdir, name))
+  io.write_json(_marker(workdir, name), result)
 
 
 def run(config, workdir: str) -> dict[str, dict]:

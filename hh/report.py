@@ -30,7 +30,7 @@ def lm_figure(lm_dir: str, unigram: float, path: str):
   ax.set(xlabel="step", ylabel="loss (nats/token)", title="LM pretraining")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  io.write_figure(path, fig)
   plt.close(fig)
 
 
@@ -56,7 +56,7 @@ def world_figure(workdir: str, path: str):
   b.set(xlabel="gold helpfulness", ylabel="gold harmlessness",
         title="base responses to harmful requests")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  io.write_figure(path, fig)
   plt.close(fig)
 
 
@@ -84,7 +84,7 @@ def pm_figure(pm_dir: str, test_sets, path: str):
   b.set(xlabel="|PM score difference|", ylabel="accuracy", title="calibration", ylim=(0.4, 1.02))
   b.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  io.write_figure(path, fig)
   plt.close(fig)
 
 
@@ -99,7 +99,7 @@ def cd_figure(cd_dir: str, path: str):
          title="Context distillation (Fig. 30)")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  io.write_figure(path, fig)
   plt.close(fig)
 
 
@@ -213,6 +213,5 @@ def write(config, workdir: str) -> str:
               f" before → {r['val_kl']:.4f} nats/token after.", "", "![cd](cd.png)", ""]
   lines += policies_section(os.path.join(workdir, "policies"), out)
   path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  io.write_text(path, "\n".join(lines))
   return path

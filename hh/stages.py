@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from hh import config_diff, validate
+from hh import config_diff, io, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +71,7 @@ def check_identity(stage: Stage, config, workdir: str):
     return
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(want, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    io.write_text(path, json.dumps(want, indent=1, sort_keys=True))
 
 
 def write_config(config, workdir: str):
@@ -82,10 +79,7 @@ def write_config(config, workdir: str):
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  os.replace(path + ".tmp", path)
+  io.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
 
 
 def _world(config, workdir, ctx):

@@ -7,7 +7,6 @@ saved in the workdir and reused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -15,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh import sharding
+from hh import io, sharding
 from hh import tokenizer as tok_lib
 from hh.data import text
 from hh.lm import step as lm_step
@@ -147,8 +146,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
            "val_accuracy": final["accuracy"], "unigram_entropy": data.unigram_entropy,
            "train_tokens": int(data.train.size), "vocab_size": data.tokenizer.vocab_size}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "lm_result.json"), "w") as f:
-      json.dump(final, f, indent=1)
+    io.write_json(os.path.join(workdir, "lm_result.json"), final)
   return final
 
 

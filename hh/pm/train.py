@@ -12,14 +12,13 @@ Bayes ceiling on synthetic data, the "shorter response" baseline).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh import sharding
+from hh import io, sharding
 from hh import tokenizer as tok_lib
 from hh.data import pipeline, sources, tfds_io
 from hh.models import ModelConfig, PreferenceModel
@@ -176,10 +175,9 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                         for k, v in phases.items()}}
   if jax.process_index() == 0:
     offset = result["offset"]
-    np.savez(os.path.join(workdir, "eval_scores.npz"), good=r["good"] - offset,
-             bad=r["bad"] - offset, turns=r["turns"], part=r["part"], index=r["index"])
-    with open(os.path.join(workdir, "pm_result.json"), "w") as f:
-      json.dump(result, f, indent=1)
+    io.write_npz(os.path.join(workdir, "eval_scores.npz"), good=r["good"] - offset,
+                 bad=r["bad"] - offset, turns=r["turns"], part=r["part"], index=r["index"])
+    io.write_json(os.path.join(workdir, "pm_result.json"), result)  # last: marks a finished PM
   return result
 
 

@@ -172,7 +172,6 @@ def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "")
   fig.suptitle(title or f"{result['rows']} samples per policy")
   fig.tight_layout()
   png = os.path.join(out_dir, f"{name}.png")
-  fig.savefig(png + ".tmp", dpi=110, format="png")
-  os.replace(png + ".tmp", png)  # whole or absent, like the JSON
+  io.write_figure(png, fig)  # whole or absent, like the JSON
   plt.close(fig)
   return path

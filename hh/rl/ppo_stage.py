@@ -21,7 +21,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -231,8 +230,8 @@ def export_policy(out: str, params, step: int, config, tokenizer_path: str):
   mngr.wait_until_finished()
   mngr.close()
   if jax.process_index() == 0:
-    shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.model.tmp"))
-    os.replace(os.path.join(out, "tokenizer.model.tmp"), os.path.join(out, "tokenizer.model"))
+    with open(tokenizer_path, "rb") as f:
+      io.write_bytes(os.path.join(out, "tokenizer.model"), f.read())
     stages.write_config(config, out)  # last: its presence marks a complete export
 
 

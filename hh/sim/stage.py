@@ -7,12 +7,11 @@ in the README and the pipeline report.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from hh import config_diff
+from hh import config_diff, io
 from hh.data import tfds_io
 from hh.sim import annotator, dataset, gold, responses
 from hh.sim import world as W
@@ -78,7 +77,5 @@ def run(world_cfg: dict, workdir: str) -> dict:
                        "gold_chosen": [float(ex["chosen_helpful"]), float(ex["chosen_harmless"])],
                        "gold_rejected": [float(ex["rejected_helpful"]),
                                          float(ex["rejected_harmless"])]}
-  os.makedirs(os.path.join(workdir, "world"), exist_ok=True)
-  with open(os.path.join(workdir, "world", "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  io.write_json(os.path.join(workdir, "world", "summary.json"), summary)
   return summary

@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from hh import io
+
 
 def reduce(sums: dict[str, Any]) -> dict[str, float]:
   """``{'loss_sum': s, 'loss_count': n, 'x': v}`` → ``{'loss': s/n, 'x': v}`` (host floats)."""
@@ -62,10 +64,7 @@ class Writer:
     if not self.active or not os.path.exists(self._path):
       return
     rows = read(os.path.dirname(self._path))
-    tmp = self._path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
-    os.replace(tmp, self._path)
+    io.write_text(self._path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
   def close(self):
     if self._tb is not None:
@@ -78,5 +77,15 @@ def read(workdir: str, split: str | None = None) -> list[dict]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split("\n")
+  rows = []
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if n == len(lines):  # an unterminated last line: a kill landed mid-append; resume drops it
+        break
+      raise ValueError(f"{path}:{n}: not a JSON line") from None
   return [r for r in rows if split is None or r["split"] == split]

@@ -1,0 +1,66 @@
+"""Runs the small test pipeline of tests/test_sim.py (every stage) in a fresh process and kills it
+with SIGKILL at one chosen moment: the N-th call of MODULE:FUNCTION while STAGE is the running
+stage, just before or just after the call (for tests/test_kill.py).
+
+  python tests/kill_at.py WORKDIR TOKENIZER                                    # run to the end
+  python tests/kill_at.py WORKDIR TOKENIZER STAGE MODULE:FUNCTION N before|after
+
+The running stage is the first of the pipeline without a ``stages/<name>.json`` record, as
+``tests/crash_resume.py`` reads it. The process prints ``killing: ...`` to stderr and dies
+without any clean-up: no ``finally`` blocks, no atexit handlers, orbax writes left in flight.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]
+
+
+def running_stage(workdir: str, names) -> str | None:
+  return next((n for n in names
+               if not os.path.exists(os.path.join(workdir, "stages", f"{n}.json"))), None)
+
+
+def arm(workdir: str, names, stage: str, target: str, n: int, when: str):
+  module_name, name = target.split(":")
+  module = importlib.import_module(module_name)
+  original, calls = getattr(module, name), [0]
+
+  def die():
+    sys.stderr.write(f"killing: {when} call {n} of {target} in stage {stage}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  def wrapped(*args, **kwargs):
+    if running_stage(workdir, names) != stage:
+      return original(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == n and when == "before":
+      die()
+    out = original(*args, **kwargs)
+    if calls[0] == n:
+      die()
+    return out
+
+  setattr(module, name, wrapped)
+
+
+def main(argv):
+  workdir, tokenizer_path, *kill = argv
+  import test_sim
+
+  from hh import main as hh_main
+  config = test_sim.small_pipeline_config(tokenizer_path, all_stages=True)
+  if kill:
+    stage, target, n, when = kill
+    assert when in ("before", "after"), when
+    arm(workdir, config.stages, stage, target, int(n), when)
+  hh_main.run(config, workdir)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -1,0 +1,113 @@
+"""SIGKILL once in every kind of stage, rerun the same command each time, and the outputs equal an
+uninterrupted run's bit for bit (the fast CI cases of the crash-resume check; the random-moment
+version over the main command is tests/crash_resume.py, slow).
+
+Every run is a fresh process (tests/kill_at.py: the small pipeline of tests/test_sim.py, all
+seven stages). The kills land where a resume has work to do: in the middle of the world's
+dataset build (a TFDS ``incomplete`` folder left behind), just after a checkpoint save was
+started in the LM, PM and CD loops (orbax still writing it), between PPO's update and its
+checkpoint (one iteration to redo), between the policies stage's two result files, and between
+two of the report's figures. The processes share a persistent compilation cache, so the reruns
+do not pay XLA's compile time again.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import crash_resume
+import numpy as np
+import pytest
+from kill_at import running_stage
+from test_sim import small_pipeline_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_AT = os.path.join(REPO, "tests", "kill_at.py")
+STAGES = ("world", "lm", "pm", "cd", "ppo", "policies", "report")
+KILLS = [("world", "hh.sim.dataset:generate", 2, "before"),
+         ("lm", "hh.train.checkpoint:save", 1, "after"),
+         ("pm", "hh.train.checkpoint:save", 2, "after"),
+         ("cd", "hh.train.checkpoint:save", 1, "after"),
+         ("ppo", "hh.train.checkpoint:save", 2, "before"),
+         ("policies", "hh.rl.evaluate:write", 2, "before"),
+         ("report", "hh.io:write_figure", 2, "before")]
+
+
+def _run(workdir, tokenizer, env, *kill):
+  return subprocess.run([sys.executable, KILL_AT, str(workdir), tokenizer, *map(str, kill)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, wikitext_tokenizer):
+  """The uninterrupted run, and the same command killed once per kill point then rerun."""
+  root = tmp_path_factory.mktemp("kill")
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+  ref, killed = root / "uninterrupted", root / "killed"
+  done = _run(ref, wikitext_tokenizer.path, env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  deaths = [(kill, _run(killed, wikitext_tokenizer.path, env, *kill),
+             running_stage(str(killed), STAGES)) for kill in KILLS]
+  done = _run(killed, wikitext_tokenizer.path, env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return {"ref": ref, "killed": killed, "deaths": deaths, "tokenizer": wikitext_tokenizer.path}
+
+
+def test_a_kill_in_every_kind_of_stage_then_a_rerun_gives_the_uninterrupted_outputs(runs):
+  for kill, p, stage in runs["deaths"]:
+    assert p.returncode == -signal.SIGKILL, f"{kill}: exit {p.returncode}\n{p.stderr[-3000:]}"
+    assert "killing:" in p.stderr
+    assert stage == kill[0]  # it died inside the intended stage
+  want, got = crash_resume.outputs(str(runs["ref"])), crash_resume.outputs(str(runs["killed"]))
+  assert any(k.endswith("ppo_result.json") for k in want)
+  assert sum("checkpoints" in k for k in want) == 6  # LM, PMP, PM, CD, PPO, the PPO export
+  differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+  assert not differ, f"outputs differ after the kills: {differ}"
+  # nothing half-written is left where a later stage or a user reads
+  leftovers = [os.path.join(d, f) for d, dirs, files in os.walk(runs["killed"]) for f in files
+               if ".tmp" in f and "checkpoints" not in d]
+  assert not leftovers, leftovers
+
+
+def test_a_rerun_skips_finished_stages_and_another_config_is_refused(runs):
+  """(In this process, on the uninterrupted run's workdir.)"""
+  from hh import main as hh_main
+  from hh.sim import stage as sim_stage
+  tmp_path = runs["ref"]
+  config = small_pipeline_config(runs["tokenizer"], all_stages=True)
+  report = (tmp_path / "report" / "report.md").read_text()
+  assert "Bayes ceiling" in report and (tmp_path / "report" / "world.png").exists()
+  pm_phases = json.loads((tmp_path / "pm" / "pm_result.json").read_text())["phases"]
+  assert list(pm_phases) == ["pmp", "finetune"]  # the paper's path, PMP first
+  # 100 ranked pairs → 200 binarized, 15% held out → 170 trained on, 170 // 16 = 10 steps.
+  assert (pm_phases["pmp"]["pairs"], pm_phases["pmp"]["steps"]) == (170, 10)
+  assert "PMP (170 pairs, 10 steps) then finetuning (" in report
+  marker = (tmp_path / "stages" / "lm.json").stat().st_mtime
+  second = hh_main.run(config, str(tmp_path))  # resumes: every stage but the report is skipped
+  lm = json.loads((tmp_path / "lm" / "lm_result.json").read_text())
+  assert second["lm"] == lm and lm["step"] == 10
+  assert lm["val_loss"] < np.log(lm["vocab_size"]) - 0.5  # below uniform
+  assert (tmp_path / "stages" / "lm.json").stat().st_mtime == marker
+  saved = (tmp_path / "config.json").read_text()
+  assert json.loads((tmp_path / "pm" / "config.json").read_text())["pm"] == \
+      json.loads(saved)["pm"]  # the scorer reads a pipeline's PM folder on its own
+  # another world in the same workdir is refused, naming the key — dict-valued ones too
+  for key, value in [("seed", 5), ("response_mix", {**config.world.response_mix,
+                                                    "wrong": 0.21})]:
+    changed = small_pipeline_config(runs["tokenizer"], all_stages=True)
+    changed.world[key] = value
+    with pytest.raises(ValueError, match=rf"another config.*world\.{key}"):
+      hh_main.run(changed, str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == saved  # a refused run writes nothing
+  # so is another stage config for a finished stage
+  changed = small_pipeline_config(runs["tokenizer"], all_stages=True)
+  changed.pm.finetune.optim.lr = 1e-4
+  with pytest.raises(ValueError, match=r"pm stage made with another config.*pm\.finetune\.optim\.lr"):
+    hh_main.run(changed, str(tmp_path))
+  # and the datasets built from another world are refused even without the stage records
+  other = dict(config.world.to_dict(), response_mix={**config.world.response_mix, "wrong": 0.3})
+  with pytest.raises(ValueError, match=r"another config.world \(differs in world.response_mix"):
+    sim_stage.build(other, str(tmp_path), "helpful")
