@@ -77,17 +77,35 @@ def main(argv):
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", flags.FLAGS.devices)
   from hh import sharding
+  f = flags.FLAGS
   with cli.user_errors("hh.plan"):
-    config = flags.FLAGS.config
+    config = f.config
+    if config.get("stage") == "ppo":
+      from hh.rl import plan as rl_plan
+      for fsdp in f.fsdp_search or [None]:
+        devices = None
+        if fsdp is not None:
+          config.mesh.fsdp = int(fsdp)
+          devices = jax.devices()[:config.mesh.fsdp * config.mesh.data * config.mesh.tensor]
+        mesh = sharding.make_mesh(config.mesh, devices)
+        result = rl_plan.plan_ppo(config, mesh, f.prompt_len, f.frozen_dtype)
+        print(rl_plan.format_ppo_plan(config, mesh, result, f.prompt_len, f.frozen_dtype,
+                                      f.device_memory_gib), flush=True)
+      return
     mesh = sharding.make_mesh(config.mesh)
-    print(format_plan(config, mesh, plan(config, mesh), flags.FLAGS.device_memory_gib))
+    print(format_plan(config, mesh, plan(config, mesh), f.device_memory_gib))
 
 
 def define_flags():
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm.py:size=52B",
-                                  lock_config=True)
+                                  lock_config=False)
   flags.DEFINE_integer("devices", 8, "Number of simulated CPU devices.")
   flags.DEFINE_float("device_memory_gib", 32.0, "Memory of one target device, GiB.")
+  flags.DEFINE_integer("prompt_len", 512, "PPO plans: the prompt bucket of a rollout.")
+  flags.DEFINE_enum("frozen_dtype", "float32", ["float32", "bfloat16"],
+                    "PPO plans: how π0's and the PM's frozen params are stored.")
+  flags.DEFINE_list("fsdp_search", [], "PPO plans: compile on each of these fsdp sizes in turn "
+                    "(devices = fsdp × data × tensor, at most --devices).")
   flags.mark_flags_as_required(["config"])
 
 

@@ -53,6 +53,27 @@ def rules(config) -> tuple[tuple[str, Any], ...]:
                for name, ax in config.axis_rules)
 
 
+# The sampler's layout: weight-stationary tensor parallelism over every non-data device.
+DECODE_OVERRIDES = {"embed": None, "act_batch": "data", "cache_batch": "data",
+                    **{name: ("fsdp", "tensor") for name in (
+                        "mlp", "heads", "vocab", "act_mlp", "act_heads", "act_vocab",
+                        "cache_heads")}}
+
+
+def decode_rules(axis_rules) -> tuple[tuple[str, Any], ...]:
+  """The rules the sampler runs under, from the training rules: weights split on their output
+  (heads, MLP, vocabulary) dimension over ``fsdp × tensor`` and whole along ``embed``; rows over
+  ``data`` only; the KV cache split by heads.
+
+  Why: a decode step reads every weight for a handful of tokens. Under the training (FSDP)
+  layout each weight is split along ``embed``, so XLA all-gathers the layers' weights — once,
+  hoisted out of the decode loop — and holds the whole model unsharded: at 52B on 64 devices
+  the sampler's temporaries were 388 GiB per device (``hh.plan``). Split on output dimensions a
+  step needs no weight gather, only small activation collectives; the one-off reshard is done
+  by ``decode_params``' per-layer copies."""
+  return tuple((name, DECODE_OVERRIDES.get(name, axes)) for name, axes in axis_rules)
+
+
 def logical_shardings(abstract_boxed: Any, mesh: Mesh, axis_rules) -> Any:
   """NamedShardings for a pytree whose leaves may be ``nn.LogicallyPartitioned`` boxes.
 

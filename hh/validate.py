@@ -79,6 +79,11 @@ def check(config):
       raise ValueError(f"config.ppo.minibatches={cfg.minibatches}: minibatches of {size} rows do "
                        f"not split over the mesh's batch axes (data × fsdp = {n}); allowed: "
                        f"rollout_batch / minibatches a multiple of {n}")
+    if "sampling" in config and cfg.rollout_batch % min(config.sampling.batch_size,
+                                                         cfg.rollout_batch):
+      raise ValueError(f"config.sampling.batch_size={config.sampling.batch_size} does not divide "
+                       f"config.ppo.rollout_batch={cfg.rollout_batch} (the rollout is sampled in "
+                       "calls of that many rows); allowed: a divisor, or ≥ the rollout")
     if "pm" in config and "finetune" in config.pm:
       context = config.pm.finetune.seq_len
       if cfg.max_new_tokens >= context:

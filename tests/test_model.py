@@ -193,13 +193,42 @@ def test_read_out_forward_equals_full_forward_and_its_gradient(policy, n_layer):
   def read_out(p, tokens, mask, index):
     return model.apply({"params": p}, tokens, mask, index)
 
+  # jitted (one compile per function, the three cases share shapes): op by op it took minutes
+  grad_full = jax.jit(jax.grad(lambda p, *a: (full(p, *a) ** 2).sum()))
+  grad_read = jax.jit(jax.grad(lambda p, *a: (read_out(p, *a) ** 2).sum()))
+  full, read_out = jax.jit(full), jax.jit(read_out)
   for tokens, mask, index in [(tokens, mask, jnp.array([9, 9, 9])),
                               (tokens, mask, jnp.array([4, 7, 9])),
                               (*_right_padded([10, 6, 3], 10, 7), jnp.array([9, 5, 2]))]:
     want = full(params, tokens, mask, index)
     assert np.abs(np.asarray(want)).max() > 0.1
     np.testing.assert_allclose(read_out(params, tokens, mask, index), want, rtol=1e-5, atol=1e-5)
-    g_full = jax.grad(lambda p: (full(p, tokens, mask, index) ** 2).sum())(params)
-    g_read = jax.grad(lambda p: (read_out(p, tokens, mask, index) ** 2).sum())(params)
+    g_full = grad_full(params, tokens, mask, index)
+    g_read = grad_read(params, tokens, mask, index)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_read)):
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_products_accumulate_in_float32_forward_and_backward():
+  """``contract`` on bf16 operands (CPU): the product and both gradients against a float64
+  reference on the same bf16-rounded inputs, to bf16's output rounding — a bf16 accumulation
+  (or a dropped / swapped gradient) is far outside it; float32 operands are plain einsum."""
+  from hh.models.transformer import contract
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.normal(size=(64, 512)), jnp.bfloat16)
+  b = jnp.asarray(rng.normal(size=(512, 48)), jnp.bfloat16)
+  g = rng.normal(size=(64, 48))
+  a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  y, vjp = jax.vjp(lambda a, b: contract("ti,io->to", a, b), a, b)
+  assert y.dtype == jnp.bfloat16
+  da, db = vjp(jnp.asarray(g, jnp.bfloat16))
+  g64 = np.asarray(jnp.asarray(g, jnp.bfloat16), np.float64)
+  for got, want in ((y, a64 @ b64), (da, g64 @ b64.T), (db, a64.T @ g64)):
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-7, atol=2**-7 *
+                               np.abs(want).max())
+  # a bf16 accumulation over 512 terms would be off by far more than one output rounding
+  err = np.abs(np.asarray(y, np.float64) - a64 @ b64).max() / np.abs(a64 @ b64).max()
+  assert err < 2**-8
+  y32 = contract("ti,io->to", a.astype(jnp.float32), b.astype(jnp.float32))
+  np.testing.assert_array_equal(y32, jnp.einsum("ti,io->to", a.astype(jnp.float32),
+                                                b.astype(jnp.float32)))

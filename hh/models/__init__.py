@@ -11,9 +11,10 @@ from hh.models.transformer import (
   attention_mask,
   decode_params,
   init_cache,
+  param_logical_axes,
   positions_from_mask,
 )
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",
            "Transformer", "ValueModel", "attention_mask", "init_cache", "positions_from_mask",
-           "decode_params"]
+           "decode_params", "param_logical_axes"]

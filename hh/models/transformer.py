@@ -15,6 +15,7 @@ F d_ff, V vocab, L layers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -99,6 +100,46 @@ def rope(x: Array, tables: tuple[Array, Array]) -> Array:
   return out.astype(x.dtype)
 
 
+def contract(spec: str, a: Array, b: Array, out_dtype=None) -> Array:
+  """``jnp.einsum(spec, a, b)`` for 2-D operands (every index in two of the three terms).
+
+  bf16 operands on CPU go through ``_contract_f32acc``: every product (forward and both
+  gradients) accumulates in float32 and is rounded once to ``out_dtype`` (default: the operands'
+  dtype). On a CPU with bf16 dot products (AMX; checked in ``benchmarks/common.py``) XLA runs a
+  bf16 × bf16 → f32 dot ~5× faster than an f32 dot, but a bf16 → bf16 dot no faster (2048²:
+  ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16. On
+  accelerators and for float32 operands this is plain einsum (float32 results are unchanged).
+  Only 2-D: XLA's CPU runtime has no batched bf16 × bf16 → f32 dot ("Unsupported element type
+  for DotThunk"), so attention's batched products stay as they were."""
+  out_dtype = out_dtype or a.dtype
+  if a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    return _contract_f32acc(spec, jnp.dtype(out_dtype), a, b)
+  return jnp.einsum(spec, a, b).astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _contract_f32acc(spec: str, out_dtype, a: Array, b: Array) -> Array:
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _contract_f32acc_fwd(spec, out_dtype, a, b):
+  return _contract_f32acc(spec, out_dtype, a, b), (a, b)
+
+
+def _contract_f32acc_bwd(spec, out_dtype, res, g):
+  """For C = Σ A·B: dA = Σ g·B and dB = Σ A·g, each a bf16 × bf16 → f32 product."""
+  a, b = res
+  ins, out = spec.split("->")
+  sa, sb = ins.split(",")
+  g = g.astype(a.dtype)
+  da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=jnp.float32)
+  db = jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=jnp.float32)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_contract_f32acc.defvjp(_contract_f32acc_fwd, _contract_f32acc_bwd)
+
+
 def attention_mask(kv_mask: Array, q_len: int, q_offset: Array | int) -> Array:
   """Boolean [B, 1, T, S]: query t (at cache slot q_offset + t) sees real keys at slots ≤ it."""
   s_len = kv_mask.shape[-1]
@@ -168,7 +209,7 @@ def _dense(x: Array, w: Array, n_in: int = 1) -> Array:
   """
   lead, d_in = x.shape[:x.ndim - n_in], w.shape[:n_in]
   d_out = w.shape[n_in:]
-  y = x.reshape(-1, math.prod(d_in)) @ w.reshape(math.prod(d_in), -1)
+  y = contract("ti,io->to", x.reshape(-1, math.prod(d_in)), w.reshape(math.prod(d_in), -1))
   return y.reshape(*lead, *d_out)
 
 
@@ -481,12 +522,35 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCach
                      for _ in range(2)) for _ in range(cfg.n_layer))
 
 
-def decode_params(params: dict) -> dict:
+def decode_params(params: dict, axes=None) -> dict:
   """``params`` of a DecoderLM / PreferenceModel laid out for decoding: the stacked
   ``trunk/layers`` [L, ...] split into layers "0" … "L−1" (one copy of the layer weights), what
   ``decode`` reads fastest. Call it once, outside a decoding loop; the full forward needs the
-  original tree."""
+  original tree.
+
+  ``axes`` (``param_logical_axes``): every weight's logical axes; each weight (each layer's
+  copy without the leading ``layers`` axis) is then constrained to them under the rules in
+  force — the sampler's ``sharding.decode_rules`` — so under a mesh it is resharded once here
+  and no decode step has to gather it."""
   stacked = nn.unbox(params["trunk"]["layers"])
   n = jax.tree.leaves(stacked)[0].shape[0]
   layers = {str(i): jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n)}
-  return {**params, "trunk": {**params["trunk"], "layers": layers}}
+  out = {**nn.unbox(params), "trunk": {**nn.unbox(params["trunk"]), "layers": layers}}
+  if axes is None:
+    return out
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)  # noqa: E731
+  constrain = lambda spec, a, cut=0: nn.with_logical_constraint(a, tuple(spec)[cut:])  # noqa: E731
+  layer_axes = axes["trunk"]["layers"]
+  rest = {**axes, "trunk": {k: v for k, v in axes["trunk"].items() if k != "layers"}}
+  out_rest = {**out, "trunk": {k: v for k, v in out["trunk"].items() if k != "layers"}}
+  out = jax.tree.map(constrain, rest, out_rest, is_leaf=is_spec)
+  out["trunk"]["layers"] = {i: jax.tree.map(lambda s, a: constrain(s, a, 1), layer_axes, layer,
+                                            is_leaf=is_spec) for i, layer in layers.items()}
+  return out
+
+
+def param_logical_axes(model: nn.Module, *example) -> Any:
+  """``model``'s params tree with each weight's logical axes (a PartitionSpec of names), from
+  abstract shapes (``example``: arguments of ``model.init``)."""
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *example))["params"]
+  return nn.get_partition_spec(boxed)

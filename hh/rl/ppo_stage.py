@@ -91,6 +91,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
       stop_ids=sample_lib.end_of_turn_ids(tok))
   sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
+  rows_per_call = min(config.sampling.batch_size, cfg.rollout_batch)
   value_model = ValueModel(ModelConfig.from_config(config.model, tok.vocab_size))
   steps = cfg.loop.steps
   tx = state_lib.make_optimizer(cfg.optim, steps * cfg.epochs * cfg.minibatches)
@@ -144,9 +145,14 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       ids = tok.encode_batch([c + tok_lib.ASSISTANT for c in ctx])
       p_len = sample_lib.bucket(max(len(r) for r in ids), config.sampling.buckets)
       prompt, pmask = policy_lib.left_padded(ids, p_len)
-      out = sampler(state.policy.params, prompt, pmask,
-                    np.arange(len(rows)) + it * len(rows),
-                    jax.random.fold_in(jax.random.PRNGKey(config.seed), it))
+      # config.sampling.batch_size rows per sampler call (its KV cache and prefill activations
+      # scale with them; at 52B a whole 512-row rollout does not fit, hh.plan); row ids are
+      # global, so the chunking does not change any row's draws
+      key, k = jax.random.fold_in(jax.random.PRNGKey(config.seed), it), rows_per_call
+      chunks = [sampler(state.policy.params, prompt[i:i + k], pmask[i:i + k],
+                        np.arange(i, min(i + k, len(rows))) + it * len(rows), key)
+                for i in range(0, len(rows), k)]
+      out = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
       tokens = np.concatenate([prompt, out["tokens"]], 1)
       mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
       stops = set(sampling.stop_ids)

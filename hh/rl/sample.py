@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.models import DecoderLM, decode_params, init_cache, positions_from_mask
+from hh.models import DecoderLM, decode_params, init_cache, param_logical_axes, positions_from_mask
 from hh.tokenizer import EOS_ID, PAD_ID
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
@@ -131,7 +131,8 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
   """
   b, p_len = prompt.shape
   n = cfg.max_new_tokens
-  params = decode_params(params)  # once, outside the loop (see Transformer.decode)
+  # once, outside the loop (see Transformer.decode), each weight laid out by the rules in force
+  params = decode_params(params, param_logical_axes(model, prompt[:1, :1], mask[:1, :1]))
   cache = init_cache(model.cfg, b, p_len + n)
   kv_mask = jnp.zeros((b, p_len + n), jnp.int32).at[:, :p_len].set(mask.astype(jnp.int32))
   logits, cache = model.apply({"params": params}, prompt, positions_from_mask(mask), cache,
@@ -193,7 +194,9 @@ def bucket(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
 
 class Sampler:
   """Jitted, sharded sampling for one model on one mesh: one compiled program per (bucket,
-  batch). ``params`` are sharded as in training; prompts over (data, fsdp)."""
+  batch). ``params`` come sharded as in training and are copied once per call into the decode
+  layout (``sharding.decode_rules``: weights split on output dimensions, so no decode step
+  gathers a weight); prompts over (data, fsdp)."""
 
   def __init__(self, model: DecoderLM, mesh, rules, cfg: SamplingConfig,
                buckets: Sequence[int] = DEFAULT_BUCKETS):
@@ -205,7 +208,7 @@ class Sampler:
     key = (p_len, batch)
     if key not in self._programs:
       def run(params, prompt, mask, row_ids, rng):
-        with nn.logical_axis_rules(self.rules):
+        with nn.logical_axis_rules(sharding.decode_rules(self.rules)):
           return sample(self.model, params, prompt, mask, row_ids, rng, self.cfg)
       self._programs[key] = jax.jit(run, out_shardings=sharding.replicated(self.mesh))
     return self._programs[key]
