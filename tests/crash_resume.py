@@ -123,8 +123,9 @@ def outputs(workdir: str) -> dict[str, object]:
 
 
 def stage_seconds(ref: str) -> dict[str, float]:
-  """Each stage's wall time in the uninterrupted run (from the mtimes of its records)."""
-  t = os.path.getmtime(os.path.join(ref, "config.json"))
+  """Each stage's wall time in the uninterrupted run, from the mtimes of its records (the run
+  began when it wrote its first file: the stage identities)."""
+  t = min(os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(ref) for f in fs)
   out = {}
   for stage in STAGES:
     end = os.path.getmtime(os.path.join(ref, "stages", f"{stage}.json"))
