@@ -264,6 +264,9 @@ CASES = [
     Case("config", "PPO minibatches that do not divide the rollout batch",
          _config("ppo", {"ppo.minibatches": 3}),
          r"config\.ppo\.minibatches=3 does not divide config\.ppo\.rollout_batch=64"),
+    Case("config", "sampler calls that do not divide the PPO rollout",
+         _config("ppo", {"sampling.batch_size": 24}),
+         r"config\.sampling\.batch_size=24 does not divide config\.ppo\.rollout_batch=64"),
     Case("config", "a batch that does not split over the mesh's batch axes (8 devices)",
          _config("lm", {"lm.data.batch_size": 12}),
          r"config\.lm\.data\.batch_size=12 does not split over the mesh's batch axes \(data × "
