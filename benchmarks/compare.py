@@ -3,6 +3,7 @@
   bash ../shared/peer/setup.sh            # once: the peers' venv (PyTorch + transformers + TRL)
   python benchmarks/compare.py            # W1: hh's PM step vs TRL's RewardTrainer, 2 rounds
   python benchmarks/compare.py --workload W2   # hh's sampler vs HF generate
+  python benchmarks/compare.py -- --dtype=bfloat16 --unroll=4   # options for hh's side
 
 The machine's speed drifts by 2–3× between days, and JAX's and PyTorch's matmuls do not drift
 alike, so a ratio is only meaningful when both sides run in the same minutes: this runs hh, then
@@ -44,17 +45,20 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workload", default="W1", choices=sorted(HH))
   ap.add_argument("--rounds", type=int, default=2)
+  ap.add_argument("hh_args", nargs="*", help="passed to hh's benchmark (after --), e.g. "
+                  "-- --dtype=bfloat16 --unroll=4")
   args = ap.parse_args()
   if not os.path.exists(PEER):
     sys.exit(f"compare: {PEER} not found (the peers' benchmarks sit in ../shared/peer)")
   ratios = []
   cmd, key = HH[args.workload]
+  cmd = cmd + args.hh_args
   for i in range(args.rounds):
     hh = run(cmd)
     peer = run(["bash", PEER, args.workload])
     ratio = hh[key] / peer[key]
     ratios.append(ratio)
-    print(f"round {i + 1}: hh {hh[key]:,.0f} tokens/s (JAX fp32 peak "
+    print(f"round {i + 1}: hh {hh[key]:,.0f} tokens/s (JAX peak "
           f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  peer {peer[key]:,.0f} "
           f"tokens/s (torch peak {peer['peak_matmul_gflops_before']:,.1f} → "
           f"{peer['peak_matmul_gflops']:,.1f})  |  ratio {ratio:.2f}×", flush=True)

@@ -34,10 +34,12 @@ def main():
   ap.add_argument("--remat", default="none")
   ap.add_argument("--attn_chunk", type=int, default=None, help="default: the config's")
   ap.add_argument("--iters", type=int, default=5)
+  ap.add_argument("--unroll", type=int, default=1, help="config.model.scan_unroll")
   args = ap.parse_args()
 
   config = lm.get_config(f"size={args.size}")
   config.model.dtype, config.model.remat_policy = args.dtype, args.remat
+  config.model.scan_unroll = args.unroll
   config.lm.data.batch_size, config.lm.data.seq_len = args.batch, args.seq
   if args.attn_chunk is not None:
     config.model.attn_chunk = args.attn_chunk

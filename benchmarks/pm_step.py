@@ -28,10 +28,11 @@ from hh.train import state as state_lib  # noqa: E402
 
 
 def measure(size="13M", pairs=8, seq=512, vocab=32_000, dtype="float32", remat="none",
-            iters=3) -> dict:
+            iters=3, unroll=1) -> dict:
   """The PM stage's own build (hh/pm/train.py) for one phase of the given shape, timed."""
   config = pm.get_config(f"size={size}")
   config.model.dtype, config.model.remat_policy = dtype, remat
+  config.model.scan_unroll = unroll
   phase = config.pm.finetune
   phase.seq_len, phase.batch_pairs = seq, pairs
   mesh = sharding.make_mesh(config.mesh)
@@ -65,15 +66,16 @@ def main():
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--remat", default="none")
   ap.add_argument("--iters", type=int, default=3)
+  ap.add_argument("--unroll", type=int, default=1, help="config.model.scan_unroll")
   args = ap.parse_args()
   r = measure(args.size, args.pairs, args.seq, dtype=args.dtype, remat=args.remat,
-              iters=args.iters)
+              iters=args.iters, unroll=args.unroll)
   peak = common.matmul_peak(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
   peak *= jax.device_count()
   m = r["model"]
   print(f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; PM size {args.size} "
         f"(L={m.n_layer}, d={m.d_model}, H={m.n_head}, F={m.d_ff}, V=32000), {args.pairs} pairs "
-        f"= {2 * args.pairs} × {args.seq} tokens, {args.dtype}, AdamW")
+        f"= {2 * args.pairs} × {args.seq} tokens, {args.dtype}, scan unroll {args.unroll}, AdamW")
   print(f"step {r['seconds'] * 1e3:.1f} ms  |  {r['tokens_per_sec']:,.0f} tokens/s  |  "
         f"{r['pairs_per_sec']:.2f} pairs/s  |  {r['flops'] / r['seconds'] / 1e9:,.1f} GFLOP/s")
   full = r["full_trunk_flops"]

@@ -50,6 +50,7 @@ class ModelConfig:
   remat_policy: str = "none"
   gelu_approximate: bool = True  # tanh GELU; False: exact (erf) GELU, 14% faster on CPU
   attn_chunk: int = 0  # full forward: query blocks of this many tokens skip the masked keys; 0: off
+  scan_unroll: int = 1  # layers per iteration of the scan over layers (≥ L: no loop at all)
 
   @property
   def d_head(self) -> int:
@@ -67,6 +68,8 @@ class ModelConfig:
                        f"{', '.join(_REMAT_POLICIES)}")
     if model_cfg.attn_chunk < 0:
       raise ValueError(f"config.model.attn_chunk={model_cfg.attn_chunk}; expected ≥ 0 (0: off)")
+    if model_cfg.get("scan_unroll", 1) < 1:
+      raise ValueError(f"config.model.scan_unroll={model_cfg.scan_unroll}; expected ≥ 1")
     if model_cfg.d_model % model_cfg.n_head:
       raise ValueError(f"config.model.d_model={model_cfg.d_model} is not divisible by "
                        f"config.model.n_head={model_cfg.n_head}")
@@ -76,7 +79,7 @@ class ModelConfig:
                param_dtype=jnp.dtype(model_cfg.param_dtype),
                remat_policy=model_cfg.remat_policy,
                gelu_approximate=model_cfg.gelu_approximate,
-               attn_chunk=model_cfg.attn_chunk)
+               attn_chunk=model_cfg.attn_chunk, scan_unroll=model_cfg.get("scan_unroll", 1))
 
 
 def positions_from_mask(mask: Array) -> Array:
@@ -309,10 +312,14 @@ def _block_class(cfg: ModelConfig):
 
 def _scanned_blocks(cfg: ModelConfig, length: int):
   """The (remat) Block class scanned over ``length`` layers, params stacked on a leading
-  ``layers`` axis."""
+  ``layers`` axis; ``cfg.scan_unroll`` layers per loop iteration. Unrolled, XLA on CPU no longer
+  zero-fills and slices the scan's stacked activations for the backward pass: the 13M PM
+  step's non-matmul model work fell from 3.1 to 1.4 s of thunk time and the step by 7–10%
+  (``benchmarks/profile_step.py``; docs/history.md)."""
   return nn.scan(_block_class(cfg), variable_axes={"params": 0}, split_rngs={"params": True},
-                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-                 length=length, metadata_params={nn.PARTITION_NAME: "layers"})
+                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=length,
+                 unroll=max(1, min(cfg.scan_unroll, length)),
+                 metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 class Transformer(nn.Module):
