@@ -34,10 +34,16 @@ def test_loss_falls_below_unigram_entropy(tmp_path, wikitext_tokenizer):
   assert saved["model"]["size"] == "tiny" and saved["lm"]["loop"]["steps"] == 60
 
 
-def test_interrupted_and_resumed_is_bit_identical(tmp_path, wikitext_tokenizer):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, wikitext_tokenizer):
+  """6 steps without a stop (the reference of the resume test, the source of init_from)."""
+  workdir = tmp_path_factory.mktemp("straight")
+  hh_main.run(tiny_lm_config(wikitext_tokenizer.path), str(workdir))
+  return workdir
+
+
+def test_interrupted_and_resumed_is_bit_identical(tmp_path, wikitext_tokenizer, straight):
   """6 steps straight vs 3 steps, stop, resume from the workdir for 3 more: identical bits."""
-  straight = tmp_path / "straight"
-  hh_main.run(tiny_lm_config(wikitext_tokenizer.path), str(straight))
   resumed = tmp_path / "resumed"
   hh_main.run(tiny_lm_config(wikitext_tokenizer.path, stop_at=3), str(resumed))
   assert _final_params(resumed)[0] == 3
@@ -55,9 +61,8 @@ def test_interrupted_and_resumed_is_bit_identical(tmp_path, wikitext_tokenizer):
   assert losses_a == losses_b
 
 
-def test_init_from_loads_params_only(tmp_path, wikitext_tokenizer):
-  source = tmp_path / "source"
-  hh_main.run(tiny_lm_config(wikitext_tokenizer.path, steps=3), str(source))
+def test_init_from_loads_params_only(tmp_path, wikitext_tokenizer, straight):
+  source = straight
   config = tiny_lm_config(wikitext_tokenizer.path, steps=1, stop_at=0)
   config.lm.init_from = str(source)
   config.lm.loop.ckpt_every = 1
