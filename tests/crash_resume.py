@@ -7,7 +7,8 @@ CI's one-kill-per-kind-of-stage check is tests/test_kill.py).
 
 First the uninterrupted run (reused if its workdir is complete); its stage times set the kill
 plan: ``--kills`` kills spread evenly over the seven stages in pipeline order, each at a uniform
-random moment in [0, that stage's time + start-up] after the attempt is seen in the stage. Each
+random moment in [0, that stage's time / its number of kills + start-up] after the attempt is
+seen in the stage. Each
 attempt runs ``python -m hh.main --config=CONFIG --workdir=WORKDIR``; after the plan, the
 command runs to the end. The outputs that later stages and users read — every result JSON,
 metrics.jsonl (train and validation rows, wall-clock fields removed), every .npz, the JSONL
@@ -156,8 +157,9 @@ def main():
   print(f"uninterrupted run: {time.time() - t0:.0f} s; stages: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), flush=True)
   # The kill plan: kills spread evenly over the stages in pipeline order; each at a uniform
-  # random moment in [0, stage time + start-up] after the attempt is seen in that stage (a kill
-  # aimed at a stage that has finished meanwhile goes to the running one).
+  # random moment in [0, stage time / its kills + start-up] after the attempt is seen in that
+  # stage, so a stage's kills fall across it (a kill aimed at a stage that has finished
+  # meanwhile goes to the running one).
   plan = [STAGES[i * len(STAGES) // args.kills] for i in range(args.kills)]
   kills, attempts, t1 = [], 0, time.time()
   for target in plan + [None]:
@@ -169,7 +171,7 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=log)
     attempts += 1
     if target is not None:
-      delay = rng.uniform(0.0, seconds[target] + args.startup_s)
+      delay = rng.uniform(0.0, seconds[target] / plan.count(target) + args.startup_s)
       while proc.poll() is None and stage_index(killed) < STAGES.index(target):
         time.sleep(0.1)
       try:
