@@ -39,3 +39,15 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tmp_p
   with io.workdir_lock(str(tmp_path)):                          # no stale lock after SIGKILL
     with io.workdir_lock(str(tmp_path)):                        # re-entrant in one process
       pass
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_and_a_torn_middle_line_is_named(tmp_path):
+  import pytest
+
+  from hh.train import metrics
+  good = '{"step": 1, "split": "train", "loss": 1.0}\n'
+  (tmp_path / "metrics.jsonl").write_text(good + '{"step": 2, "spl')
+  assert [r["step"] for r in metrics.read(str(tmp_path))] == [1]
+  (tmp_path / "metrics.jsonl").write_text('{"step": 2, "spl\n' + good)
+  with pytest.raises(ValueError, match=r"metrics\.jsonl:1: not a JSON line"):
+    metrics.read(str(tmp_path))
