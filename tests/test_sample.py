@@ -184,6 +184,32 @@ def test_eight_devices_give_the_tokens_of_one():
   np.testing.assert_allclose(outs[0]["logp_t1"], outs[1]["logp_t1"], atol=1e-5)
 
 
+def test_calls_of_fewer_rows_give_the_draws_of_one_call():
+  """PPO samples its rollout in calls of ``config.sampling.batch_size`` rows: with global row ids
+  the chunks give one call's tokens; ids restarting at 0 in each chunk (the bug this guards)
+  would repeat the first chunk's draws."""
+  params = _params(seed=27)
+  prompt, mask = left_padded_batch([7, 3, 5, 6, 7, 3, 5, 6], 7, seed=8)
+  prompt = np.concatenate([prompt[:4], prompt[:4]])  # rows 4–7 repeat the prompts of rows 0–3
+  mask = np.concatenate([mask[:4], mask[:4]])
+  cfg = sample_lib.SamplingConfig(max_new_tokens=6, temperature=1.0, stop_ids=())
+  mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    sampler = sample_lib.Sampler(MODEL, mesh, common.base("tiny").axis_rules, cfg, buckets=(8,))
+    ids, key = np.arange(8) + 16, jax.random.PRNGKey(3)
+    whole = sampler(params, prompt, mask, ids, key)
+    chunked = sampler(params, prompt, mask, ids, key, rows_per_call=4)
+    local = sampler(params, prompt[4:], mask[4:], np.arange(4), key)
+    with pytest.raises(ValueError, match="rows_per_call=3 does not divide the 8 rows"):
+      sampler(params, prompt, mask, ids, key, rows_per_call=3)
+  for name in ("tokens", "mask", "length", "finished"):
+    np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
+  for name in ("logp", "logp_t1"):  # a batch of 4 rounds its products unlike one of 8
+    np.testing.assert_allclose(chunked[name], whole[name], atol=1e-5, err_msg=name)
+  assert (whole["tokens"][4:] != whole["tokens"][:4]).any()  # same prompts, other row ids
+  assert (local["tokens"] != whole["tokens"][4:]).any()
+
+
 @pytest.mark.parametrize("kwargs,msg", [
     (dict(max_new_tokens=0), "max_new_tokens=0"), (dict(temperature=-1.0), "temperature=-1.0"),
     (dict(top_p=0.0), "top_p=0.0; expected in"), (dict(top_p=1.5), "top_p=1.5"),

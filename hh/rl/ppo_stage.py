@@ -148,11 +148,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       # config.sampling.batch_size rows per sampler call (its KV cache and prefill activations
       # scale with them; at 52B a whole 512-row rollout does not fit, hh.plan); row ids are
       # global, so the chunking does not change any row's draws
-      key, k = jax.random.fold_in(jax.random.PRNGKey(config.seed), it), rows_per_call
-      chunks = [sampler(state.policy.params, prompt[i:i + k], pmask[i:i + k],
-                        np.arange(i, min(i + k, len(rows))) + it * len(rows), key)
-                for i in range(0, len(rows), k)]
-      out = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+      out = sampler(state.policy.params, prompt, pmask, np.arange(len(rows)) + it * len(rows),
+                    jax.random.fold_in(jax.random.PRNGKey(config.seed), it), rows_per_call)
       tokens = np.concatenate([prompt, out["tokens"]], 1)
       mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
       stops = set(sampling.stop_ids)

@@ -214,8 +214,20 @@ class Sampler:
     return self._programs[key]
 
   def __call__(self, params, prompts: np.ndarray, masks: np.ndarray, row_ids: np.ndarray,
-               rng: jax.Array) -> dict[str, np.ndarray]:
-    """Left-padded prompts [B, T] (re-padded on the left to their bucket) → host arrays."""
+               rng: jax.Array, rows_per_call: int | None = None) -> dict[str, np.ndarray]:
+    """Left-padded prompts [B, T] (re-padded on the left to their bucket) → host arrays.
+
+    ``rows_per_call`` (a divisor of B) samples the rows in calls of that many (the KV cache and
+    prefill activations scale with it): each row keeps its global id, so its draws are the same
+    as in one call of B.
+    """
+    k = rows_per_call or len(prompts)
+    if k < len(prompts):
+      if len(prompts) % k:
+        raise ValueError(f"rows_per_call={k} does not divide the {len(prompts)} rows")
+      chunks = [self(params, prompts[i:i + k], masks[i:i + k], row_ids[i:i + k], rng)
+                for i in range(0, len(prompts), k)]
+      return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     b, t = prompts.shape
     p_len = bucket(int(masks.sum(-1).max()) if b else t, self.buckets)
     prompts, masks = _left_pad(prompts, p_len), _left_pad(masks, p_len)
