@@ -24,7 +24,7 @@ def world_pm(tmp_path_factory):
   config = pipeline.get_config("size=tiny,pmp=False")
   config.world.update(dict(lm_conversations=4000, helpful_pairs=2000, harmless_pairs=1000,
                            pmp_pairs=50, prompts=50))
-  config.lm.loop.update(dict(steps=400, eval_every=400, ckpt_every=400))
+  config.lm.loop.update(dict(steps=150, eval_every=150, ckpt_every=150))
   config.cd.loop.update(dict(steps=20, eval_every=10, ckpt_every=20))
   config.policies.update(dict(max_prompts=12, samples=2, best_of=(1, 4), best_of_prompts=6))
   config.world.prompts = 100
@@ -106,30 +106,10 @@ def _train_records(workdir):
     return [r for r in map(json.loads, f) if r["split"] == "train"]
 
 
-def test_ppo_first_iteration_is_on_policy_and_a_resume_is_bit_identical(world_pm, tmp_path):
-  """Iteration 1: the policy is π0, so the ratio of the first minibatch is 1 and the KL 0.
-  Resumed from its checkpoint of iteration 1 (as after a kill there: later checkpoint, result
-  and export gone), PPO gives the uninterrupted run's metrics and evaluation exactly."""
-  import shutil
-
-  from hh import stages
+def test_ppo_first_iteration_is_on_policy(world_pm):
+  """Iteration 1: the policy is π0, so the ratio of the first minibatch is 1 and the KL 0. (PPO
+  resumed after a kill mid-run is compared with an uninterrupted run in tests/test_kill.py.)"""
   full = _train_records(os.path.join(world_pm["workdir"], "ppo"))
   assert [r["step"] for r in full] == [1, 2]
   assert full[0]["first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-5)
   assert abs(full[0]["kl"]) < 1e-4
-  config = world_pm["config"].copy_and_resolve_references()
-  wd = world_pm["workdir"]
-  ctx = stages.Context(world_dir=wd, dirs={k: os.path.join(wd, k) for k in ("cd", "pm")})
-  out = str(tmp_path / "ppo")
-  shutil.copytree(os.path.join(wd, "ppo"), out)
-  for gone in ("checkpoints/2", "policy"):
-    shutil.rmtree(os.path.join(out, gone))
-  os.remove(os.path.join(out, "ppo_result.json"))
-  resumed_result = stages.run("ppo", config, out, ctx)
-  resumed = _train_records(out)
-  for a, b in zip(full, resumed, strict=True):
-    for k in ("loss", "pm_score", "kl", "approx_kl", "gold_helpful"):
-      assert a[k] == b[k], (k, a, b)
-  with open(os.path.join(wd, "ppo", "ppo_result.json")) as f:
-    want = json.load(f)["after"]
-  assert json.dumps(want, sort_keys=True) == json.dumps(resumed_result["after"], sort_keys=True)
