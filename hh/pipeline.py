@@ -30,7 +30,7 @@ def done(workdir: str, name: str) -> dict | None:
     return json.load(f)
 
 
-def _mark(workdir: str, name: str, result: dict):
+def mark(workdir: str, name: str, result: dict):
   if jax.process_index() != 0:
     return
   os.makedirs(os.path.join(workdir, "stages"), exist_ok=True)
@@ -57,7 +57,7 @@ def run(config, workdir: str) -> dict[str, dict]:
       if stage.saves_config:
         stages.write_config(config, stage_dir)
       result = stage.run(config, stage_dir, ctx)
-      _mark(workdir, name, result)
+      mark(workdir, name, result)
     else:
       logging.info("stage %s: done already, skipped", name)
     results[name] = result

@@ -129,6 +129,18 @@ def _ppo(config, workdir, ctx):
   return ppo_stage.run(config, workdir, pi0, pm, ctx.world_dir)
 
 
+def _online(config, workdir, ctx):
+  from hh.rl import online
+  o = config.online
+  dirs = {k: getattr(o, key) or ctx.dirs.get(k) for k, key in (("lm", "lm"), ("pm", "pm"),
+                                                               ("cd", "pi0"))}
+  for k, key in (("lm", "lm"), ("pm", "pm"), ("cd", "pi0")):
+    if dirs[k] is None:
+      raise ValueError(f"config.online.{key}: the {k} workdir is needed (or run the {k} stage "
+                       "in the same pipeline)")
+  return online.run(config, workdir, dirs["lm"], dirs["pm"], dirs["cd"], ctx.world_dir)
+
+
 def _report(config, workdir, ctx):
   from hh import report
   return {"path": report.write(config, workdir)}
@@ -193,6 +205,9 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
           subdir="policies"),
     Stage("ppo", _ppo, _summary("hh.rl.ppo_stage"),
           lambda c: _subtrees(c, "seed", "model", "world", "sampling", "ppo"), subdir="ppo"),
+    Stage("online", _online, _summary("hh.rl.online"),
+          lambda c: _subtrees(c, "seed", "model", "tokenizer", "world", "sampling", "lm", "pm",
+                              "ppo", "online"), subdir="online"),
     Stage("report", _report, lambda r: [f"report: {r['path']}"], None, always_rerun=True),
     # the chain of config.stages in one workdir (hh/pipeline.py)
     Stage("pipeline", _pipeline, _pipeline_summary, None, saves_config=False),

@@ -23,6 +23,8 @@ import pytest
 from kill_at import running_stage
 from test_sim import small_pipeline_config
 
+from conftest import pipeline_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_AT = os.path.join(REPO, "tests", "kill_at.py")
 STAGES = ("world", "lm", "pm", "cd", "ppo", "policies", "report")
@@ -43,9 +45,7 @@ def _run(workdir, tokenizer, env, *kill):
 def runs(tmp_path_factory, wikitext_tokenizer):
   """The uninterrupted run, and the same command killed once per kill point then rerun."""
   root = tmp_path_factory.mktemp("kill")
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+  env = pipeline_env()  # XLA's default optimisation, the session's compilation cache
   ref, killed = root / "uninterrupted", root / "killed"
   done = _run(ref, wikitext_tokenizer.path, env)
   assert done.returncode == 0, done.stderr[-3000:]

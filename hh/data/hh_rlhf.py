@@ -36,6 +36,9 @@ import tensorflow_datasets as tfds
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 PREFERENCE_SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online",
                       "harmless-base")
+# hh's own subsets, same layout: the world's red-team comparisons of rejection-sampled and online
+# policies (hh/rl/tranche.py; the paper collected none, SPEC §5.1). Never downloaded.
+TRANCHE_SUBSETS = ("harmless-rejection-sampled", "harmless-online")
 RED_TEAM = "red-team-attempts"
 URL = "https://raw.githubusercontent.com/anthropics/hh-rlhf/master"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -160,7 +163,8 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
   """hh-rlhf preference subsets and red-team-attempts, written as array_record (no TensorFlow)."""
 
   VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in (*PREFERENCE_SUBSETS, RED_TEAM)]
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n)
+                     for n in (*PREFERENCE_SUBSETS, *TRANCHE_SUBSETS, RED_TEAM)]
 
   def __init__(self, *, source_dir: str | None = None, skip_bad: bool = False,
                allow_empty_response: bool = True, **kwargs):
@@ -190,6 +194,9 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
     name, src = self.builder_config.name, self.source_dir
     files = ({"train": "red_team_attempts.jsonl.gz"} if name == RED_TEAM else
              {"train": "train.jsonl.gz", "test": "test.jsonl.gz"})
+    if src is None and name in TRANCHE_SUBSETS:
+      raise ValueError(f"hh_rlhf/{name} is written by the online loop, never downloaded: give "
+                       f"its folder (hh_rlhf/{name}@DIR)")
     if src is None:  # the network path: download the official files
       paths = dl_manager.download({s: f"{URL}/{name}/{f}" for s, f in files.items()})
       return {s: self._generate_examples(os.fspath(p), s) for s, p in paths.items()}

@@ -5,6 +5,8 @@
   another world is refused, naming the keys that differ (hh/sim/stage.py).
 * ``hh_rlhf/<subset>[:split]``: hh-rlhf comparisons from ``config.data_dirs.hh_rlhf`` (official
   layout), built as TFDS into the stage's workdir.
+* ``hh_rlhf/<subset>@<dir>[:split]``: the same from another folder in that layout (a tranche
+  of the online loop, hh/rl/tranche.py), built into its own folder of the stage's workdir.
 * ``wikitext2``: WikiText-2 raw articles from ``config.data_dirs.wikitext`` (LM only).
 
 A stage's dataset list is a tuple of ``(spec, weight)`` pairs: the weight multiplies each
@@ -13,6 +15,7 @@ example's loss (λ of SPEC §2.4 on the harmless comparisons); nothing is inferr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -45,6 +48,12 @@ def _builder(name: str, places: Places):
                        "built (a pipeline's)")
     from hh.sim import stage as sim_stage
     return sim_stage.build(places.world, places.world_dir, name.split("/", 1)[1])
+  if name.startswith("hh_rlhf/") and "@" in name:
+    name, src = name.split("@", 1)
+    if not os.path.isdir(src):
+      raise ValueError(f"{name}@{src}: no such folder (expected the hh-rlhf layout)")
+    key = hashlib.sha256(os.path.abspath(src).encode()).hexdigest()[:12]
+    return tfds_io.build(name, os.path.join(places.tfds_dir, f"from-{key}"), source_dir=src)
   if name.startswith("hh_rlhf/"):
     return tfds_io.build(name, places.tfds_dir, source_dir=places.hh_rlhf_dir)
   if name.startswith("pmp/"):
