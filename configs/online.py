@@ -1,0 +1,44 @@
+"""Iterated online RLHF on the world (SPEC §4.5): the pipeline, then ``config.online.iterations``
+iterations of collect → PM from scratch → PPO from π0 (hh/rl/online.py).
+
+  python -m hh.main --config=configs/online.py:size=tiny --workdir=runs/online
+  python -m hh.lineage runs/online/online/iter_3/ppo      # what made the last policy
+
+Iteration 1 is the rejection-sampled tranche (best-of-``rs_k`` of π0 under the base PM; the paper
+mostly used k = 16), later ones the online tranches of the deployed policies. ``helpful_only``
+makes the paper's online helpful-only run (helpful prompts and comparisons only).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common, pipeline
+
+
+def stage(size: str) -> ml_collections.ConfigDict:
+  """``config.online``: iterations, prompts per iteration, the label source."""
+  del size
+  return ml_collections.ConfigDict(dict(
+      iterations=3,              # 1 rejection-sampled + 2 online (the paper ran ~5 weekly)
+      prompts="hh_sim/prompts:train",
+      prompts_per_iteration=400,  # one pair per prompt
+      rs_k=4,                    # best-of-k in the rejection-sampled tranche (paper: mostly 16)
+      deployed=2,                # the last this many iterations' policies share the prompts
+      test_every=10,             # every 10th pair is held out as the tranche's test set
+      helpful_only=False,        # the paper's online helpful-only run
+      # "annotator": the world's annotator; or a folder with iter_<i>.jsonl judgements
+      # (hh/rl/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
+      labels="annotator",
+      # the workdirs; None inside a pipeline: its own lm, pm and cd stages
+      lm=ml_collections.config_dict.placeholder(str),
+      pm=ml_collections.config_dict.placeholder(str),
+      pi0=ml_collections.config_dict.placeholder(str),
+  ))
+
+
+def get_config(arg: str | None = None):
+  arg = common.parse_arg(arg, size="tiny", pmp=True)
+  config = pipeline.get_config(f"size={arg.size},pmp={arg.pmp}")
+  config.stages = ("world", "lm", "pm", "cd", "ppo", "policies", "online", "report")
+  config.online = stage(arg.size)
+  return config

@@ -1,0 +1,164 @@
+"""The online loop's tranches and lineage (hh/rl/tranche.py, hh/lineage.py): labelled pairs read
+back through the hh-rlhf TFDS builder unchanged, the JSONL label source against the annotator,
+one-line errors for bad judgement files, and a PM's lineage naming exactly its tranches."""
+import json
+import os
+
+import numpy as np
+import pytest
+from test_sim import small_world_cfg
+
+from hh import lineage, pipeline
+from hh.data import sources, tfds_io
+from hh.rl import tranche
+from hh.sim import dataset, responses
+from hh.sim import world as W
+
+
+@pytest.fixture(scope="module")
+def pairs():
+  """60 world prompts (helpful, harmful, borderline), two base-model responses each."""
+  cfg = small_world_cfg()
+  world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
+  rows = dataset.generate("prompts", cfg)["train"][:60]
+  rng = np.random.default_rng(0)
+  out = [tranche.Pair(f"1-{k}", r["context_text"], r["family"],
+                      responses.respond(world, rng, r["context_text"]),
+                      responses.respond(world, rng, r["context_text"])) for k, r in enumerate(rows)]
+  return cfg, out
+
+
+def _places(tmp_path):
+  return sources.Places(world=None, world_dir=None, hh_rlhf_dir=str(tmp_path / "none"),
+                        wikitext_dir="", tfds_dir=str(tmp_path / "tfds"))
+
+
+def test_a_written_tranche_reads_back_through_the_tfds_builder(pairs, tmp_path):
+  cfg, ps = pairs
+  labels = tranche.AnnotatorLabels(cfg, seed=3).label(ps)
+  assert 0 < labels.kept.sum() < len(ps)  # some unsure (or identical) pairs are dropped
+  files = tranche.write(str(tmp_path / "t"), "online", "train", ps, labels)
+  want = tranche.rows(ps, labels)
+  assert set(files) == {"helpful-online", "harmless-online"}
+  for task, name in (("helpful", "helpful-online"), ("harmless", "harmless-online")):
+    src = sources.open_split(f"hh_rlhf/{name}@{tmp_path / 't'}:train", _places(tmp_path))
+    got = [(tfds_io.text(src[i]["chosen_transcript"]), tfds_io.text(src[i]["rejected_transcript"]))
+           for i in range(len(src))]
+    assert got == [(r["chosen"], r["rejected"]) for r in want[task]]
+    assert files[name]["rows"] == len(got) > 0
+  # by hand: a kept pair's chosen transcript is the preferred response after the context
+  k = int(np.flatnonzero(labels.kept & np.array([p.a != p.b for p in ps]))[0])
+  p = ps[k]
+  chosen = p.a if labels.a_preferred[k] else p.b
+  task = "harmless" if p.family == "harmful" else "helpful"
+  assert {"chosen": f"{p.context}\n\nAssistant: {chosen}",
+          "rejected": f"{p.context}\n\nAssistant: {p.b if chosen == p.a else p.a}"} in want[task]
+  # harmful prompts are judged on harmlessness, the others on helpfulness
+  s_a, s_b = tranche.AnnotatorLabels(cfg, seed=3).task_scores(ps)
+  harm = np.array([q.family == "harmful" for q in ps])
+  from hh.sim import gold
+  world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
+  ref = [gold.scores(world, q.context, " " + q.a)[int(h)] for q, h in zip(ps, harm)]
+  np.testing.assert_array_equal(s_a, ref)
+  assert harm.any() and (~harm).any()
+
+
+def test_the_annotator_labels_follow_gold_scores_with_noise(pairs):
+  """Bradley–Terry on the task's gold score: the gold-better response is preferred more often
+  than not, unsure pairs (|Δs| < tie margin) are exactly the ones dropped."""
+  cfg, ps = pairs
+  src = tranche.AnnotatorLabels(cfg, seed=4)
+  s_a, s_b = src.task_scores(ps)
+  labels = src.label(ps)
+  np.testing.assert_array_equal(labels.kept, np.abs(s_a - s_b) >= cfg["tie_margin"])
+  decided = labels.kept
+  assert np.mean(labels.a_preferred[decided] == (s_a > s_b)[decided]) > 0.6
+
+
+def test_jsonl_labels_holding_the_annotators_give_the_same_tranche(pairs, tmp_path):
+  cfg, ps = pairs
+  labels = tranche.AnnotatorLabels(cfg, seed=5).label(ps)
+  path = str(tmp_path / "judgements.jsonl")
+  tranche.write_judgements(path, ps, labels)
+  again = tranche.JsonlLabels(path).label(ps)
+  same = np.array([p.a != p.b for p in ps])
+  np.testing.assert_array_equal(again.kept, labels.kept & same)
+  np.testing.assert_array_equal(again.a_preferred[again.kept], labels.a_preferred[again.kept])
+  assert tranche.rows(ps, again) == tranche.rows(ps, labels)
+  a = tranche.write(str(tmp_path / "a"), "online", "train", ps, labels)
+  b = tranche.write(str(tmp_path / "b"), "online", "train", ps, again)
+  assert {k: v["sha256"] for k, v in a.items()} == {k: v["sha256"] for k, v in b.items()}
+
+
+@pytest.mark.parametrize("lines,msg", [
+    (['{"id": "1-0", "unsure": true}', '{"id": "9-9", "unsure": true}'],
+     r"judgements.jsonl:2: unknown pair id '9-9'"),
+    (['{"id": "1-0", "unsure": true}', '', '{"id": "1-0", "unsure": true}'],
+     r"judgements.jsonl:3: a second judgement of pair '1-0' \(first on line 1\)"),
+    (['{"id": "1-1", "preferred": "neither of them"}'],
+     r"judgements.jsonl:1: the preferred text of pair '1-1' is neither of its two responses"),
+    (['{"id": "1-1"}'], r"judgements.jsonl:1: expected"),
+    (['{"id": "1-1", "preferred": '], r"judgements.jsonl:1: not JSON"),
+])
+def test_bad_judgement_files_are_one_line_errors(pairs, tmp_path, lines, msg):
+  path = tmp_path / "judgements.jsonl"
+  path.write_text("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match=msg) as e:
+    tranche.JsonlLabels(str(path)).label(pairs[1])
+  assert "\n" not in str(e.value)
+
+
+def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
+  """Two iterations' tranches on disk; the iteration-2 PM trained on base + both, another PM on
+  base + the first only: each lineage lists its own tranches with their hashes and producers."""
+  from hh.rl import online
+  cfg, ps = pairs
+  work = str(tmp_path / "online")
+  recs = {}
+  for i, kind in ((1, "rejection-sampled"), (2, "online")):
+    d = online.iter_dir(work, i)
+    labels = tranche.AnnotatorLabels(cfg, seed=i).label(ps)
+    files = {"train": tranche.write(os.path.join(d, "tranche"), kind, "train", ps, labels)}
+    made_by = ["runs/x/cd"] if i == 1 else [os.path.join(online.iter_dir(work, 1), "ppo",
+                                                         "policy")]
+    recs[i] = {"kind": kind, "files": files, "made_by": made_by, "labels": "annotator"}
+    pipeline.mark(d, "tranche", recs[i])
+  base = [["hh_sim/helpful:train", 1.0], ["hh_sim/harmless:train", 2.0]]
+
+  def pm_dir(name, upto):
+    d = tmp_path / name
+    d.mkdir()
+    ds = base + [[s, 1.0] for s, _ in online.tranche_specs(work, upto, "train")]
+    (d / "config.json").write_text(json.dumps({"stage": "pm", "pm": {
+        "pmp": {"datasets": []}, "finetune": {"datasets": ds}}}))
+    return str(d)
+
+  for name, upto in (("pm_b", 1), ("pm_a", 2)):
+    sets = lineage.tranche_sets(pm_dir(name, upto))
+    if upto == 1:  # iteration 1's policy: PPO from π0 against pm_b; it made tranche 2
+      ppo = os.path.join(online.iter_dir(work, 1), "ppo")
+      os.makedirs(ppo)
+      with open(os.path.join(ppo, "config.json"), "w") as f:
+        json.dump({"stage": "ppo", "ppo": {"init_from": "runs/x/cd", "pm": str(tmp_path / name)}},
+                  f)
+    got = sorted((s["subset"], s["sha256"]) for s in sets if "tranche" in s)
+    want = sorted((n, f["sha256"]) for i in range(1, upto + 1)
+                  for n, f in recs[i]["files"]["train"].items())
+    assert got == want and len(got) == 2 * upto
+    assert [s["spec"] for s in sets if "tranche" not in s] == [b[0] for b in base]
+    text = "\n".join(lineage.lines(str(tmp_path / name)))
+    assert ("helpful-online" in text) == (upto == 2)
+    # pm_a: its own two RS subsets, and pm_b's two again through iteration 1's policy
+    assert "π0 runs/x/cd" in text and text.count("rejection-sampled, ") == 2 * upto
+    if upto == 2:  # pm_a ← tranche 2 ← iteration 1's policy ← pm_b ← tranche 1 ← π0
+      assert text.index("-online:train") < text.index("policy ") < \
+          text.index(f"PM {tmp_path / 'pm_b'}") < text.rindex("π0 runs/x/cd")
+  policy_text = "\n".join(lineage.lines(os.path.join(online.iter_dir(work, 1), "ppo", "policy")))
+  assert f"PM {tmp_path / 'pm_b'}" in policy_text and "helpful-online" not in policy_text
+
+
+def test_tranche_subsets_are_named_and_never_downloaded(tmp_path):
+  with pytest.raises(ValueError, match="tranche kind 'weekly'"):
+    tranche.subset("weekly", "helpful")
+  with pytest.raises(ValueError, match="no such folder"):
+    sources.open_split(f"hh_rlhf/helpful-online@{tmp_path / 'nope'}:train", _places(tmp_path))
