@@ -28,6 +28,6 @@ setuptools.setup(
         "importlib_resources>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "portpicker>=1.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "portpicker>=1.6"],
     },
 )

@@ -68,11 +68,13 @@ def lines(path: str, indent: str = "", seen: set | None = None) -> list[str]:
   if path in seen:
     return [f"{indent}(see above: {path})"]
   seen.add(path)
-  cfg_path = os.path.join(_policy_dirs(path)[0], "config.json")
+  ppo_dir = _policy_dirs(path)[0]
+  cfg_path = os.path.join(ppo_dir, "config.json")
   if not os.path.exists(cfg_path) and not os.path.exists(os.path.join(path, "config.json")):
     return [f"{indent}{path} (no config.json: not made by hh, or not finished)"]
-  if os.path.exists(cfg_path) and _read(cfg_path).get("stage") == "ppo" or \
-      os.path.basename(path) == "policy":
+  # a PPO workdir (standalone, or a pipeline's ppo/ folder, whose config.json is the pipeline's)
+  if os.path.basename(path) == "policy" or os.path.exists(
+      os.path.join(ppo_dir, "ppo.identity.json")) or _read(cfg_path).get("stage") == "ppo":
     ppo_dir, _ = _policy_dirs(path)
     ppo = _read(os.path.join(ppo_dir, "config.json"))["ppo"]
     it = _iteration(ppo_dir)

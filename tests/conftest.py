@@ -35,6 +35,8 @@ WIKITEXT = SHARED_DATA / "wikitext-2"
 
 
 def pytest_sessionfinish(session, exitstatus):
+  if hasattr(session.config, "workerinput"):
+    return  # an xdist worker: the controller removes the shared cache when all are done
   cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
   if os.path.basename(cache).startswith("hh-test-jax-cache-"):
     import shutil
