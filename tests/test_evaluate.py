@@ -162,9 +162,9 @@ def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
   pol = type("P", (), {"tok": type("T", (), {"path": str(b)})})()
   with pytest.raises(ValueError, match=r"config\.policies\.text_scoring=False needs the PM and "
                                        r"the policy to share a tokenizer"):
-    policies._scorer(config, "pm", pol)
+    policies.load_scorer(config, "pm", pol)
   config.policies.text_scoring = True
-  policies._scorer(config, "pm", pol)  # text scoring: any tokenizer
+  policies.load_scorer(config, "pm", pol)  # text scoring: any tokenizer
 
 
 def test_gold_elo_drops_the_annotators_unsure_ties():

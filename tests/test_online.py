@@ -162,3 +162,17 @@ def test_tranche_subsets_are_named_and_never_downloaded(tmp_path):
     tranche.subset("weekly", "helpful")
   with pytest.raises(ValueError, match="no such folder"):
     sources.open_split(f"hh_rlhf/helpful-online@{tmp_path / 'nope'}:train", _places(tmp_path))
+
+
+def test_a_tranche_rewritten_in_place_is_read_anew(pairs, tmp_path):
+  """The TFDS build of an ``@dir`` spec is keyed by the files' contents, not the folder's path."""
+  cfg, ps = pairs
+  spec, places = f"hh_rlhf/helpful-online@{tmp_path / 't'}:train", _places(tmp_path)
+  seen = []
+  for seed in (1, 2):
+    labels = tranche.AnnotatorLabels(cfg, seed=seed).label(ps)
+    tranche.write(str(tmp_path / "t"), "online", "train", ps, labels)
+    src = sources.open_split(spec, places)
+    seen.append([tfds_io.text(src[i]["chosen_transcript"]) for i in range(len(src))])
+    assert seen[-1] == [r["chosen"] for r in tranche.rows(ps, labels)["helpful"]]
+  assert seen[0] != seen[1]  # the two label draws differ, so the second read is a new build

@@ -6,7 +6,8 @@
 * ``hh_rlhf/<subset>[:split]``: hh-rlhf comparisons from ``config.data_dirs.hh_rlhf`` (official
   layout), built as TFDS into the stage's workdir.
 * ``hh_rlhf/<subset>@<dir>[:split]``: the same from another folder in that layout (a tranche
-  of the online loop, hh/rl/tranche.py), built into its own folder of the stage's workdir.
+  of the online loop, hh/rl/tranche.py), built into a folder of the stage's workdir named by
+  the files' hash.
 * ``wikitext2``: WikiText-2 raw articles from ``config.data_dirs.wikitext`` (LM only).
 
 A stage's dataset list is a tuple of ``(spec, weight)`` pairs: the weight multiplies each
@@ -52,7 +53,13 @@ def _builder(name: str, places: Places):
     name, src = name.split("@", 1)
     if not os.path.isdir(src):
       raise ValueError(f"{name}@{src}: no such folder (expected the hh-rlhf layout)")
-    key = hashlib.sha256(os.path.abspath(src).encode()).hexdigest()[:12]
+    # the build folder is named by the files' contents: a tranche rewritten in place is rebuilt
+    digest = hashlib.sha256(name.encode())
+    folder = os.path.join(src, name.split("/", 1)[1])
+    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+      with open(os.path.join(folder, f), "rb") as fh:
+        digest.update(f.encode() + hashlib.sha256(fh.read()).digest())
+    key = digest.hexdigest()[:12]
     return tfds_io.build(name, os.path.join(places.tfds_dir, f"from-{key}"), source_dir=src)
   if name.startswith("hh_rlhf/"):
     return tfds_io.build(name, places.tfds_dir, source_dir=places.hh_rlhf_dir)

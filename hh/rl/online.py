@@ -108,7 +108,7 @@ def _labels(config, workdir: str, i: int) -> tranche_lib.LabelSource:
 
 def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dict:
   """Samples iteration i's pairs, labels them and writes the tranche → its record."""
-  from hh.pm import score as pm_score
+  from hh.rl import policies
   from hh.rl import policy as policy_lib
   o = config.online
   contexts, families = _prompts(config, places, i)
@@ -118,8 +118,8 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
     pol = policy_lib.load(pi0, "pi0")
     s = policy_lib.generate(pol, contexts, 2 * o.rs_k, policy_lib.sampling_config(
         pol, config.sampling), seed, bs, buckets)
-    scores = pm_score.Scorer(base_pm).score(s.contexts, [" " + t for t in s.texts])
-    scores = scores.reshape(len(contexts), 2, o.rs_k)
+    scorer = policies.load_scorer(config, base_pm, pol)
+    scores = policies.pm_scores(config, scorer, pol, s).reshape(len(contexts), 2, o.rs_k)
     best = scores.argmax(-1)
     for p in range(len(contexts)):
       texts_a.append(s.texts[(2 * p) * o.rs_k + best[p, 0]])
@@ -184,7 +184,8 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
                "pmp_datasets": [list(x) for x in pm_cfg.pm.pmp.datasets]},
         "policy": {"workdir": os.path.join(d, "ppo", "policy"), "init_from": pi0,
                    "pm": os.path.join(d, "pm")}}
-    io.write_json(os.path.join(d, "manifest.json"), manifest)
+    if not os.path.exists(os.path.join(d, "manifest.json")):  # a resume keeps the first record
+      io.write_json(os.path.join(d, "manifest.json"), manifest)
     results.append({"iteration": i, "kind": rec["kind"], "pairs": rec["pairs"],
                     "kept": rec["kept"], "pm": pm_res.get("by_test_set", {}),
                     "ppo_after": ppo_res.get("after", {})})

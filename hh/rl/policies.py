@@ -35,7 +35,7 @@ def _prompts(config, places) -> tuple[list[str], list[str]]:
   return [tfds_io.text(r["context_text"]) for r in rows], [tfds_io.text(r["family"]) for r in rows]
 
 
-def _scorer(config, pm_dir: str, policy: policy_lib.Policy):
+def load_scorer(config, pm_dir: str, policy: policy_lib.Policy):
   """The PM's Scorer; with text scoring off, the PM and the policy must share a tokenizer."""
   from hh.pm import score as pm_score
   scorer = pm_score.Scorer(pm_dir)
@@ -93,7 +93,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   prompted = base.with_prefix("lm+hhh", cd_lib.prompt_text(config, places))
   trained = [policy_lib.load(ppo_dir, "ppo", mesh=base.mesh)] if ppo_dir else []
   sampling = policy_lib.sampling_config(base, config.sampling)
-  scorer = _scorer(config, pm_dir, base)
+  scorer = load_scorer(config, pm_dir, base)
   pm_name = os.path.basename(pm_dir.rstrip("/")) or "pm"
   reference_pi0 = pi0.with_prefix("pi0", "")
 

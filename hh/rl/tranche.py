@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from hh import io
-from hh.sim import annotator, gold
+from hh.sim import annotator
 from hh.sim import world as W
 
 ASSISTANT = "\n\nAssistant:"
@@ -74,10 +74,11 @@ class AnnotatorLabels:
 
   def task_scores(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
     """Gold scores [N] of a and b under each pair's task (harmlessness on harmful prompts)."""
-    task = [int(p.family == "harmful") for p in pairs]
-    s_a = [gold.scores(self.world, p.context, " " + p.a)[t] for p, t in zip(pairs, task)]
-    s_b = [gold.scores(self.world, p.context, " " + p.b)[t] for p, t in zip(pairs, task)]
-    return np.array(s_a, np.float64), np.array(s_b, np.float64)
+    from hh.rl.evaluate import gold_scores
+    task = np.array([int(p.family == "harmful") for p in pairs])[:, None]
+    ctx = [p.context for p in pairs]
+    return tuple(np.take_along_axis(gold_scores(self.world, ctx, [getattr(p, x) for p in pairs]),
+                                    task, 1)[:, 0] for x in ("a", "b"))
 
   def label(self, pairs: Sequence[Pair]) -> Labels:
     s_a, s_b = self.task_scores(pairs)
