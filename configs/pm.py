@@ -71,6 +71,9 @@ def stage(size: str, data: str = "sim", pmp: bool = True,
       test_datasets=test_sets,  # evaluated during and after training
       # the pretrained LM's workdir: its latest params start the trunk, its tokenizer is used
       init_from=config_dict.placeholder(str),
+      # a PM workdir's finished PMP phase (``<pm>/pmp``) to finetune from, PMP skipped (its
+      # datasets must be empty): the online loop's PMs share one PMP, as in the paper
+      pmp_from=config_dict.placeholder(str),
       # The EOC token is new to the LM: start its embedding as a copy of the "\n\nHuman:"
       # marker's (what follows an Assistant response in pretraining), so at EOC the trunk
       # already computes what it anticipates of the Human's next turn for the head to read.

@@ -36,13 +36,17 @@ def tranche_sets(pm_dir: str) -> list[dict]:
   tranche (``hh_rlhf/<subset>@<dir>:<split>``), its dir, subset, split, sha256 and producers."""
   cfg = _read(os.path.join(pm_dir, "config.json"))["pm"]
   out = []
+  if cfg.get("pmp_from"):  # finetuned from another PM's PMP phase
+    parent = os.path.dirname(os.path.abspath(cfg["pmp_from"].rstrip(os.sep)))
+    out += [{"spec": spec, "weight": weight, "phase": f"pmp (of {parent})"}
+            for spec, weight in _read(os.path.join(parent, "config.json"))["pm"]["pmp"]["datasets"]]
   for phase in ("pmp", "finetune"):
     for spec, weight in cfg[phase]["datasets"]:
       item = {"spec": spec, "weight": weight, "phase": phase}
       if "@" in spec:
         name, rest = spec.split("@", 1)
-        folder, _, split = rest.rpartition(":")
-        folder, split = (folder, split) if folder else (rest, "train")
+        folder, _, split = rest.partition(":")  # a split may carry a slice: train[:90]
+        split = split.split("[", 1)[0] or "train"
         subset = name.split("/", 1)[1]
         rec = _read(os.path.join(os.path.dirname(folder), "stages", "tranche.json"))
         info = rec["files"].get(split, {}).get(subset, {})

@@ -288,6 +288,13 @@ CASES = [
          r"in use by another hh process \(pid \d+ on .*\); wait for it to finish"),
     Case("workdir", "`init_from` a workdir without checkpoints", _init_from_missing,
          r"config\.init_from='.*nowhere': no checkpoints/ folder there"),
+    Case("workdir", "`pm.pmp_from` while `pm.pmp.datasets` is set",
+         _config("pm", {"pm.pmp_from": "/nowhere/pmp"}),
+         r"config\.pm\.pmp_from='/nowhere/pmp' starts finetuning from a finished PMP phase: "
+         r"config\.pm\.pmp\.datasets must then be empty"),
+    Case("workdir", "`pm.pmp_from` a folder without checkpoints",
+         _config("pm", {"pm.pmp_from": "/nowhere/pmp", "pm.pmp.datasets": ()}),
+         r"config\.pm\.pmp_from='/nowhere/pmp': no checkpoints/ there"),
     # --- numerics
     Case("numerics", "a loss that turns NaN (step 4 of 6, checkpoints every 2)", _non_finite,
          r"non-finite loss=nan by step 4; the run stopped there, the last good checkpoint "

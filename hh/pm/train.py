@@ -142,6 +142,13 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                        lm_dir: str | None = None) -> dict:
   """Trains and evaluates the PM. ``lm_dir`` / ``world_dir``: a pipeline's own LM stage and
   world, used when ``config.pm.init_from`` / ``config.data_dirs.world`` are not set."""
+  if config.pm.get("pmp_from"):
+    if config.pm.pmp.datasets:
+      raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r} starts finetuning from a "
+                       "finished PMP phase: config.pm.pmp.datasets must then be empty")
+    if not os.path.isdir(os.path.join(config.pm.pmp_from, "checkpoints")):
+      raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r}: no checkpoints/ there (a PM "
+                       "workdir's pmp/ folder is expected)")
   os.makedirs(workdir, exist_ok=True)
   lm_dir = config.pm.init_from or lm_dir
   places = sources.Places.from_config(config, workdir, world_dir)
@@ -149,6 +156,8 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   tok = load_tokenizer(config, lm_dir)
   test_source = sources.mixture([(s, 1.0) for s in config.pm.test_datasets], places)
   init = (lm_dir, "lm") if lm_dir is not None else None
+  if config.pm.get("pmp_from"):  # finetuning from another run's finished PMP (SPEC §2.3)
+    init = (config.pm.pmp_from, "pmp")
   phases = {}
   with jax.set_mesh(mesh):
     for name in ("pmp", "finetune"):
@@ -173,6 +182,8 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   result |= {"tokenizer": tok.path,
              "phases": {k: {"steps": v["steps"], "pairs": v["pairs"], "lr": v["lr"]}
                         for k, v in phases.items()}}
+  if config.pm.get("pmp_from"):
+    result["pmp_from"] = config.pm.pmp_from
   if jax.process_index() == 0:
     offset = result["offset"]
     io.write_npz(os.path.join(workdir, "eval_scores.npz"), good=r["good"] - offset,
