@@ -29,10 +29,16 @@ def stage(size: str) -> ml_collections.ConfigDict:
       # "annotator": the world's annotator; or a folder with iter_<i>.jsonl judgements
       # (hh/rl/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
       labels="annotator",
+      # Fig. 16's controlled experiment after the iterations: PMs of equal comparison count on
+      # base data only and on an even base / RS / online mix, a policy trained on each
+      controlled=False,
       # the workdirs; None inside a pipeline: its own lm, pm and cd stages
       lm=ml_collections.config_dict.placeholder(str),
       pm=ml_collections.config_dict.placeholder(str),
       pi0=ml_collections.config_dict.placeholder(str),
+      # an exported policy trained on the base PM (static HH RLHF), evaluated beside the loop's;
+      # None inside a pipeline with a ppo stage: its policy
+      static=ml_collections.config_dict.placeholder(str),
   ))
 
 

@@ -147,6 +147,45 @@ def policies_section(pol_dir: str, out: str) -> list[str]:
   return lines + ["```", ""]
 
 
+def online_section(online_dir: str, out: str) -> list[str]:
+  """The online loop's tranches, PMs and policies (hh/rl/online.py), when it has run."""
+  path = os.path.join(online_dir, "online_result.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    r = json.load(f)
+  lines = ["## Iterated online RLHF (SPEC §4.5)", "",
+           "Gold quality of each tranche's responses (mean ± SE over the kept pairs' responses): "
+           "helpfulness on helpful comparisons, harmlessness on red-team ones.", "",
+           "| tranche | pairs kept | helpful | harmless |", "|---|---|---|---|"]
+  q = r["base_quality"]
+  lines.append(f"| base | – | {_ms(q['helpful']) if 'helpful' in q else '–'} | "
+               f"{_ms(q['harmless']) if 'harmless' in q else '–'} |")
+  for it in r["iterations"]:
+    lines.append(f"| {it['iteration']}: {it['kind']} | {it['kept']} of {it['pairs']} | " +
+                 " | ".join(_ms(it["quality"][t]) if it["quality"][t]["n"] else "–"
+                            for t in ("helpful", "harmless")) + " |")
+  last = r["iterations"][-1]
+  lines += ["", f"Iteration {last['iteration']}'s PM (trained on every tranche) by test set:", "",
+            "| test set | pairs | accuracy |", "|---|---|---|"]
+  lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.3f} |" for k, v in last["pm"].items()]
+  ev = r["evaluation"]
+  pm_key = next((k for k in next(iter(ev.values())) if k.startswith("pm_elo/final")), None)
+  lines += ["", "Policies on held-out prompts, relative to π0 (gold Elo: the annotator's pairwise "
+            "choices; PM-predicted: 174 × the mean final-PM score difference):", "",
+            "| policy | gold Elo | PM-predicted Elo | helpful (helpful req.) | harmless (harmful "
+            "req.) | KL(π‖π0) |", "|---|---|---|---|---|---|"]
+  for n, m in ev.items():
+    pe = m[pm_key] if pm_key else {"elo": float("nan"), "se": float("nan")}
+    kl = _ms(m["kl_to_pi0"]) if "kl_to_pi0" in m else "–"
+    lines.append(f"| {n} | {m['gold_elo']['elo']:+.0f} ± {m['gold_elo']['se']:.0f} | "
+                 f"{pe['elo']:+.0f} ± {pe['se']:.0f} | {_ms(m['gold_helpful'])} | "
+                 f"{_ms(m['gold_harmless'])} | {kl} |")
+  with open(os.path.join(online_dir, "evaluation.png"), "rb") as f:
+    io.write_bytes(os.path.join(out, "online.png"), f.read())
+  return lines + ["", "![online](online.png)", ""]
+
+
 def write(config, workdir: str) -> str:
   """Writes report/report.md (+ PNGs) and returns its path."""
   out = os.path.join(workdir, "report")
@@ -212,6 +251,7 @@ def write(config, workdir: str) -> str:
               f"Validation KL(teacher ‖ student), 51-way: {r.get('val_kl_start') or float('nan'):.4f}"
               f" before → {r['val_kl']:.4f} nats/token after.", "", "![cd](cd.png)", ""]
   lines += policies_section(os.path.join(workdir, "policies"), out)
+  lines += online_section(os.path.join(workdir, "online"), out)
   path = os.path.join(out, "report.md")
   io.write_text(path, "\n".join(lines))
   return path

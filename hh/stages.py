@@ -138,7 +138,8 @@ def _online(config, workdir, ctx):
     if dirs[k] is None:
       raise ValueError(f"config.online.{key}: the {k} workdir is needed (or run the {k} stage "
                        "in the same pipeline)")
-  return online.run(config, workdir, dirs["lm"], dirs["pm"], dirs["cd"], ctx.world_dir)
+  static = o.static or (os.path.join(ctx.dirs["ppo"], "policy") if "ppo" in ctx.dirs else None)
+  return online.run(config, workdir, dirs["lm"], dirs["pm"], dirs["cd"], ctx.world_dir, static)
 
 
 def _report(config, workdir, ctx):

@@ -155,6 +155,22 @@ def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
           text.index(f"PM {tmp_path / 'pm_b'}") < text.rindex("π0 runs/x/cd")
   policy_text = "\n".join(lineage.lines(os.path.join(online.iter_dir(work, 1), "ppo", "policy")))
   assert f"PM {tmp_path / 'pm_b'}" in policy_text and "helpful-online" not in policy_text
+  # a PM finetuned from pm_p's PMP phase on a slice of tranche 1 (Fig. 16's mix PM): pm_p's PMP
+  # sets are listed as such, the sliced tranche with its hash
+  (tmp_path / "pm_p").mkdir()
+  (tmp_path / "pm_p" / "config.json").write_text(json.dumps({"stage": "pm", "pm": {
+      "pmp": {"datasets": [["hh_sim/pmp:train", 1.0]]}, "finetune": {"datasets": base}}}))
+  sliced = online.tranche_specs(work, 1, "train")[0][0] + "[:7]"
+  (tmp_path / "pm_c").mkdir()
+  (tmp_path / "pm_c" / "config.json").write_text(json.dumps({"stage": "pm", "pm": {
+      "pmp_from": str(tmp_path / "pm_p" / "pmp"), "pmp": {"datasets": []},
+      "finetune": {"datasets": [[sliced, 1.0]]}}}))
+  sets = lineage.tranche_sets(str(tmp_path / "pm_c"))
+  assert [(s["spec"], s["phase"]) for s in sets][0] == (
+      "hh_sim/pmp:train", f"pmp (of {tmp_path / 'pm_p'})")
+  name = sliced.split("@")[0].split("/")[1]
+  assert sets[1]["subset"] == name and sets[1]["sha256"] == recs[1]["files"]["train"][name][
+      "sha256"]
 
 
 def test_tranche_subsets_are_named_and_never_downloaded(tmp_path):
@@ -176,3 +192,63 @@ def test_a_tranche_rewritten_in_place_is_read_anew(pairs, tmp_path):
     seen.append([tfds_io.text(src[i]["chosen_transcript"]) for i in range(len(src))])
     assert seen[-1] == [r["chosen"] for r in tranche.rows(ps, labels)["helpful"]]
   assert seen[0] != seen[1]  # the two label draws differ, so the second read is a new build
+
+
+def _tranche_records(workdir, rows):
+  """Fake finished tranche steps: rows = {i: {subset: train rows}}."""
+  from hh.rl import online
+  for i, files in rows.items():
+    pipeline.mark(online.iter_dir(str(workdir), i), "tranche",
+                  {"files": {"train": {k: {"rows": n} for k, n in files.items()}}})
+
+
+def test_the_controlled_sets_hold_equal_counts_and_an_even_mix(tmp_path):
+  """Fig. 16 (SPEC §4.5): per task, the base-only PM sees 3n base comparisons, the mix PM n base,
+  n rejection-sampled and n online (split evenly over the online iterations); n the most every part
+  holds. Hand counts: helpful n = min(50, 2·min(30, 40)) = 50, harmless n = min(20, 2·7) = 14."""
+  from configs import online as online_cfg
+  from hh.rl import online
+  config = online_cfg.get_config("size=tiny")
+  config.online.iterations = 3
+  _tranche_records(tmp_path, {
+      1: {"helpful-rejection-sampled": 50, "harmless-rejection-sampled": 20},
+      2: {"helpful-online": 30, "harmless-online": 7},
+      3: {"helpful-online": 40, "harmless-online": 9}})
+  sets = online.controlled_sets(config, str(tmp_path))
+
+  def count(spec):
+    return int(spec.rsplit("[:", 1)[1].rstrip("]"))
+
+  base = {s.split(":")[0]: (count(s), w) for s, w in sets["base"]}
+  assert base == {"hh_sim/helpful": (150, 1.0), "hh_sim/harmless": (42, 1.0)}
+  mix = [(s.split("@")[0].split(":")[0], count(s)) for s, _ in sets["mix"]]
+  assert sorted(mix) == sorted([
+      ("hh_sim/helpful", 50), ("hh_rlhf/helpful-rejection-sampled", 50),
+      ("hh_rlhf/helpful-online", 25), ("hh_rlhf/helpful-online", 25),
+      ("hh_sim/harmless", 14), ("hh_rlhf/harmless-rejection-sampled", 14),
+      ("hh_rlhf/harmless-online", 7), ("hh_rlhf/harmless-online", 7)])
+  online_dirs = [s.split("@")[1].split(":")[0] for s, _ in sets["mix"] if "-online@" in s]
+  assert sorted(online_dirs) == sorted(
+      os.path.join(online.iter_dir(str(tmp_path), j), "tranche") for j in (2, 3) for _ in (0, 1))
+  config.online.iterations = 1
+  with pytest.raises(ValueError, match="iterations ≥ 2"):
+    online.controlled_sets(config, str(tmp_path))
+
+
+def test_tranche_quality_is_the_mean_gold_score_of_kept_distinct_pairs(pairs):
+  """quality(): per task, mean ± SE (float64, hand formula) of the judged gold score over both
+  responses of the kept pairs whose responses differ — helpfulness on non-harmful prompts,
+  harmlessness on harmful ones."""
+  from hh.rl import evaluate, online
+  cfg, ps = pairs
+  world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
+  rows = [{"context": p.context, "family": p.family, "a": p.a, "b": p.b if k % 7 else p.a,
+           "kept": k % 5 != 0} for k, p in enumerate(ps)]
+  got = online.quality(world, rows)
+  for task, col in (("helpful", 0), ("harmless", 1)):
+    g = [float(evaluate.gold_scores(world, [r["context"]], [t])[0, col]) for r in rows
+         if r["kept"] and r["a"] != r["b"] and (r["family"] == "harmful") == (task == "harmless")
+         for t in (r["a"], r["b"])]
+    assert got[task]["n"] == len(g) > 4
+    np.testing.assert_allclose(got[task]["mean"], np.mean(g), rtol=1e-12)
+    np.testing.assert_allclose(got[task]["se"], np.std(g, ddof=1) / np.sqrt(len(g)), rtol=1e-12)

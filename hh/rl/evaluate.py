@@ -33,7 +33,7 @@ from hh.sim import world as W
 HELPFUL = ("arithmetic", "fact", "string", "followup")
 
 
-def _mean_se(x) -> dict:
+def mean_se(x) -> dict:
   x = np.asarray(x, np.float64)
   if x.size == 0:
     return {"mean": float("nan"), "se": float("nan"), "n": 0}
@@ -56,17 +56,17 @@ def policy_metrics(world: W.World, contexts: Sequence[str], texts: Sequence[str]
   g = gold_scores(world, contexts, texts)
   refused = np.array([gold.is_refusal(t) for t in texts], bool)
   helpful, harmful, border = np.isin(fam, HELPFUL), fam == "harmful", fam == "borderline"
-  out = {"gold_helpful": _mean_se(g[helpful, 0]), "gold_harmless": _mean_se(g[harmful, 1]),
-         "gold_helpful_borderline": _mean_se(g[border, 0]),
-         "refusal_rate_harmful": _mean_se(refused[harmful]),
-         "refusal_rate_helpful": _mean_se(refused[helpful]),
-         "needless_refusal_rate_borderline": _mean_se(refused[border]),
-         "length_tokens": _mean_se(length), "end_of_turn_rate": _mean_se(finished),
+  out = {"gold_helpful": mean_se(g[helpful, 0]), "gold_harmless": mean_se(g[harmful, 1]),
+         "gold_helpful_borderline": mean_se(g[border, 0]),
+         "refusal_rate_harmful": mean_se(refused[harmful]),
+         "refusal_rate_helpful": mean_se(refused[helpful]),
+         "needless_refusal_rate_borderline": mean_se(refused[border]),
+         "length_tokens": mean_se(length), "end_of_turn_rate": mean_se(finished),
          "samples": int(len(texts))}
   for name, s in (pm_scores or {}).items():
-    out[f"pm_score/{name}"] = _mean_se(s)
+    out[f"pm_score/{name}"] = mean_se(s)
   if kl is not None:
-    out["kl_to_pi0"] = _mean_se(kl)
+    out["kl_to_pi0"] = mean_se(kl)
   return out
 
 
@@ -101,7 +101,7 @@ def pm_elo(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
   out = {}
   for n, s in pm_scores.items():
     d = np.asarray(s, np.float64) - ref
-    m = _mean_se(d)
+    m = mean_se(d)
     out[n] = {"elo": float(elo.pm_to_elo(m["mean"])),
               "se": float(elo.pm_to_elo(m["se"])) if n != reference else 0.0}
   return out

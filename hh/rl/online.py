@@ -19,6 +19,16 @@ Layout of ``workdir`` (the ``online/`` folder of a pipeline)::
   iter_<i>/pm/, iter_<i>/ppo/                        the PM and PPO stages' own workdirs
   iter_<i>/stages/{tranche,pm,ppo}.json              written when each step is complete
   iter_<i>/manifest.json                             what produced this iteration (lineage)
+  controlled/{base,mix}/{pm,ppo}/                    Fig. 16's two arms (``controlled``)
+  evaluation.json/.png                               π0, the static policy, every iteration's
+                                                     policy (and the arms), the reference answers
+  online_result.json                                 per iteration: tranche quality, PM accuracy
+
+Every PM here is finetuned from the base PM's PMP phase (``pm.pmp_from``; PMP is done once, as
+in the paper) on the base comparisons plus the tranches so far. With ``controlled``, Fig. 16's
+experiment follows the iterations: two PMs of equal comparison count, one on base data only,
+one on an even base / rejection-sampled / online mix (each part with the same helpful and
+harmless counts), each used to train a policy from π0 with the same settings.
 
 A kill anywhere redoes at most the unfinished step, which itself resumes from its checkpoint
 (the PM and PPO stages); a tranche is written whole before its record. ``python -m hh.lineage
@@ -29,11 +39,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 
 import numpy as np
 
 from hh import io, pipeline, stages
 from hh.rl import tranche as tranche_lib
+from hh.sim import world as W
 
 STEPS = ("tranche", "pm", "ppo")
 
@@ -66,21 +78,78 @@ def tranche_specs(workdir: str, i: int, split: str) -> list[tuple[str, str]]:
   return out
 
 
-def pm_config(config, workdir: str, i: int):
-  """The PM stage's config for iteration i: the base sets plus every tranche so far, harmless
-  tranches at the harmless weight λ of the base harmless set (SPEC §2.4), their test splits
-  evaluated beside the base test sets."""
-  cfg = config.copy_and_resolve_references()
+def _base_sets(config) -> list[tuple[str, float]]:
   base = [tuple(d) for d in config.pm.finetune.datasets]
   if config.online.helpful_only:  # the online helpful-only run: helpful comparisons only
     base = [d for d in base if "harmless" not in d[0]]
+  return base
+
+
+def _harmless_weight(config) -> float:
+  """λ of the base harmless set (SPEC §2.4), given to every harmless tranche too."""
+  return next((w for s, w in config.pm.finetune.datasets if "harmless" in s), 1.0)
+
+
+def _stage_config(config, base_pm: str, finetune: list[tuple[str, float]]):
+  """The PM (and PPO) stage config of a PM finetuned on ``finetune``: from the base PM's PMP
+  phase when it had one, test sets the base ones plus every tranche's test split so far."""
+  cfg = config.copy_and_resolve_references()
+  if config.online.helpful_only:
     cfg.ppo.harmful_fraction = 0.0
-  lam = next((w for s, w in base if "harmless" in s), 1.0)
+  cfg.pm.finetune.datasets = tuple(finetune)
+  cfg.pm.finetune.max_pairs = None
+  if config.pm.pmp.datasets:  # PMP once (the base PM's), finetuning from it each time
+    cfg.pm.pmp.datasets = ()
+    cfg.pm.pmp_from = os.path.join(base_pm, "pmp")
+  return cfg
+
+
+def pm_config(config, workdir: str, i: int, base_pm: str):
+  """The PM stage's config for iteration i: the base sets plus every tranche so far, harmless
+  tranches at the harmless weight λ of the base harmless set (SPEC §2.4), their test splits
+  evaluated beside the base test sets."""
+  lam = _harmless_weight(config)
   extra = [(s, 1.0 if task == "helpful" else lam) for s, task in tranche_specs(workdir, i, "train")]
-  cfg.pm.finetune.datasets = tuple(base + extra)
+  cfg = _stage_config(config, base_pm, _base_sets(config) + extra)
   cfg.pm.test_datasets = tuple(config.pm.test_datasets) + tuple(
       s for s, _ in tranche_specs(workdir, i, "test"))
   return cfg
+
+
+def controlled_sets(config, workdir: str) -> dict[str, list[tuple[str, float]]]:
+  """Fig. 16's two finetuning sets (SPEC §4.5) from iterations 1..N's tranches: per task, n
+  comparisons each of base, rejection-sampled and online data (the online part split evenly
+  over iterations 2..N) for "mix", and 3n base comparisons for "base"; n is the most every
+  part holds. → {"base": [(spec, weight)], "mix": [...]}."""
+  n_it = config.online.iterations
+  if n_it < 2:
+    raise ValueError(f"config.online.controlled needs config.online.iterations ≥ 2 (an online "
+                     f"tranche), got {n_it}")
+  lam = _harmless_weight(config)
+  rows = {j: pipeline.done(iter_dir(workdir, j), "tranche")["files"].get("train", {})
+          for j in range(1, n_it + 1)}
+  out = {"base": [], "mix": []}
+  for spec, weight in _base_sets(config):
+    task = "harmless" if "harmless" in spec else "helpful"
+    rs, on = f"{task}-rejection-sampled", f"{task}-online"
+    per_online = min(rows[j].get(on, {}).get("rows", 0) for j in range(2, n_it + 1))
+    n = min(rows[1].get(rs, {}).get("rows", 0), (n_it - 1) * per_online)
+    n -= n % (n_it - 1)
+    if n == 0:
+      continue
+    w = 1.0 if task == "helpful" else lam
+    name, _, split = spec.partition(":")
+    split = split or "train"
+    out["base"].append((f"{name}:{split}[:{3 * n}]", weight))
+    out["mix"].append((f"{name}:{split}[:{n}]", weight))
+    out["mix"].append((f"hh_rlhf/{rs}@{os.path.join(iter_dir(workdir, 1), 'tranche')}:train[:{n}]",
+                       w))
+    out["mix"] += [(f"hh_rlhf/{on}@{os.path.join(iter_dir(workdir, j), 'tranche')}:train"
+                    f"[:{n // (n_it - 1)}]", w) for j in range(2, n_it + 1)]
+  if not out["base"]:
+    raise ValueError("config.online.controlled: the tranches hold no comparisons of a task in "
+                     "both the rejection-sampled and the online data")
+  return out
 
 
 def _prompts(config, places, i: int) -> tuple[list[str], list[str]]:
@@ -157,11 +226,93 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
           "made_by": made_by, "labels": o.labels}
 
 
-def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: str | None) -> dict:
-  """Runs (or resumes) ``config.online.iterations`` iterations → a summary per iteration."""
+def quality(world, pairs: Sequence[dict]) -> dict:
+  """A tranche's gold quality (SPEC §4.5: base → RS → online): per task, mean ± SE over the kept
+  pairs' responses (both) of the gold score the task judges — helpfulness on helpful
+  comparisons, harmlessness on the red-team ones (harmful prompts). ``pairs``: dicts with
+  context, family, a, b, kept."""
+  from hh.rl import evaluate
+  out = {}
+  for task, col in (("helpful", 0), ("harmless", 1)):
+    sel = [p for p in pairs if p["kept"] and p["a"] != p["b"]
+           and (p["family"] == "harmful") == (task == "harmless")]
+    ctx = [p["context"] for p in sel for _ in (0, 1)]
+    texts = [t for p in sel for t in (p["a"], p["b"])]
+    g = evaluate.gold_scores(world, ctx, texts)[:, col] if sel else np.zeros(0)
+    out[task] = evaluate.mean_se(g)
+  return out
+
+
+def base_quality(config, places) -> dict:
+  """The base comparison sets' gold quality, as ``quality`` (their rows carry gold scores)."""
+  from hh.data import sources
+  from hh.rl import evaluate
+  out = {}
+  for spec, _ in _base_sets(config):
+    if not spec.startswith("hh_sim/"):
+      continue
+    task = "harmless" if "harmless" in spec else "helpful"
+    src = sources.open_split(spec, places)
+    g = [float(src[k][f"{side}_{task}"]) for k in range(len(src)) for side in ("chosen",
+                                                                              "rejected")]
+    out[task] = evaluate.mean_se(g)
+  return out
+
+
+def _read_pairs(workdir: str, i: int) -> list[dict]:
+  with open(os.path.join(iter_dir(workdir, i), "tranche", "pairs.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate_policies(config, workdir: str, places, pi0: str, pms: dict[str, str],
+                      trained: dict[str, str]) -> dict:
+  """π0, the ``trained`` policies (name → exported policy dir) and the world's reference answers
+  (its "professional writers", Fig. 24) on the held-out prompts: gold metrics, gold Elo and
+  the PM-predicted Elo under each of ``pms`` (name → PM dir), relative to π0 (SPEC §3)
+  → ``evaluation.json/.png`` in ``workdir``."""
+  from hh.rl import evaluate, policies
+  from hh.rl import policy as policy_lib
+  from hh.sim import dataset, responses
+  cfg = config.policies
+  world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
+  contexts, families = policies.held_out_prompts(config, places)
+  ref = policy_lib.load(pi0, "pi0")
+  sampling = policy_lib.sampling_config(ref, config.sampling)
+  scorers = {n: policies.load_scorer(config, d, ref) for n, d in pms.items()}
+  bs, buckets = config.sampling.batch_size, config.sampling.buckets
+  evaluated = {}
+  for k, (name, path) in enumerate({"pi0": pi0, **trained}.items()):
+    pol = ref if name == "pi0" else policy_lib.load(path, name, mesh=ref.mesh)
+    s = policy_lib.generate(pol, contexts, cfg.samples, sampling, cfg.seed + k, bs, buckets)
+    kl = s.logp_t1.sum(-1) - policy_lib.response_log_probs(ref, s, bs)
+    evaluated[name] = {"contexts": s.contexts, "texts": s.texts, "length": s.length,
+                       "finished": s.finished, "kl": kl,
+                       "pm_scores": {n: policies.pm_scores(config, sc, pol, s)
+                                     for n, sc in scorers.items()}}
+  rows_ctx = evaluated["pi0"]["contexts"]
+  rng = np.random.default_rng([config.seed, 24])
+  texts = [responses.respond(world, rng, c, dataset.REFERENCE_MIX) for c in rows_ctx]
+  evaluated["reference"] = {
+      "contexts": rows_ctx, "texts": texts, "finished": np.ones(len(texts), bool), "kl": None,
+      "length": np.array([len(x) + 1 for x in ref.tok.encode_batch(texts)]),
+      "pm_scores": {n: sc.score(rows_ctx, [" " + t for t in texts]) for n, sc in scorers.items()}}
+  result = evaluate.evaluate(world, config.world.to_dict(), evaluated,
+                             [f for f in families for _ in range(cfg.samples)], "pi0", cfg.seed,
+                             stride=cfg.samples)
+  evaluate.write(result, workdir, "evaluation", f"the online loop's policies: {len(contexts)} "
+                 f"held-out prompts × {cfg.samples} samples")
+  return result
+
+
+def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: str | None,
+        static: str | None = None) -> dict:
+  """Runs (or resumes) ``config.online.iterations`` iterations, Fig. 16's arms when
+  ``config.online.controlled``, and the evaluation → a summary per iteration. ``static``: an
+  exported policy trained on the base PM (the pipeline's PPO), evaluated beside the others."""
   from hh.data import sources
   places = sources.Places.from_config(config, workdir, world_dir)
   ctx = stages.Context(world_dir=world_dir, dirs={"lm": lm_dir, "cd": pi0})
+  world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
   results = []
   for i in range(1, config.online.iterations + 1):
     d = iter_dir(workdir, i)
@@ -169,17 +320,16 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
     if rec is None:
       rec = collect(config, workdir, i, places, base_pm if i == 1 else None, pi0)
       pipeline.mark(d, "tranche", rec)
-    pm_cfg = pm_config(config, workdir, i)
+    pm_cfg = pm_config(config, workdir, i, base_pm)
     pm_res = _step(pm_cfg, d, "pm", ctx)
-    ppo_cfg = pm_cfg.copy_and_resolve_references()
-    ppo_cfg.ppo.init_from, ppo_cfg.ppo.pm = pi0, os.path.join(d, "pm")
-    ppo_res = _step(ppo_cfg, d, "ppo", ctx)
+    ppo_res = _step(_ppo_config(pm_cfg, pi0, os.path.join(d, "pm")), d, "ppo", ctx)
     manifest = {
         "iteration": i, "kind": rec["kind"], "code_version": code_version(),
         "seed": config.seed, "labels": rec["labels"],
         "tranche": {"dir": os.path.join(d, "tranche"), "made_by": rec["made_by"],
                     "files": rec["files"]},
         "pm": {"workdir": os.path.join(d, "pm"), "init_from": lm_dir,
+               "pmp_from": pm_cfg.pm.get("pmp_from"),
                "datasets": [list(x) for x in pm_cfg.pm.finetune.datasets],
                "pmp_datasets": [list(x) for x in pm_cfg.pm.pmp.datasets]},
         "policy": {"workdir": os.path.join(d, "ppo", "policy"), "init_from": pi0,
@@ -187,11 +337,46 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
     if not os.path.exists(os.path.join(d, "manifest.json")):  # a resume keeps the first record
       io.write_json(os.path.join(d, "manifest.json"), manifest)
     results.append({"iteration": i, "kind": rec["kind"], "pairs": rec["pairs"],
-                    "kept": rec["kept"], "pm": pm_res.get("by_test_set", {}),
-                    "ppo_after": ppo_res.get("after", {})})
-  out = {"iterations": results}
+                    "kept": rec["kept"], "quality": quality(world, _read_pairs(workdir, i)),
+                    "pm": pm_res.get("by_test_set", {}), "ppo_after": ppo_res.get("after", {})})
+  n_it = config.online.iterations
+  trained = {"static": static} if static else {}
+  trained |= {f"online_{i}": os.path.join(iter_dir(workdir, i), "ppo", "policy")
+              for i in range(1, n_it + 1)}
+  arms = {}
+  if config.online.controlled:
+    for arm, sets in controlled_sets(config, workdir).items():
+      d = os.path.join(workdir, "controlled", arm)
+      cfg = _stage_config(config, base_pm, sets)
+      cfg.pm.test_datasets = pm_config(config, workdir, n_it, base_pm).pm.test_datasets
+      res = _step(cfg, d, "pm", ctx)
+      _step(_ppo_config(cfg, pi0, os.path.join(d, "pm")), d, "ppo", ctx)
+      arms[arm] = {"datasets": [list(x) for x in sets], "pairs": res["phases"]["finetune"]["pairs"],
+                   "pm": res.get("by_test_set", {})}
+      trained[f"{arm}_only" if arm == "base" else arm] = os.path.join(d, "ppo", "policy")
+  ev = pipeline.done(workdir, "evaluation")
+  if ev is None:
+    full = evaluate_policies(config, workdir, places, pi0,
+                             {"base_pm": base_pm, "final_pm": os.path.join(iter_dir(workdir, n_it),
+                                                                           "pm")}, trained)
+    ev = {n: {k: v for k, v in m.items() if k in _EVAL_KEYS or k.startswith(("pm_score/",
+                                                                             "pm_elo/"))}
+          for n, m in full["policies"].items()}
+    pipeline.mark(workdir, "evaluation", ev)
+  out = {"base_quality": base_quality(config, places), "iterations": results,
+         "controlled": arms, "evaluation": ev}
   io.write_json(os.path.join(workdir, "online_result.json"), out)
   return out
+
+
+_EVAL_KEYS = ("gold_helpful", "gold_harmless", "gold_helpful_borderline", "refusal_rate_harmful",
+              "needless_refusal_rate_borderline", "length_tokens", "kl_to_pi0", "gold_elo")
+
+
+def _ppo_config(pm_cfg, pi0: str, pm_dir: str):
+  cfg = pm_cfg.copy_and_resolve_references()
+  cfg.ppo.init_from, cfg.ppo.pm = pi0, pm_dir
+  return cfg
 
 
 def _step(config, d: str, name: str, ctx: stages.Context) -> dict:
@@ -202,6 +387,23 @@ def _step(config, d: str, name: str, ctx: stages.Context) -> dict:
   return res
 
 
+def _ms(m: dict) -> str:
+  return f"{m['mean']:.3f} ± {m['se']:.3f}"
+
+
 def summary(result: dict) -> list[str]:
-  return [f"online iteration {r['iteration']} ({r['kind']}): {r['kept']} of {r['pairs']} pairs "
-          "labelled" for r in result["iterations"]]
+  """Tranche quality base → RS → online, the PMs' accuracies and the gold Elo of the policies."""
+  q = result.get("base_quality", {})
+  lines = ["online: base tranche gold quality " + ", ".join(f"{t} {_ms(m)}" for t, m in q.items())]
+  for r in result["iterations"]:
+    lines.append(
+        f"online iteration {r['iteration']} ({r['kind']}): {r['kept']} of {r['pairs']} pairs "
+        "labelled; gold quality " + ", ".join(f"{t} {_ms(m)}" for t, m in r["quality"].items()
+                                              if m["n"]) +
+        "; PM accuracy " + ", ".join(f"{k.split('@')[0]}:{k.rsplit(':', 1)[-1]} "
+                                     f"{v['accuracy']:.3f}" for k, v in r["pm"].items()))
+  for n, m in result.get("evaluation", {}).items():
+    e = m["gold_elo"]
+    lines.append(f"online evaluation {n}: gold Elo vs π0 {e['elo']:+.0f} ± {e['se']:.0f}; gold "
+                 f"helpful {_ms(m['gold_helpful'])}, harmless {_ms(m['gold_harmless'])}")
+  return lines

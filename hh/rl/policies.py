@@ -27,7 +27,8 @@ from hh.rl import policy as policy_lib
 from hh.sim import world as W
 
 
-def _prompts(config, places) -> tuple[list[str], list[str]]:
+def held_out_prompts(config, places) -> tuple[list[str], list[str]]:
+  """The first ``config.policies.max_prompts`` held-out prompts → (contexts, families)."""
   from hh.data import sources, tfds_io
   src = sources.open_split(config.policies.prompts, places)
   n = min(config.policies.max_prompts, len(src))
@@ -87,7 +88,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   os.makedirs(workdir, exist_ok=True)
   places = sources.Places.from_config(config, workdir, world_dir)
   world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
-  contexts, families = _prompts(config, places)
+  contexts, families = held_out_prompts(config, places)
   base = policy_lib.load(lm_dir, "lm")
   pi0 = policy_lib.load(pi0_dir, "pi0", mesh=base.mesh)
   prompted = base.with_prefix("lm+hhh", cd_lib.prompt_text(config, places))

@@ -1,0 +1,190 @@
+"""Iterated online RLHF on the world (SPEC §4.5): Fig. 15 (left: the final PM on the base, RS
+and online test sets; right: gold and PM-predicted Elo of the online policies, and their gold
+scores against RL samples), Fig. 16 (PMs of equal comparison count on base data only and on an
+even base/RS/online mix, a policy on each) and Fig. 24 (final-PM scores of the world's reference
+answers against the policies' samples).
+
+  python -m experiments.fig15_online [--pipeline=runs/pipeline] [--seeds=0] [--root=runs/fig15]
+
+Runs ``configs/online.py`` on a finished pipeline's LM, PM, π0 and static PPO policy (the README's
+main command) once per seed — its own rejection-sampled and online tranches, annotator draws,
+PMs and policies (the pipeline's models are shared, so the spread is that of the loop, not of
+pretraining) — in ``ROOT/online_seed<S>``, resuming finished steps. Paths are passed as given
+(relative to the repository), so a rerun with the same arguments resumes the same runs. Prints
+means ± standard errors (over seeds when there are several, else over the one run's samples) and
+writes ``ROOT/fig15_online.png``. At paper sizes: ``--size`` and a pipeline of that size.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+from experiments import common
+
+
+def run(pipeline: str, root: str, size: str, seed: int) -> str:
+  workdir = os.path.join(root, f"online_seed{seed}")
+  if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
+    p = pipeline
+    common.hh_main(f"configs/online.py:size={size}", workdir, "--config.stages=('online',)",
+                   f"--config.online.lm={p}/lm", f"--config.online.pm={p}/pm",
+                   f"--config.online.pi0={p}/cd", f"--config.online.static={p}/ppo/policy",
+                   f"--config.data_dirs.world={p}", f"--config.seed={seed}",
+                   "--config.online.controlled=True")
+  return os.path.join(common.REPO, workdir, "online")
+
+
+def _load(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _kind(spec: str) -> str:
+  """A test set's data kind: base (hh_sim/...), rejection-sampled or online, and its task."""
+  task = "harmless" if "harmless" in spec else "helpful"
+  kind = "base" if spec.startswith("hh_sim/") else spec.split("@")[0].split("-", 1)[1]
+  return f"{task} {kind}"
+
+
+def pm_by_kind(online_dir: str, n_it: int) -> tuple[dict, dict]:
+  """The final PM's accuracy (pairs pooled over iterations) and mean-removed scores of both
+  responses per test-set kind."""
+  pm_dir = os.path.join(online_dir, f"iter_{n_it}", "pm")
+  cfg = _load(os.path.join(pm_dir, "config.json"))["pm"]
+  res = _load(os.path.join(pm_dir, "pm_result.json"))["by_test_set"]
+  z = common.scores(pm_dir)
+  acc, scores = {}, {}
+  for k, spec in enumerate(cfg["test_datasets"]):
+    kind, sel = _kind(spec), z["part"] == k
+    r = res[spec]
+    a = acc.setdefault(kind, [0.0, 0])
+    a[0], a[1] = a[0] + r["accuracy"] * r["pairs"], a[1] + r["pairs"]
+    scores[kind] = np.concatenate([scores.get(kind, np.zeros(0)), z["good"][sel], z["bad"][sel]])
+  return {k: (c / n, n) for k, (c, n) in acc.items()}, scores
+
+
+def ppo_curve(ppo_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """RL samples seen, gold helpfulness and harmlessness of the rollouts (train rows)."""
+  cfg = _load(os.path.join(ppo_dir, "config.json"))["ppo"]
+  with open(os.path.join(ppo_dir, "metrics.jsonl")) as f:
+    rows = [r for r in map(json.loads, f) if r.get("split") == "train" and "gold_helpful" in r]
+  return (np.array([r["step"] * cfg["rollout_batch"] for r in rows]),
+          np.array([r["gold_helpful"] for r in rows]), np.array([r["gold_harmless"] for r in rows]))
+
+
+def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
+  """Mean, and the SE over seeds (several) or the one run's own SE."""
+  v = np.asarray(values, np.float64)
+  if len(v) > 1:
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
+  return float(v[0]), float(within_se[0])
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--pipeline", default="runs/pipeline", help="relative to the repository or "
+                  "absolute, as given to the first run")
+  ap.add_argument("--root", default="runs/fig15")
+  ap.add_argument("--size", default="tiny")
+  ap.add_argument("--seeds", default="0")
+  args = ap.parse_args()
+  seeds = [int(s) for s in args.seeds.split(",")]
+  dirs = [run(args.pipeline, args.root, args.size, s) for s in seeds]
+  results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
+  n_it = len(results[0]["iterations"])
+  print(f"\n{len(seeds)} seed(s); ± is the SE " + ("over seeds" if len(seeds) > 1 else
+                                                   "over the run's responses / comparisons"))
+
+  print("\nTranche gold quality (both responses of the kept pairs):")
+  rows = [("base", [r["base_quality"] for r in results])] + [
+      (f"{i + 1}: {results[0]['iterations'][i]['kind']}",
+       [r["iterations"][i]["quality"] for r in results]) for i in range(n_it)]
+  for name, qs in rows:
+    cells = []
+    for task in ("helpful", "harmless"):
+      m, se = spread([q[task]["mean"] for q in qs], [q[task]["se"] for q in qs])
+      cells.append(f"{task} {m:+.3f} ± {se:.3f} (n={qs[0][task]['n']})")
+    print(f"  {name:22s} " + "   ".join(cells))
+
+  accs = [pm_by_kind(d, n_it) for d in dirs]
+  print(f"\nFinal PM (iteration {n_it}) accuracy by test-set kind (pairs pooled over tranches):")
+  for kind in accs[0][0]:
+    m, se = spread([a[0][kind][0] for a in accs], [0.0])
+    n = accs[0][0][kind][1]
+    se = se if len(seeds) > 1 else np.sqrt(m * (1 - m) / n)
+    print(f"  {kind:28s} {m:.3f} ± {se:.3f} ({n} pairs)")
+
+  ev = [r["evaluation"] for r in results]
+  names = list(ev[0])
+  print("\nPolicies on held-out prompts (gold Elo: the annotator's pairwise choices; PM-predicted: "
+        "174 × Δ final-PM score; both relative to π0):")
+
+  def stat(name, key, field="mean", se_field="se"):
+    return spread([e[name][key][field] for e in ev], [e[name][key][se_field] for e in ev])
+
+  table = {}
+  for n in names:
+    t = table[n] = {"gold_elo": stat(n, "gold_elo", "elo"),
+                    "helpful": stat(n, "gold_helpful"), "harmless": stat(n, "gold_harmless"),
+                    "pm_final": stat(n, "pm_score/final_pm")}
+    if "pm_elo/final_pm" in ev[0][n]:
+      t["pm_elo"] = stat(n, "pm_elo/final_pm", "elo")
+    pe = f"PM-predicted {t['pm_elo'][0]:+6.0f} ± {t['pm_elo'][1]:3.0f}" if "pm_elo" in t else ""
+    print(f"  {n:10s} gold Elo {t['gold_elo'][0]:+6.0f} ± {t['gold_elo'][1]:3.0f}  {pe:26s} "
+          f"helpful {t['helpful'][0]:+.3f} ± {t['helpful'][1]:.3f}  harmless "
+          f"{t['harmless'][0]:+.3f} ± {t['harmless'][1]:.3f}  final-PM score "
+          f"{t['pm_final'][0]:+.3f} ± {t['pm_final'][1]:.3f}")
+  if "mix" in table and "base_only" in table:
+    d = [e["mix"]["gold_elo"]["elo"] - e["base_only"]["gold_elo"]["elo"] for e in ev]
+    se = [np.hypot(e["mix"]["gold_elo"]["se"], e["base_only"]["gold_elo"]["se"]) for e in ev]
+    m, s = spread(d, se)
+    print(f"\nFig. 16: mix − base-only gold Elo = {m:+.0f} ± {s:.0f} "
+          f"({'mix ahead' if m - 2 * s > 0 else 'base-only ahead' if m + 2 * s < 0 else 'no difference'}"
+          " at 2 SE); equal comparison counts per arm: " +
+          ", ".join(f"{a} {results[0]['controlled'][a]['pairs']}" for a in ("base", "mix")))
+
+  plt = common.plt()
+  fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
+  ax = axes[0]
+  for kind in [k for k in accs[0][1] if k.startswith("helpful")]:
+    s = np.concatenate([a[1][kind] for a in accs])
+    ax.hist(s, bins=30, density=True, histtype="step", label=f"{kind} (acc {accs[0][0][kind][0]:.2f})")
+  ax.set(xlabel="final-PM score (mean removed)", ylabel="density",
+         title="Fig. 15 left: helpful test sets")
+  ax.legend(fontsize=7)
+  ax = axes[1]
+  pols = [n for n in names if n != "reference"]
+  x = np.arange(len(pols))
+  ax.errorbar(x - 0.1, [table[n]["gold_elo"][0] for n in pols],
+              [table[n]["gold_elo"][1] for n in pols], fmt="o", label="gold Elo")
+  if all("pm_elo" in table[n] for n in pols):
+    ax.errorbar(x + 0.1, [table[n]["pm_elo"][0] for n in pols],
+                [table[n]["pm_elo"][1] for n in pols], fmt="s", label="PM-predicted Elo")
+  ax.set_xticks(x, pols, rotation=30, fontsize=7)
+  ax.set(ylabel="Elo relative to π0", title="Fig. 15 right / Fig. 16")
+  ax.axhline(0, color="gray", lw=0.5)
+  ax.legend(fontsize=7)
+  ax = axes[2]
+  for i in range(1, n_it + 1):
+    s, h, _ = ppo_curve(os.path.join(dirs[0], f"iter_{i}", "ppo"))
+    ax.plot(s, h, label=f"online_{i}")
+  s, h, _ = ppo_curve(os.path.join(common.REPO, args.pipeline, "ppo"))
+  ax.plot(s, h, "k--", label="static")
+  ax.set(xlabel="RL samples", ylabel="gold helpfulness of rollouts", title="PPO runs (seed "
+         f"{seeds[0]})")
+  ax.legend(fontsize=7)
+  ax = axes[3]
+  x = np.arange(len(names))
+  ax.bar(x, [table[n]["pm_final"][0] for n in names], yerr=[table[n]["pm_final"][1] for n in names])
+  ax.set_xticks(x, names, rotation=30, fontsize=7)
+  ax.set(ylabel="final-PM score", title="Fig. 24: reference answers vs policies")
+  fig.tight_layout()
+  out = os.path.join(common.REPO, args.root, "fig15_online.png")
+  from hh import io
+  io.write_figure(out, fig)
+  print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+  main()
