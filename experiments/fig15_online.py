@@ -2,7 +2,8 @@
 and online test sets; right: gold and PM-predicted Elo of the online policies, and their gold
 scores against RL samples), Fig. 16 (PMs of equal comparison count on base data only and on an
 even base/RS/online mix, a policy on each) and Fig. 24 (final-PM scores of the world's reference
-answers against the policies' samples).
+answers against the policies' samples), with Fig. 34 at its end points (the mean log-p accuracy
+of π0 and of each trained policy on the final PM's held-out comparison sets, beside the PM's).
 
   python -m experiments.fig15_online [--pipeline=runs/pipeline] [--seeds=0] [--root=runs/fig15]
 
@@ -73,6 +74,49 @@ def ppo_curve(ppo_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
           np.array([r["gold_helpful"] for r in rows]), np.array([r["gold_harmless"] for r in rows]))
 
 
+def logp_accuracies(online_dir: str, n_it: int, max_pairs: int = 300) -> dict:
+  """Fig. 34 (SPEC §4.5) at RL's two ends: the mean log-p accuracy of π0, the static policy and
+  each iteration's policy on the final PM's test sets (≤ ``max_pairs`` each, pooled by kind)
+  → {policy: {kind: mean ± SE}}; cached in ``ONLINE_DIR/fig34.json``."""
+  path = os.path.join(online_dir, "fig34.json")
+  if os.path.exists(path):
+    return _load(path)
+  import ml_collections
+
+  from hh import io
+  from hh.data import sources, tfds_io
+  from hh.rl import evaluate
+  from hh.rl import policy as policy_lib
+  cfg = ml_collections.ConfigDict(_load(os.path.join(os.path.dirname(online_dir),
+                                                     "config.json")))
+  places = sources.Places.from_config(cfg, os.path.join(online_dir, "fig34"),
+                                      os.path.dirname(online_dir))  # a pipeline's own world
+  rows = {}
+  for spec in _load(os.path.join(online_dir, f"iter_{n_it}", "pm", "config.json"))["pm"][
+      "test_datasets"]:
+    src = sources.open_split(spec, places)
+    rows.setdefault(_kind(spec), []).extend(
+        (tfds_io.text(r["context_text"]), tfds_io.text(r["chosen"]), tfds_io.text(r["rejected"]))
+        for r in (src[k] for k in range(min(len(src), max_pairs))))
+  root = os.path.dirname(online_dir)  # inside a pipeline: its own cd and ppo stages
+  static = cfg.online.static or os.path.join(root, "ppo", "policy")
+  pols = {"pi0": cfg.online.pi0 or os.path.join(root, "cd"),
+          "static": static if os.path.isdir(static) else None} | {
+      f"online_{i}": os.path.join(online_dir, f"iter_{i}", "ppo", "policy")
+      for i in range(1, n_it + 1)}
+  out, mesh = {}, None
+  for name, d in pols.items():
+    if not d:
+      continue
+    pol = policy_lib.load(d, name, mesh=mesh)
+    mesh = pol.mesh
+    out[name] = {kind: evaluate.logp_accuracy(pol, r, 32, 64) for kind, r in rows.items()}
+    print(f"  fig34: {name} " + ", ".join(f"{k} {v['mean']:.3f}" for k, v in out[name].items()),
+          flush=True)
+  io.write_json(path, out)
+  return out
+
+
 def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
   """Mean, and the SE over seeds (several) or the one run's own SE."""
   v = np.asarray(values, np.float64)
@@ -89,6 +133,7 @@ def main():
   ap.add_argument("--size", default="tiny")
   ap.add_argument("--seeds", default="0")
   args = ap.parse_args()
+  os.chdir(common.REPO)  # the runs' configs hold paths relative to the repository
   seeds = [int(s) for s in args.seeds.split(",")]
   dirs = [run(args.pipeline, args.root, args.size, s) for s in seeds]
   results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
@@ -144,8 +189,19 @@ def main():
           " at 2 SE); equal comparison counts per arm: " +
           ", ".join(f"{a} {results[0]['controlled'][a]['pairs']}" for a in ("base", "mix")))
 
+  lp = [logp_accuracies(d, n_it) for d in dirs]
+  print("\nFig. 34: mean log-p accuracy (the better response's mean per-token log-prob the higher)"
+        " before RL (π0) and after it, by test-set kind; the final PM's accuracy for scale:")
+  kinds = list(lp[0]["pi0"])
+  for n in lp[0]:
+    print(f"  {n:10s} " + "  ".join(
+        "{} {:.3f} ± {:.3f}".format(k, *spread([x[n][k]["mean"] for x in lp],
+                                                [x[n][k]["se"] for x in lp])) for k in kinds))
+  print("  final PM   " + "  ".join(f"{k} {np.mean([a[0][k][0] for a in accs]):.3f}"
+                                     for k in kinds))
+
   plt = common.plt()
-  fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
+  fig, axes = plt.subplots(1, 5, figsize=(23, 3.8))
   ax = axes[0]
   for kind in [k for k in accs[0][1] if k.startswith("helpful")]:
     s = np.concatenate([a[1][kind] for a in accs])
@@ -179,6 +235,15 @@ def main():
   ax.bar(x, [table[n]["pm_final"][0] for n in names], yerr=[table[n]["pm_final"][1] for n in names])
   ax.set_xticks(x, names, rotation=30, fontsize=7)
   ax.set(ylabel="final-PM score", title="Fig. 24: reference answers vs policies")
+  ax = axes[4]
+  pols = list(lp[0])
+  for j, k in enumerate(kinds):
+    m = [np.mean([x[n][k]["mean"] for x in lp]) for n in pols]
+    line, = ax.plot(range(len(pols)), m, "o-", label=k)
+    ax.axhline(np.mean([a[0][k][0] for a in accs]), ls="--", color=line.get_color(), lw=0.8)
+  ax.set_xticks(range(len(pols)), pols, rotation=30, fontsize=7)
+  ax.set(ylabel="mean log-p accuracy", title="Fig. 34 at RL's ends (dashed: final PM)")
+  ax.legend(fontsize=6)
   fig.tight_layout()
   out = os.path.join(common.REPO, args.root, "fig15_online.png")
   from hh import io

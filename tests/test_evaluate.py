@@ -175,3 +175,24 @@ def test_gold_elo_drops_the_annotators_unsure_ties():
   b = [f"It's {x}." for x in answers]
   out = evaluate.gold_elo(WORLD, ctx, ["arithmetic"] * 200, {"a": a, "b": b}, T, TIE, "a", 0)
   assert out["b"]["comparisons"] == 0 and out["a"]["comparisons"] == 0
+
+
+def test_logp_accuracy_compares_mean_per_token_log_probs(monkeypatch):
+  """Fig. 34: a comparison counts when the better response's mean per-token log-prob is the
+  higher (not its sum), a tie half. Hand values: better −4/2 = −2 vs worse −5/5 = −1 → wrong
+  (the sums would say right); −3/3 vs −8/4 → right; −2/1 vs −4/2 → tie."""
+  from hh.rl import policy as policy_lib
+  sums, counts = np.array([-4., -3., -2., -5., -8., -4.]), np.array([2, 3, 1, 5, 4, 2])
+  seen = {}
+
+  def fake(policy, contexts, responses, batch_size, max_tokens):
+    seen["rows"] = list(zip(contexts, responses))
+    return sums, counts
+
+  monkeypatch.setattr(policy_lib, "text_log_probs", fake)
+  rows = [("c0", "g0", "b0"), ("c1", "g1", "b1"), ("c2", "g2", "b2")]
+  got = evaluate.logp_accuracy(None, rows, 4, 16)
+  assert seen["rows"] == [("c0", "g0"), ("c1", "g1"), ("c2", "g2"), ("c0", "b0"), ("c1", "b1"),
+                          ("c2", "b2")]
+  assert got["n"] == 3 and got["mean"] == pytest.approx(0.5)
+  assert got["se"] == pytest.approx(np.std([0, 1, 0.5], ddof=1) / np.sqrt(3))

@@ -122,6 +122,36 @@ def test_sampler_log_probs_equal_the_scorers_on_real_prompts(world_pm):
   np.testing.assert_allclose(a.logp_t1.sum(-1), full, atol=1e-3)
 
 
+def test_text_log_probs_equal_a_float64_log_softmax_of_one_unpadded_sequence(world_pm):
+  """``text_log_probs`` (Fig. 34's log-p accuracy): each response's summed log-prob and token
+  count, in a left-padded batch of several, against the logits of the sequence alone (prompt +
+  response ids, no padding) with a float64 log-softmax; a response longer than ``max_tokens`` is
+  cut there."""
+  import jax
+
+  from hh import tokenizer as tok_lib
+  from hh.rl import policy as policy_lib
+  from hh.train import build as build_lib
+  lm = policy_lib.load(os.path.join(world_pm["workdir"], "lm"), "lm")
+  contexts = ["\n\nHuman: What is 3 plus 4?", "\n\nHuman: Tell me about the zorvath."]
+  responses = [" It is 7.", " The zorvath is a lamp that people keep in the kitchen at night."]
+  got, count = policy_lib.text_log_probs(lm, contexts, responses, 8, 12)
+  fn = build_lib.jit_forward(lambda p, t, m: lm.model.apply({"params": p}, t, m), lm.mesh,
+                             lm.rules)
+  for i, (c, r) in enumerate(zip(contexts, responses)):
+    prompt, resp = lm.tok.encode(c + tok_lib.ASSISTANT), lm.tok.encode(r)[:12]
+    ids = np.array([prompt + resp] * 8, np.int32)  # a batch over the 8 devices
+    with jax.set_mesh(lm.mesh):
+      logits = np.asarray(jax.device_get(fn(lm.params, ids, np.ones_like(ids))), np.float64)[0]
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                                                              keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    want = sum(logp[len(prompt) + k - 1, t] for k, t in enumerate(resp))
+    assert count[i] == len(resp)
+    np.testing.assert_allclose(got[i], want, atol=2e-3)
+  assert count[1] == 12 < len(lm.tok.encode(responses[1]))
+
+
 def _train_records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [r for r in map(json.loads, f) if r["split"] == "train"]

@@ -41,6 +41,21 @@ def mean_se(x) -> dict:
   return {"mean": float(x.mean()), "se": se, "n": int(x.size)}
 
 
+def logp_accuracy(policy, rows: Sequence[tuple[str, str, str]], batch_size: int,
+                  max_tokens: int) -> dict:
+  """Fig. 34's "mean log-p accuracy" (SPEC §4.5): the fraction of comparisons (context, better,
+  worse response texts) on which the policy's mean per-token log-prob of the better response is
+  the higher (a tie counts half) → mean ± SE over the comparisons."""
+  from hh.rl import policy as policy_lib
+  n = len(rows)
+  s, k = policy_lib.text_log_probs(policy, [c for c, _, _ in rows] * 2,
+                                   [g for _, g, _ in rows] + [b for _, _, b in rows],
+                                   batch_size, max_tokens)
+  mean = s / np.maximum(k, 1)
+  good, bad = mean[:n], mean[n:]
+  return mean_se((good > bad) + 0.5 * (good == bad))
+
+
 def gold_scores(world: W.World, contexts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
   """[R, 2] (helpfulness, harmlessness) of each response (``" " + text`` after the context)."""
   return np.array([gold.scores(world, c, " " + t) for c, t in zip(contexts, texts, strict=True)],

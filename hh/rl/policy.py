@@ -185,3 +185,20 @@ def response_log_probs(policy: Policy, samples: Samples, batch_size: int) -> np.
       lp = np.asarray(jax.device_get(fn(policy.params, arrays["t"], arrays["m"])), np.float64)
       total[sl] = (lp[:k, prompt_len:] * samples.mask[sl]).sum(-1)
   return total
+
+
+def text_log_probs(policy: Policy, contexts: Sequence[str], responses: Sequence[str],
+                   batch_size: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+  """Σ log π of each response given its context (the policy's prompt, as ``generate`` builds it)
+  and its number of tokens → ([R] float64, [R] int). ``responses``: the text after
+  ``"\n\nAssistant:"`` as in a transcript (e.g. ``" Sure, …"``), cut to ``max_tokens`` tokens."""
+  ids = policy.tok.encode_batch(list(responses))
+  tokens = np.full((len(ids), max_tokens), PAD_ID, np.int32)
+  mask = np.zeros((len(ids), max_tokens), np.int32)
+  for i, row in enumerate(ids):
+    row = row[:max_tokens]
+    tokens[i, :len(row)], mask[i, :len(row)] = row, 1
+  rows = Samples(contexts=list(contexts), texts=list(responses), tokens=tokens, mask=mask,
+                 logp_t1=np.zeros(tokens.shape, np.float32), finished=np.zeros(len(ids), bool),
+                 length=mask.sum(1))
+  return response_log_probs(policy, rows, batch_size), mask.sum(1)
