@@ -1,7 +1,9 @@
 """Sampling and policy evaluation: ``config.sampling`` and ``config.policies`` (SPEC §3, §4.3).
 
-  python -m hh.rl.evaluate --world=runs/pipeline --pm=runs/pipeline/pm \
-      --policy=runs/pipeline/lm --policy=runs/pipeline/cd
+  python -m hh.main --config=configs/policy.py --workdir=runs/eval \
+      --config.data_dirs.world=runs/pipeline --config.policies.pm=runs/pipeline/pm \
+      --config.policies.lm=runs/pipeline/lm --config.policies.pi0=runs/pipeline/cd \
+      --config.policies.ppo=runs/pipeline/ppo
 
 Inside the pipeline the ``policies`` stage evaluates the base LM, the base LM with the HHH prompt,
 π0 (the ``cd`` stage) and best-of-N of π0 under the pipeline's PM.

@@ -1,7 +1,8 @@
 """Policy evaluation on held-out prompts, against the world's gold annotator (SPEC §3, §4).
 
-  python -m hh.rl.evaluate --world=runs/pipeline --pm=runs/pipeline/pm \
-      --policy=runs/pipeline/lm --policy=runs/pipeline/cd --out=runs/eval
+  python -m hh.main --config=configs/policy.py --workdir=runs/eval \
+      --config.data_dirs.world=runs/pipeline --config.policies.pm=runs/pipeline/pm \
+      --config.policies.lm=runs/pipeline/lm --config.policies.pi0=runs/pipeline/cd
 
 For policies that answered the same prompts (N samples each), ``evaluate`` reports per policy:
 
