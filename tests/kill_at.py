@@ -4,9 +4,12 @@ stage, just before or just after the call (for tests/test_kill.py).
 
   python tests/kill_at.py WORKDIR TOKENIZER                                    # run to the end
   python tests/kill_at.py WORKDIR TOKENIZER STAGE MODULE:FUNCTION N before|after
+  python tests/kill_at.py --online=PIPELINE WORKDIR TOKENIZER [STAGE MODULE:FUNCTION N WHEN]
 
 The running stage is the first of the pipeline without a ``stages/<name>.json`` record, as
-``tests/crash_resume.py`` reads it. The process prints ``killing: ...`` to stderr and dies
+``tests/crash_resume.py`` reads it; inside the online loop (``--online``: tests/test_sim.py's
+small_online_config on the finished pipeline in PIPELINE) it is the loop's step, e.g.
+``online/iter_2/pm`` (hh/rl/online.py: tranche, pm, ppo per iteration, then evaluation). The process prints ``killing: ...`` to stderr and dies
 without any clean-up: no ``finally`` blocks, no atexit handlers, orbax writes left in flight.
 """
 from __future__ import annotations
@@ -20,12 +23,22 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
 
-def running_stage(workdir: str, names) -> str | None:
-  return next((n for n in names
-               if not os.path.exists(os.path.join(workdir, "stages", f"{n}.json"))), None)
+def running_stage(workdir: str, names, iterations: int = 0) -> str | None:
+  """The first stage without a record; for the online loop (``iterations`` > 0) its first
+  unfinished step, ``online/iter_<i>/<step>`` or ``online/evaluation``."""
+  stage = next((n for n in names
+                if not os.path.exists(os.path.join(workdir, "stages", f"{n}.json"))), None)
+  if stage != "online" or not iterations:
+    return stage
+  steps = [f"iter_{i}/{s}" for i in range(1, iterations + 1) for s in ("tranche", "pm", "ppo")]
+  for step in steps + ["evaluation"]:
+    d, _, name = f"online/{step}".rpartition("/")
+    if not os.path.exists(os.path.join(workdir, d, "stages", f"{name}.json")):
+      return f"online/{step}"
+  return "online"
 
 
-def arm(workdir: str, names, stage: str, target: str, n: int, when: str):
+def arm(workdir: str, names, stage: str, target: str, n: int, when: str, iterations: int = 0):
   module_name, name = target.split(":")
   module = importlib.import_module(module_name)
   original, calls = getattr(module, name), [0]
@@ -36,7 +49,7 @@ def arm(workdir: str, names, stage: str, target: str, n: int, when: str):
     os.kill(os.getpid(), signal.SIGKILL)
 
   def wrapped(*args, **kwargs):
-    if running_stage(workdir, names) != stage:
+    if running_stage(workdir, names, iterations) != stage:
       return original(*args, **kwargs)
     calls[0] += 1
     if calls[0] == n and when == "before":
@@ -50,15 +63,18 @@ def arm(workdir: str, names, stage: str, target: str, n: int, when: str):
 
 
 def main(argv):
-  workdir, tokenizer_path, *kill = argv
+  online = argv[0].split("=", 1)[1] if argv[0].startswith("--online=") else None
+  workdir, tokenizer_path, *kill = argv[1:] if online else argv
   import test_sim
 
   from hh import main as hh_main
-  config = test_sim.small_pipeline_config(tokenizer_path, all_stages=True)
+  config = (test_sim.small_online_config(tokenizer_path, online) if online
+            else test_sim.small_pipeline_config(tokenizer_path, all_stages=True))
   if kill:
     stage, target, n, when = kill
     assert when in ("before", "after"), when
-    arm(workdir, config.stages, stage, target, int(n), when)
+    arm(workdir, config.stages, stage, target, int(n), when,
+        config.online.iterations if online else 0)
   hh_main.run(config, workdir)
 
 

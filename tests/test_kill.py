@@ -8,7 +8,10 @@ dataset build (a TFDS ``incomplete`` folder left behind), just after a checkpoin
 started in the LM and PM loops (orbax still writing it; CD runs the same loop and checkpoint
 code, and its kill is left to tests/crash_resume.py for CI time), between PPO's update and its
 checkpoint (one iteration to redo), between the policies stage's two result files, and between
-two of the report's figures. The processes share a persistent compilation cache, so the reruns
+two of the report's figures. The online loop (hh/rl/online.py, on the uninterrupted pipeline's
+LM, PM and π0) is killed three times in its second iteration — between its tranche's two files,
+just after its PM's first checkpoint save, and before its policy's last one — and resumes to
+the uninterrupted loop's tranches, PMs and policies. The processes share a persistent compilation cache, so the reruns
 do not pay XLA's compile time again.
 """
 import json
@@ -36,9 +39,16 @@ KILLS = [("world", "hh.sim.dataset:generate", 2, "before"),
          ("report", "hh.io:write_figure", 2, "before")]
 
 
-def _run(workdir, tokenizer, env, *kill):
-  return subprocess.run([sys.executable, KILL_AT, str(workdir), tokenizer, *map(str, kill)],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+ONLINE_KILLS = [("online/iter_2/tranche", "hh.rl.tranche:write", 1, "after"),
+                ("online/iter_2/pm", "hh.train.checkpoint:save", 1, "after"),
+                ("online/iter_2/ppo", "hh.train.checkpoint:save", 2, "before")]
+
+
+def _run(workdir, tokenizer, env, *kill, online=None):
+  flag = [f"--online={online}"] if online else []
+  return subprocess.run([sys.executable, KILL_AT, *flag, str(workdir), tokenizer,
+                         *map(str, kill)], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=1200)
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +121,49 @@ def test_a_rerun_skips_finished_stages_and_another_config_is_refused(runs):
   other = dict(config.world.to_dict(), response_mix={**config.world.response_mix, "wrong": 0.3})
   with pytest.raises(ValueError, match=r"another config.world \(differs in world.response_mix"):
     sim_stage.build(other, str(tmp_path), "helpful")
+
+
+@pytest.fixture(scope="module")
+def online_runs(runs, tmp_path_factory):
+  """The online loop (two iterations) on the uninterrupted pipeline, uninterrupted and killed."""
+  root = tmp_path_factory.mktemp("online_kill")
+  env, tok, base = pipeline_env(), runs["tokenizer"], str(runs["ref"])
+  ref, killed = root / "uninterrupted", root / "killed"
+  done = _run(ref, tok, env, online=base)
+  assert done.returncode == 0, done.stderr[-3000:]
+  deaths = [(kill, _run(killed, tok, env, *kill, online=base),
+             running_stage(str(killed), ("online",), 2)) for kill in ONLINE_KILLS]
+  done = _run(killed, tok, env, online=base)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return {"ref": ref, "killed": killed, "deaths": deaths}
+
+
+def test_the_online_loop_killed_in_its_second_iteration_resumes_to_the_same_outputs(online_runs):
+  """Acceptance (issue 14): the same tranches, PMs and policies as an uninterrupted loop."""
+  for kill, p, stage in online_runs["deaths"]:
+    assert p.returncode == -signal.SIGKILL, f"{kill}: exit {p.returncode}\n{p.stderr[-3000:]}"
+    assert stage == kill[0]  # it died inside the intended step
+  want = crash_resume.outputs(str(online_runs["ref"]))
+  got = crash_resume.outputs(str(online_runs["killed"]))
+  for i in (1, 2):  # both tranches, both PMs, both policies (PPO state and the export)
+    it = f"online/iter_{i}/"
+    assert any(k.startswith(it + "tranche/") and k.endswith(".jsonl") for k in want)
+    assert sum(k.startswith(it) and "checkpoints" in k for k in want) == 3  # PM, PPO, export
+  assert "online/online_result.json" in want and "online/evaluation.json" in want
+  differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+  assert not differ, f"outputs differ after the kills: {differ}"
+
+
+def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_path):
+  """hh/report.py's online section: one row per tranche with the result's kept counts and gold
+  quality, one per policy with its gold Elo (π0 the reference, +0)."""
+  from hh import report
+  online_dir = str(online_runs["ref"] / "online")
+  r = json.loads((online_runs["ref"] / "online" / "online_result.json").read_text())
+  text = "\n".join(report.online_section(online_dir, str(tmp_path)))
+  for it in r["iterations"]:
+    assert f"| {it['iteration']}: {it['kind']} | {it['kept']} of {it['pairs']} |" in text
+  assert [it["kind"] for it in r["iterations"]] == ["rejection-sampled", "online"]
+  assert set(r["evaluation"]) == {"pi0", "static", "online_1", "online_2", "reference"}
+  assert "| pi0 | +0 ± 0 |" in text and (tmp_path / "online.png").exists()
+  assert report.online_section(str(tmp_path / "none"), str(tmp_path)) == []

@@ -1,5 +1,6 @@
 """The synthetic world: gold scores by the rules, the annotator's statistics, determinism."""
 import json
+import os
 import re
 
 import numpy as np
@@ -190,9 +191,29 @@ def small_pipeline_config(tokenizer_path, all_stages: bool = False):
   config.sampling.update(dict(max_new_tokens=8, buckets=(64, 1024), batch_size=8))
   config.ppo.update(dict(rollout_batch=16, minibatches=2, max_new_tokens=8, eval_max_prompts=4))
   config.ppo.loop.update(dict(steps=2, log_every=1, eval_every=2, ckpt_every=1))
-  if not all_stages:
+  if all_stages:
+    # 10 LM steps make responses whose gold scores mostly tie: with the annotator's unsure
+    # margin the online loop (small_online_config) would keep no pair (a coin flip on a tie)
+    config.world.tie_margin = 0.0
+  else:
     config.stages = ("world", "lm", "pm", "report")
   config.progress = False
+  return config
+
+
+def small_online_config(tokenizer_path, pipeline_dir: str):
+  """The online loop alone (hh/rl/online.py) at test scale on a finished all-stages small
+  pipeline's LM, PM, π0 and static policy: two iterations (rejection-sampled, then online) of 32
+  prompts; Fig. 16's arms off (tests/test_online.py covers their sets)."""
+  from configs import online
+  config = small_pipeline_config(tokenizer_path, all_stages=True)
+  config.stages = ("online",)
+  config.data_dirs.world = pipeline_dir
+  config.online = online.stage("tiny")
+  config.online.update(dict(
+      iterations=2, prompts_per_iteration=32, rs_k=2, test_every=4, controlled=False,
+      lm=os.path.join(pipeline_dir, "lm"), pm=os.path.join(pipeline_dir, "pm"),
+      pi0=os.path.join(pipeline_dir, "cd"), static=os.path.join(pipeline_dir, "ppo", "policy")))
   return config
 
 
