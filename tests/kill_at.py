@@ -30,7 +30,8 @@ def running_stage(workdir: str, names, iterations: int = 0) -> str | None:
                 if not os.path.exists(os.path.join(workdir, "stages", f"{n}.json"))), None)
   if stage != "online" or not iterations:
     return stage
-  steps = [f"iter_{i}/{s}" for i in range(1, iterations + 1) for s in ("tranche", "pm", "ppo")]
+  from hh.rl import online
+  steps = [f"iter_{i}/{s}" for i in range(1, iterations + 1) for s in online.STEPS]
   for step in steps + ["evaluation"]:
     d, _, name = f"online/{step}".rpartition("/")
     if not os.path.exists(os.path.join(workdir, d, "stages", f"{name}.json")):
