@@ -11,8 +11,10 @@ checkpoint (one iteration to redo), between the policies stage's two result file
 two of the report's figures. The online loop (hh/rl/online.py, on the uninterrupted pipeline's
 LM, PM and π0) is killed three times in its second iteration — between its tranche's two files,
 just after its PM's first checkpoint save, and before its policy's last one — and resumes to
-the uninterrupted loop's tranches, PMs and policies. The processes share a persistent compilation cache, so the reruns
-do not pay XLA's compile time again.
+the uninterrupted loop's tranches, PMs and policies. The processes share a persistent
+compilation cache, so the reruns do not pay XLA's compile time again. The uninterrupted
+pipeline's policy-stage outputs (context distillation, PPO's first iteration, policy evaluation,
+best-of-N) are checked here too, on the run that makes them anyway.
 """
 import json
 import os
@@ -27,6 +29,7 @@ from kill_at import running_stage
 from test_sim import small_pipeline_config
 
 from conftest import pipeline_env
+from hh.rl import best_of_n
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_AT = os.path.join(REPO, "tests", "kill_at.py")
@@ -121,6 +124,50 @@ def test_a_rerun_skips_finished_stages_and_another_config_is_refused(runs):
   other = dict(config.world.to_dict(), response_mix={**config.world.response_mix, "wrong": 0.3})
   with pytest.raises(ValueError, match=r"another config.world \(differs in world.response_mix"):
     sim_stage.build(other, str(tmp_path), "helpful")
+
+
+def test_context_distillation_reduces_the_kl_to_the_prompted_teacher(runs):
+  """(The policy stages' outputs are checked on the uninterrupted run, which makes them anyway.)"""
+  cd = json.loads((runs["ref"] / "stages" / "cd.json").read_text())
+  assert cd["step"] == 4
+  assert 0 < cd["val_kl"] < cd["val_kl_start"], cd
+
+
+def test_policies_stage_outputs(runs):
+  """Elo reference at 0; π0's KL to itself is rounding and PPO's policy has moved; best-of-N's
+  PM score never falls with N (a max over a superset) and its KL axis is log N − (N−1)/N; the
+  tranche has one hh-rlhf line per best-of-N prompt."""
+  out = runs["ref"] / "policies"
+  ev = json.loads((out / "evaluation.json").read_text())
+  pol = ev["policies"]
+  assert set(pol) == {"lm", "lm+hhh", "pi0", "ppo"}  # PPO's exported final policy
+  assert abs(pol["pi0"]["kl_to_pi0"]["mean"]) < 1e-5  # sampler vs scorer rounding
+  # two PPO steps at this size move the policy by ~7e-4 nats per response (measured)
+  assert abs(pol["ppo"]["kl_to_pi0"]["mean"]) > 1e-4
+  assert pol["pi0"]["gold_elo"] == {"elo": 0.0, "se": 0.0,
+                                    "comparisons": pol["pi0"]["gold_elo"]["comparisons"]}
+  assert ev["rows"] == 4 * 1  # policies.max_prompts × samples
+  bo = json.loads((out / "best_of_n.json").read_text())["policies"]
+  pm = [k for k in bo["N=1"] if k.startswith("pm_score/")][0]
+  assert bo["N=2"][pm]["mean"] >= bo["N=1"][pm]["mean"]
+  assert bo["N=2"]["kl_bound"] == pytest.approx(float(best_of_n.kl_bound(2)))
+  lines = [json.loads(line) for line in (out / "best_of_n.jsonl").read_text().splitlines()]
+  assert len(lines) == 2  # policies.best_of_prompts
+  assert all(set(x) == {"chosen", "rejected"} and "\n\nAssistant: " in x["chosen"]
+             for x in lines)
+  assert (out / "evaluation.png").exists()
+  report = (runs["ref"] / "report" / "report.md").read_text()
+  assert "## Context distillation" in report and "### Best-of-N" in report and "| ppo |" in report
+
+
+def test_ppo_first_iteration_is_on_policy(runs):
+  """Iteration 1: the policy is π0, so the ratio of the first minibatch is 1 and the KL 0."""
+  rows = [json.loads(line) for line in (runs["ref"] / "ppo" / "metrics.jsonl").read_text()
+          .splitlines()]
+  train = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train] == [1, 2]
+  assert train[0]["first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-5)
+  assert abs(train[0]["kl"]) < 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sys
 import portpicker
 import pytest
 
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 from hh.train import metrics as metrics_lib
 
 ARGS = ["--config=configs/lm.py:size=small", "--config.lm.data.seq_len=32",
@@ -21,7 +21,7 @@ def _launch(workdir, tokenizer, n_processes, devices_each):
   procs = []
   for pid in range(n_processes):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each} {FAST_COMPILE}")
     if n_processes > 1:
       env.update(HH_COORDINATOR=f"localhost:{port}", HH_NUM_PROCESSES=str(n_processes),
                  HH_PROCESS_ID=str(pid))

@@ -177,7 +177,7 @@ def test_comparisons_carry_consistent_gold_and_labels():
 
 def small_pipeline_config(tokenizer_path, all_stages: bool = False):
   """Every stage at a few steps (tests/kill_at.py runs them all); by default only world, LM,
-  PM and report: the policy stages run on the world in tests/test_world_pm.py."""
+  PM and report: the policy stages are checked on this pipeline in tests/test_kill.py."""
   from configs import pipeline as pipeline_config
   config = pipeline_config.get_config("size=tiny")
   config.world.update(small_world_cfg())
