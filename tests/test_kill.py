@@ -168,6 +168,11 @@ def test_ppo_first_iteration_is_on_policy(runs):
   assert [r["step"] for r in train] == [1, 2]
   assert train[0]["first_minibatch_ratio"] == pytest.approx(1.0, abs=1e-5)
   assert abs(train[0]["kl"]) < 1e-4
+  # the loop's held-out evaluation at the last step is the result's "after" (evaluated once)
+  val = [r for r in rows if r["split"] == "val"]
+  after = json.loads((runs["ref"] / "ppo" / "ppo_result.json").read_text())["after"]
+  assert [r["step"] for r in val] == [2] and len(after) > 10
+  np.testing.assert_equal(after, {k: val[0][k] for k in after})  # NaN == NaN here
 
 
 @pytest.fixture(scope="module")

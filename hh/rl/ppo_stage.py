@@ -187,14 +187,19 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       state, m = update(state, batch["rollout"])
       return state, {**m, **batch["stats"]}
 
+    evaluated = {}  # step → metrics: the loop's evaluation at the last step is also "after"
+
     def evaluate(state) -> dict:
-      current = policy_lib.Policy("ppo", model, state.policy.params, tok, mesh, rules)
-      s = policy_lib.generate(current, test_ctx, 1, sampling, config.seed + 7,
-                              config.sampling.batch_size, config.sampling.buckets)
-      m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
-                                  s.finished)
-      out = {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
-      return out | {f"{k}_se": v["se"] for k, v in m.items() if isinstance(v, dict)}
+      step = int(jax.device_get(state.step))  # the samples depend on the params and seed only
+      if step not in evaluated:
+        current = policy_lib.Policy("ppo", model, state.policy.params, tok, mesh, rules)
+        s = policy_lib.generate(current, test_ctx, 1, sampling, config.seed + 7,
+                                config.sampling.batch_size, config.sampling.buckets)
+        m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
+                                    s.finished)
+        out = {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
+        evaluated[step] = out | {f"{k}_se": v["se"] for k, v in m.items() if isinstance(v, dict)}
+      return dict(evaluated[step])
 
     writer = metrics_lib.Writer(workdir)
     writer.truncate_after(int(jax.device_get(state.step)))
