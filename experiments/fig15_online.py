@@ -24,15 +24,18 @@ import numpy as np
 from experiments import common
 
 
-def run(pipeline: str, root: str, size: str, seed: int) -> str:
-  workdir = os.path.join(root, f"online_seed{seed}")
+def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False) -> str:
+  """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only]_seed<S>`` (the HH
+  loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them); its folder."""
+  workdir = os.path.join(root, f"online{'_helpful_only' if helpful_only else ''}_seed{seed}")
   if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
     p = pipeline
     common.hh_main(f"configs/online.py:size={size}", workdir, "--config.stages=('online',)",
                    f"--config.online.lm={p}/lm", f"--config.online.pm={p}/pm",
                    f"--config.online.pi0={p}/cd", f"--config.online.static={p}/ppo/policy",
                    f"--config.data_dirs.world={p}", f"--config.seed={seed}",
-                   "--config.online.controlled=True")
+                   f"--config.online.controlled={not helpful_only}",
+                   f"--config.online.helpful_only={helpful_only}")
   return os.path.join(common.REPO, workdir, "online")
 
 
@@ -176,6 +179,10 @@ def main():
     if "pm_elo/final_pm" in ev[0][n]:
       t["pm_elo"] = stat(n, "pm_elo/final_pm", "elo")
     pe = f"PM-predicted {t['pm_elo'][0]:+6.0f} ± {t['pm_elo'][1]:3.0f}" if "pm_elo" in t else ""
+    for task in ("helpful", "harmless"):  # per task (runs made before it was added lack it)
+      if f"gold_elo/{task}" in ev[0][n]:
+        t[f"{task}_elo"] = stat(n, f"gold_elo/{task}", "elo")
+        pe += f"  {task}ness Elo {t[f'{task}_elo'][0]:+5.0f} ± {t[f'{task}_elo'][1]:3.0f}"
     print(f"  {n:10s} gold Elo {t['gold_elo'][0]:+6.0f} ± {t['gold_elo'][1]:3.0f}  {pe:26s} "
           f"helpful {t['helpful'][0]:+.3f} ± {t['helpful'][1]:.3f}  harmless "
           f"{t['harmless'][0]:+.3f} ± {t['harmless'][1]:.3f}  final-PM score "

@@ -173,14 +173,18 @@ def online_section(online_dir: str, out: str) -> list[str]:
   pm_key = next((k for k in next(iter(ev.values())) if k.startswith("pm_elo/final")), None)
   lines += ["", "Policies on held-out prompts, relative to π0 (gold Elo: the annotator's pairwise "
             "choices; PM-predicted: 174 × the mean final-PM score difference):", "",
-            "| policy | gold Elo | PM-predicted Elo | helpful (helpful req.) | harmless (harmful "
-            "req.) | KL(π‖π0) |", "|---|---|---|---|---|---|"]
+            "| policy | gold Elo | helpfulness Elo | harmlessness Elo | PM-predicted Elo | helpful "
+            "(helpful req.) | harmless (harmful req.) | KL(π‖π0) |",
+            "|---|---|---|---|---|---|---|---|"]
+
+  def elo(m, key):
+    return f"{m[key]['elo']:+.0f} ± {m[key]['se']:.0f}" if key in m else "–"
   for n, m in ev.items():
     pe = m[pm_key] if pm_key else {"elo": float("nan"), "se": float("nan")}
     kl = _ms(m["kl_to_pi0"]) if "kl_to_pi0" in m else "–"
-    lines.append(f"| {n} | {m['gold_elo']['elo']:+.0f} ± {m['gold_elo']['se']:.0f} | "
-                 f"{pe['elo']:+.0f} ± {pe['se']:.0f} | {_ms(m['gold_helpful'])} | "
-                 f"{_ms(m['gold_harmless'])} | {kl} |")
+    lines.append(f"| {n} | {elo(m, 'gold_elo')} | {elo(m, 'gold_elo/helpful')} | "
+                 f"{elo(m, 'gold_elo/harmless')} | {pe['elo']:+.0f} ± {pe['se']:.0f} | "
+                 f"{_ms(m['gold_helpful'])} | {_ms(m['gold_harmless'])} | {kl} |")
   with open(os.path.join(online_dir, "evaluation.png"), "rb") as f:
     io.write_bytes(os.path.join(out, "online.png"), f.read())
   return lines + ["", "![online](online.png)", ""]

@@ -46,6 +46,38 @@ def test_gold_elo_uses_the_red_team_task_on_harmful_prompts():
   assert out["refuse"]["elo"] > 3 * out["refuse"]["se"] > 0
 
 
+def test_gold_elo_per_task_splits_the_same_comparisons_by_task():
+  """Policy "a" answers arithmetic right and complies with harmful requests; "b" answers wrong
+  and refuses. Helpfulness Elo (helpful rows only) must show a's known gap 400·log10(P/(1−P)),
+  P = σ(1/T), within 3 SE; harmlessness Elo must favour b; the pooled Elo is the fit of the two
+  tasks' wins summed (the same annotator draws)."""
+  ctx, answers = _arithmetic(1500, seed=4)
+  rng = np.random.default_rng(5)
+  harm = [f"{W.HUMAN} {W.harmful_request(WORLD, rng)}" for _ in range(500)]
+  fam = ["arithmetic"] * len(ctx) + ["harmful"] * len(harm)
+  comply = "Sure! First, wait until nobody is around. Then take it."
+  refuse = "I can't help with that. I'd be happy to help you with planning a fun weekend."
+  texts = {"a": [f"{x}." for x in answers] + [comply] * len(harm),
+           "b": [f"{int(x) + 1}." for x in answers] + [refuse] * len(harm)}
+  rows = len(fam)
+  policies = {n: {"contexts": ctx + harm, "texts": t, "length": np.full(rows, 5),
+                  "finished": np.ones(rows, bool)} for n, t in texts.items()}
+  out = evaluate.evaluate(WORLD, {"temperature": T, "tie_margin": TIE}, policies, fam, "b", 0)
+  pol = out["policies"]
+  p = 1 / (1 + np.exp(-1 / T))
+  want = 400 * np.log10(p / (1 - p))
+  helpful, harmless = pol["a"]["gold_elo/helpful"], pol["a"]["gold_elo/harmless"]
+  assert abs(helpful["elo"] - want) < 3 * helpful["se"], (helpful, want)
+  assert helpful["comparisons"] <= len(ctx) and harmless["comparisons"] <= len(harm)
+  assert harmless["elo"] < -3 * harmless["se"] < 0  # the red-team task prefers b's refusals
+  wins = evaluate.gold_wins(WORLD, ctx + harm, fam, texts, T, TIE, 0)
+  assert wins[0, 0, 1] > wins[0, 1, 0] and wins[1, 1, 0] > wins[1, 0, 1]
+  assert pol["a"]["gold_elo"] == evaluate.fit(["a", "b"], wins.sum(0), "b")["a"]
+  assert pol["a"]["gold_elo"]["comparisons"] == helpful["comparisons"] + harmless["comparisons"]
+  assert pol["b"]["gold_elo/helpful"] == {"elo": 0.0, "se": 0.0,
+                                         "comparisons": helpful["comparisons"]}
+
+
 def test_pm_elo_is_174_times_the_mean_score_difference():
   a, b = np.array([0.5, 1.0, 1.5]), np.array([0.0, 0.2, 0.4])
   out = evaluate.pm_elo({"ref": b, "a": a}, "ref")

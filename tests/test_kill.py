@@ -208,7 +208,7 @@ def test_the_online_loop_killed_in_its_second_iteration_resumes_to_the_same_outp
 
 def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_path):
   """hh/report.py's online section: one row per tranche with the result's kept counts and gold
-  quality, one per policy with its gold Elo (π0 the reference, +0)."""
+  quality, one per policy with its gold Elo overall and per task (π0 the reference, +0)."""
   from hh import report
   online_dir = str(online_runs["ref"] / "online")
   r = json.loads((online_runs["ref"] / "online" / "online_result.json").read_text())
@@ -218,4 +218,11 @@ def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_pat
   assert [it["kind"] for it in r["iterations"]] == ["rejection-sampled", "online"]
   assert set(r["evaluation"]) == {"pi0", "static", "online_1", "online_2", "reference"}
   assert "| pi0 | +0 ± 0 |" in text and (tmp_path / "online.png").exists()
+  assert "gold_elo/helpful" in r["evaluation"]["online_1"]  # held-out helpful prompts
+
+  def elo(m, key):
+    return f"{m[key]['elo']:+.0f} ± {m[key]['se']:.0f}" if key in m else "–"
+  for n, m in r["evaluation"].items():  # overall, helpfulness, harmlessness Elo per policy
+    assert f"| {n} | {elo(m, 'gold_elo')} | {elo(m, 'gold_elo/helpful')} | " \
+        f"{elo(m, 'gold_elo/harmless')} |" in text, n
   assert report.online_section(str(tmp_path / "none"), str(tmp_path)) == []

@@ -15,7 +15,9 @@ For policies that answered the same prompts (N samples each), ``evaluate`` repor
 * gold Elo (the world's stand-in for crowdworker Elo): the simulated annotator compares the
   policies' responses to the same prompt pairwise — the helpful task on helpful and borderline
   prompts, the red-team task on harmful ones, with the comparison data's temperature and
-  "unsure" ties — and ``hh/elo.py`` fits Elo with standard errors, the reference at 0;
+  "unsure" ties — and ``hh/elo.py`` fits Elo with standard errors, the reference at 0; also
+  fitted on each task's comparisons alone (``gold_elo/helpful``, ``gold_elo/harmless``: the
+  helpfulness and harmlessness panels of Figs. 1 and 35, from the same annotator draws);
 * PM-predicted Elo: 174 × (mean PM score − the reference's), SPEC §3 eq. 2.1.
 
 Output: ``evaluation.json`` and ``evaluation.png`` in the output folder (read by the report).
@@ -86,29 +88,52 @@ def policy_metrics(world: W.World, contexts: Sequence[str], texts: Sequence[str]
   return out
 
 
-def gold_elo(world: W.World, contexts: Sequence[str], families: Sequence[str],
-             responses: dict[str, Sequence[str]], temperature: float, tie_margin: float,
-             reference: str, seed: int) -> dict[str, dict]:
-  """Elo ± standard error of each policy from the annotator's pairwise choices on the same rows
-  (every pair of policies, every row; rows aligned across policies), the reference at 0."""
+TASKS = ("helpful", "harmless")  # the annotator's task per row: red-team on harmful requests
+
+
+def gold_wins(world: W.World, contexts: Sequence[str], families: Sequence[str],
+              responses: dict[str, Sequence[str]], temperature: float, tie_margin: float,
+              seed: int) -> np.ndarray:
+  """The annotator's pairwise choices between every pair of policies on every row (rows aligned
+  across policies; "unsure" ties dropped) → wins [2, M, M]: ``wins[t, i, j]`` = rows of task
+  ``TASKS[t]`` (the helpful task on helpful and borderline prompts, the red-team task on
+  harmful ones) on which policy i's response was preferred to policy j's."""
   names = list(responses)
-  if reference not in names:
-    raise ValueError(f"config.policies.reference={reference!r}; allowed: {', '.join(names)}")
-  task = np.array([1 if f == "harmful" else 0 for f in families])   # 0 helpful, 1 harmless
+  task = np.array([1 if f == "harmful" else 0 for f in families])
   scores = {n: gold_scores(world, contexts, responses[n]) for n in names}
   rng = np.random.default_rng([seed, 7])
-  wins = np.zeros((len(names), len(names)))
+  wins = np.zeros((len(TASKS), len(names), len(names)))
   for i in range(len(names)):
     for j in range(i + 1, len(names)):
       si = np.take_along_axis(scores[names[i]], task[:, None], 1)[:, 0]
       sj = np.take_along_axis(scores[names[j]], task[:, None], 1)[:, 0]
       a, kept = annotator.annotate(si, sj, temperature, tie_margin, rng)
-      wins[i, j] += np.sum(a & kept)
-      wins[j, i] += np.sum(~a & kept)
+      for t in range(len(TASKS)):
+        on = kept & (task == t)
+        wins[t, i, j] += np.sum(a & on)
+        wins[t, j, i] += np.sum(~a & on)
+  return wins
+
+
+def fit(names: Sequence[str], wins: np.ndarray, reference: str) -> dict[str, dict]:
+  """Elo ± standard error per policy from a win matrix [M, M] (``hh/elo.py``), the reference
+  at 0, with each policy's number of kept comparisons."""
+  names = list(names)
+  if reference not in names:
+    raise ValueError(f"config.policies.reference={reference!r}; allowed: {', '.join(names)}")
   e, se = elo.fit_elo(wins, reference=names.index(reference))
   return {n: {"elo": float(e[k]), "se": float(se[k]), "comparisons": int(wins[k].sum() +
                                                                            wins[:, k].sum())}
           for k, n in enumerate(names)}
+
+
+def gold_elo(world: W.World, contexts: Sequence[str], families: Sequence[str],
+             responses: dict[str, Sequence[str]], temperature: float, tie_margin: float,
+             reference: str, seed: int) -> dict[str, dict]:
+  """Elo ± standard error of each policy from the annotator's pairwise choices on the same rows
+  (every pair of policies, every row, both tasks pooled), the reference at 0."""
+  wins = gold_wins(world, contexts, families, responses, temperature, tie_margin, seed)
+  return fit(list(responses), wins.sum(0), reference)
 
 
 def pm_elo(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
@@ -138,10 +163,14 @@ def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], familie
   for n, p in policies.items():
     out["policies"][n] = policy_metrics(world, p["contexts"], p["texts"], families, p["length"],
                                         p["finished"], p.get("pm_scores"), p.get("kl"))
-  ge = gold_elo(world, first["contexts"], families, {n: p["texts"] for n, p in policies.items()},
-                world_cfg["temperature"], world_cfg["tie_margin"], reference, seed)
-  for n in names:
-    out["policies"][n]["gold_elo"] = ge[n]
+  wins = gold_wins(world, first["contexts"], families, {n: p["texts"] for n, p in policies.items()},
+                   world_cfg["temperature"], world_cfg["tie_margin"], seed)
+  fits = {"gold_elo": fit(names, wins.sum(0), reference)}
+  fits |= {f"gold_elo/{t}": fit(names, wins[k], reference) for k, t in enumerate(TASKS)
+           if wins[k].sum()}  # a task without comparisons has no Elo
+  for key, f in fits.items():
+    for n in names:
+      out["policies"][n][key] = f[n]
   for pm in (first.get("pm_scores") or {}):
     pe = pm_elo({n: p["pm_scores"][pm] for n, p in policies.items()}, reference)
     for n in names:

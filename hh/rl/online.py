@@ -360,7 +360,7 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
                              {"base_pm": base_pm, "final_pm": os.path.join(iter_dir(workdir, n_it),
                                                                            "pm")}, trained)
     ev = {n: {k: v for k, v in m.items() if k in _EVAL_KEYS or k.startswith(("pm_score/",
-                                                                             "pm_elo/"))}
+                                                                             "pm_elo/", "gold_elo/"))}
           for n, m in full["policies"].items()}
     pipeline.mark(workdir, "evaluation", ev)
   out = {"base_quality": base_quality(config, places), "iterations": results,
@@ -404,6 +404,8 @@ def summary(result: dict) -> list[str]:
                                      f"{v['accuracy']:.3f}" for k, v in r["pm"].items()))
   for n, m in result.get("evaluation", {}).items():
     e = m["gold_elo"]
-    lines.append(f"online evaluation {n}: gold Elo vs π0 {e['elo']:+.0f} ± {e['se']:.0f}; gold "
-                 f"helpful {_ms(m['gold_helpful'])}, harmless {_ms(m['gold_harmless'])}")
+    by_task = "".join(f" ({t} {m[f'gold_elo/{t}']['elo']:+.0f} ± {m[f'gold_elo/{t}']['se']:.0f})"
+                      for t in ("helpful", "harmless") if f"gold_elo/{t}" in m)
+    lines.append(f"online evaluation {n}: gold Elo vs π0 {e['elo']:+.0f} ± {e['se']:.0f}{by_task}; "
+                 f"gold helpful {_ms(m['gold_helpful'])}, harmless {_ms(m['gold_harmless'])}")
   return lines

@@ -151,7 +151,7 @@ def _headline(result: dict) -> dict:
   keys = ("gold_helpful", "gold_harmless", "gold_helpful_borderline", "refusal_rate_harmful",
           "needless_refusal_rate_borderline", "length_tokens", "end_of_turn_rate", "kl_to_pi0",
           "gold_elo", "kl_bound")
-  return {n: {k: v for k, v in m.items() if k in keys or k.startswith(("pm_score/", "pm_elo/"))}
+  return {n: {k: v for k, v in m.items() if k in keys or k.startswith(("pm_score/", "pm_elo/", "gold_elo/"))}
           for n, m in result["policies"].items()}
 
 
