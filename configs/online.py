@@ -47,4 +47,7 @@ def get_config(arg: str | None = None):
   config = pipeline.get_config(f"size={arg.size},pmp={arg.pmp}")
   config.stages = ("world", "lm", "pm", "cd", "ppo", "policies", "online", "report")
   config.online = stage(arg.size)
+  # Fig. 34 during RL: each PPO evaluation also measures the policy's mean log-p accuracy on the
+  # base test comparisons (the final PM's accuracy on them is the figure's reference line)
+  config.ppo.logp_sets = ("hh_sim/helpful:test", "hh_sim/harmless:test")
   return config

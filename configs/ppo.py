@@ -38,6 +38,11 @@ def stage(size: str) -> ml_collections.ConfigDict:
       loop=common.loop(log_every=5, eval_every=25, ckpt_every=10, steps=200 if big else 50),
       eval_prompts="hh_sim/prompts:test",
       eval_max_prompts=120,
+      # Fig. 34 during RL: at each evaluation, the fraction of these comparison sets' pairs whose
+      # better response has the higher mean per-token log-prob under the policy (none: skipped)
+      logp_sets=(),
+      logp_max_pairs=300,
+      logp_max_tokens=64,     # responses cut to this many tokens
       init_from=config_dict.placeholder(str),  # π0's workdir (the cd stage)
       pm=config_dict.placeholder(str),         # the PM's workdir
   ))

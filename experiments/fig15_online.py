@@ -87,8 +87,8 @@ def logp_accuracies(online_dir: str, n_it: int, max_pairs: int = 300) -> dict:
   import ml_collections
 
   from hh import io
-  from hh.data import sources, tfds_io
-  from hh.rl import evaluate
+  from hh.data import sources
+  from hh.rl import evaluate, ppo_stage
   from hh.rl import policy as policy_lib
   cfg = ml_collections.ConfigDict(_load(os.path.join(os.path.dirname(online_dir),
                                                      "config.json")))
@@ -97,10 +97,7 @@ def logp_accuracies(online_dir: str, n_it: int, max_pairs: int = 300) -> dict:
   rows = {}
   for spec in _load(os.path.join(online_dir, f"iter_{n_it}", "pm", "config.json"))["pm"][
       "test_datasets"]:
-    src = sources.open_split(spec, places)
-    rows.setdefault(_kind(spec), []).extend(
-        (tfds_io.text(r["context_text"]), tfds_io.text(r["chosen"]), tfds_io.text(r["rejected"]))
-        for r in (src[k] for k in range(min(len(src), max_pairs))))
+    rows.setdefault(_kind(spec), []).extend(ppo_stage.comparisons(spec, places, max_pairs))
   root = os.path.dirname(online_dir)  # inside a pipeline: its own cd and ppo stages
   static = cfg.online.static or os.path.join(root, "ppo", "policy")
   pols = {"pi0": cfg.online.pi0 or os.path.join(root, "cd"),

@@ -2,7 +2,9 @@
 size): the online loop of ``configs/online.py`` with ``config.online.helpful_only`` — helpful
 prompts and helpful comparisons only, PPO without harmful prompts — against π0 and the static HH
 policy, in a helpfulness panel (the annotator's helpful task on helpful and borderline prompts)
-and a harmlessness panel (its red-team task on harmful ones), with the PM-predicted Elo.
+and a harmlessness panel (its red-team task on harmful ones), with the PM-predicted Elo; and
+Fig. 34 during RL: each PPO run's mean log-p accuracy on the base test comparisons
+(``config.ppo.logp_sets``, set by configs/online.py) against RL samples, beside the final PM's.
 
   python -m experiments.fig35_helpful_only [--pipeline=runs/pipeline] [--seeds=0] [--root=runs/fig15]
 
@@ -74,8 +76,22 @@ def main():
           f"{t['helpful'][0]:+.3f} ± {t['helpful'][1]:.3f}  harmless {t['harmless'][0]:+.3f} ± "
           f"{t['harmless'][1]:.3f}  refusals {t['refusals'][0]:.2f}")
 
+  sets = ("hh_sim/helpful:test", "hh_sim/harmless:test")
+  final_pm = results[0]["iterations"][-1]["pm"]  # the final PM's accuracy per test set
+  print("\nFig. 34 during RL: the policy's mean log-p accuracy on the base test comparisons "
+        "(≤ 300 pairs each) at the start and end of each PPO run; the final PM's for scale:")
+  for i in range(1, n_it + 1):
+    ppo_dir = os.path.join(dirs[0], f"iter_{i}", "ppo")
+    cells = []
+    for spec in sets:
+      _, m, se = val_curve(ppo_dir, f"logp_accuracy/{spec}")
+      cells.append(f"{spec.split('/')[1]} {m[0]:.3f} → {m[-1]:.3f} ± {se[-1]:.3f}")
+    print(f"  online_{i} (seed {seeds[0]}): " + "   ".join(cells))
+  print("  final PM: " + "   ".join(f"{spec.split('/')[1]} {final_pm[spec]['accuracy']:.3f}"
+                                      for spec in sets if spec in final_pm))
+
   plt = common.plt()
-  fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
+  fig, axes = plt.subplots(1, 5, figsize=(24, 3.8))
   pols = [n for n in names if n != "reference"]
   x = np.arange(len(pols))
   for ax, key, title in ((axes[0], "helpful_elo", "helpfulness (helpful prompts)"),
@@ -101,6 +117,16 @@ def main():
     ax.set(xlabel="RL samples", ylabel=f"{key.replace('_', ' ')} (held-out prompts)",
            title=f"PPO runs (seed {seeds[0]})")
     ax.legend(fontsize=7)
+  ax = axes[4]
+  for spec, style in zip(sets, ("-", "--"), strict=True):
+    for i in range(1, n_it + 1):
+      s, m, _ = val_curve(os.path.join(dirs[0], f"iter_{i}", "ppo"), f"logp_accuracy/{spec}")
+      ax.plot(s, m, style, color=f"C{i - 1}", label=f"online_{i} {spec.split('/')[1]}")
+    if spec in final_pm:
+      ax.axhline(final_pm[spec]["accuracy"], ls=style, color="gray", lw=0.8)
+  ax.set(xlabel="RL samples", ylabel="mean log-p accuracy", title="Fig. 34 during RL (gray: "
+         "final PM)")
+  ax.legend(fontsize=6)
   fig.tight_layout()
   out = os.path.join(common.REPO, args.root, "fig35_helpful_only.png")
   from hh import io

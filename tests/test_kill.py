@@ -175,6 +175,31 @@ def test_ppo_first_iteration_is_on_policy(runs):
   np.testing.assert_equal(after, {k: val[0][k] for k in after})  # NaN == NaN here
 
 
+def test_ppo_measures_the_log_p_accuracy_of_its_policy(runs, tmp_path):
+  """Fig. 34 during RL: PPO's last evaluation holds the exported policy's mean log-p accuracy on
+  the first 15 held-out helpful comparisons, recomputed here from the raw rows (8 devices here,
+  2 there: equal where no pair of different texts is within 1e-3 of a tie; identical texts tie
+  and count half). 13 untied pairs, an odd number: swapped responses cannot score the same."""
+  from hh.data import sources, tfds_io
+  from hh.rl import policy as policy_lib
+  config = small_pipeline_config(runs["tokenizer"], all_stages=True)
+  src = sources.open_split("hh_sim/helpful:test",
+                           sources.Places.from_config(config, str(tmp_path), str(runs["ref"])))
+  rows = [src[i] for i in range(15)]
+  ctx = [tfds_io.text(r["context_text"]) for r in rows]
+  pol = policy_lib.load(str(runs["ref"] / "ppo" / "policy"), "ppo")
+  s, k = policy_lib.text_log_probs(pol, ctx * 2, [tfds_io.text(r["chosen"]) for r in rows] +
+                                   [tfds_io.text(r["rejected"]) for r in rows], 8, 64)
+  mean = s / np.maximum(k, 1)
+  good, bad = mean[:15], mean[15:]
+  same = np.array([tfds_io.text(r["chosen"]) == tfds_io.text(r["rejected"]) for r in rows])
+  assert np.all(good[same] == bad[same]) and np.min(np.abs(good - bad)[~same]) > 1e-3
+  assert (~same).sum() % 2 == 1
+  after = json.loads((runs["ref"] / "ppo" / "ppo_result.json").read_text())["after"]
+  want = np.mean((good > bad) + 0.5 * same)  # the world has pairs of identical texts: ties
+  assert after["logp_accuracy/hh_sim/helpful:test"] == pytest.approx(want, abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def online_runs(runs, tmp_path_factory):
   """The online loop (two iterations) on the uninterrupted pipeline, uninterrupted and killed."""

@@ -191,6 +191,7 @@ def small_pipeline_config(tokenizer_path, all_stages: bool = False):
   config.sampling.update(dict(max_new_tokens=8, buckets=(64, 1024), batch_size=8))
   config.ppo.update(dict(rollout_batch=16, minibatches=2, max_new_tokens=8, eval_max_prompts=4))
   config.ppo.loop.update(dict(steps=2, log_every=1, eval_every=2, ckpt_every=1))
+  config.ppo.update(dict(logp_sets=("hh_sim/helpful:test",), logp_max_pairs=15))  # Fig. 34
   if all_stages:
     # 10 LM steps make responses whose gold scores mostly tie: with the annotator's unsure
     # margin the online loop (small_online_config) would keep no pair (a coin flip on a tie)

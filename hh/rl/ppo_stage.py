@@ -14,7 +14,8 @@ checkpoint: policy, value, both optimizer states, the KL coefficient and the ite
 Metrics per iteration (``metrics.jsonl``, "train"): the PPO losses and statistics, and of the
 rollout's samples: PM score, gold helpfulness (helpful requests) and harmlessness (harmful ones),
 KL summed per response and its √, length, end-of-turn and refusal rates. Every ``eval_every``
-iterations ("val"): gold scores of samples on held-out prompts.
+iterations ("val"): gold scores of samples on held-out prompts, and the policy's mean log-p
+accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, SPEC §4.5).
 """
 from __future__ import annotations
 
@@ -50,6 +51,16 @@ def _prompts(spec: str, places) -> tuple[list[str], np.ndarray]:
           np.array([tfds_io.text(r["family"]) for r in rows]))
 
 
+def comparisons(spec: str, places, max_pairs: int) -> list[tuple[str, str, str]]:
+  """The first ``max_pairs`` (context, chosen, rejected) texts of a comparison set, the responses
+  as they follow ``"\n\nAssistant:"`` (for ``evaluate.logp_accuracy``)."""
+  from hh.data import sources, tfds_io
+  src = sources.open_split(spec, places)
+  rows = [src[i] for i in range(min(len(src), max_pairs))]
+  return [(tfds_io.text(r["context_text"]), tfds_io.text(r["chosen"]),
+           tfds_io.text(r["rejected"])) for r in rows]
+
+
 def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction: float,
                seed: int) -> np.ndarray:
   """The prompt indices of one iteration: round(size·h) harmful and the rest helpful, drawn
@@ -77,6 +88,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   contexts, families = _prompts(cfg.prompts, places)
   test_ctx, test_fam = _prompts(cfg.eval_prompts, places)
   test_ctx, test_fam = test_ctx[:cfg.eval_max_prompts], test_fam[:cfg.eval_max_prompts]
+  logp_sets = {spec: comparisons(spec, places, cfg.logp_max_pairs)  # (a config saved before
+               for spec in cfg.get("logp_sets", ())}                 # the key: none)
   pi0 = policy_lib.load(pi0_dir, "pi0")
   tok, mesh, rules, model = pi0.tok, pi0.mesh, pi0.rules, pi0.model
   scorer = pm_score.Scorer(pm_dir)
@@ -197,6 +210,9 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                                 config.sampling.batch_size, config.sampling.buckets)
         m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
                                     s.finished)
+        for spec, rows in logp_sets.items():  # Fig. 34 during RL (SPEC §4.5)
+          m[f"logp_accuracy/{spec}"] = eval_lib.logp_accuracy(
+              current, rows, config.sampling.batch_size, cfg.logp_max_tokens)
         out = {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
         evaluated[step] = out | {f"{k}_se": v["se"] for k, v in m.items() if isinstance(v, dict)}
       return dict(evaluated[step])
