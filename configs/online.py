@@ -50,4 +50,5 @@ def get_config(arg: str | None = None):
   # Fig. 34 during RL: each PPO evaluation also measures the policy's mean log-p accuracy on the
   # base test comparisons (the final PM's accuracy on them is the figure's reference line)
   config.ppo.logp_sets = ("hh_sim/helpful:test", "hh_sim/harmless:test")
+  config.ppo.loop.eval_every = 6  # so at 7 points of each 36-iteration run (not only its ends)
   return config
