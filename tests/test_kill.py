@@ -5,13 +5,14 @@ version over the main command is tests/crash_resume.py, slow).
 Every run is a fresh process (tests/kill_at.py: the small pipeline of tests/test_sim.py, all
 seven stages). The kills land where a resume has work to do: in the middle of the world's
 dataset build (a TFDS ``incomplete`` folder left behind), just after a checkpoint save was
-started in the LM and PM loops (orbax still writing it; CD runs the same loop and checkpoint
-code, and its kill is left to tests/crash_resume.py for CI time), between PPO's update and its
-checkpoint (one iteration to redo), between the policies stage's two result files, and between
-two of the report's figures. The online loop (hh/rl/online.py, on the uninterrupted pipeline's
-LM, PM and π0) is killed three times in its second iteration — between its tranche's two files,
-just after its PM's first checkpoint save, and before its policy's last one — and resumes to
-the uninterrupted loop's tranches, PMs and policies. The processes share a persistent
+started in the PM's loop (orbax still writing it; the LM and CD run the same loop and checkpoint
+code, and their kills are left to tests/crash_resume.py for CI time), between PPO's update and
+its checkpoint (one iteration to redo), between the policies stage's two result files, and
+between two of the report's figures. The online loop (hh/rl/online.py, on the uninterrupted
+pipeline's LM, PM and π0) is killed twice in its second iteration — between its tranche's two
+files, and just after its PM's first checkpoint save (a PM that finetunes from the base PM's
+PMP resumes from its own checkpoint; PPO's mid-run resume is the pipeline's kill above) — and
+resumes to the uninterrupted loop's tranches, PMs and policies. The processes share a persistent
 compilation cache, so the reruns do not pay XLA's compile time again. The uninterrupted
 pipeline's policy-stage outputs (context distillation, PPO's first iteration, policy evaluation,
 best-of-N) are checked here too, on the run that makes them anyway.
@@ -35,7 +36,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_AT = os.path.join(REPO, "tests", "kill_at.py")
 STAGES = ("world", "lm", "pm", "cd", "ppo", "policies", "report")
 KILLS = [("world", "hh.sim.dataset:generate", 2, "before"),
-         ("lm", "hh.train.checkpoint:save", 1, "after"),
          ("pm", "hh.train.checkpoint:save", 2, "after"),
          ("ppo", "hh.train.checkpoint:save", 2, "before"),
          ("policies", "hh.rl.evaluate:write", 2, "before"),
@@ -43,8 +43,7 @@ KILLS = [("world", "hh.sim.dataset:generate", 2, "before"),
 
 
 ONLINE_KILLS = [("online/iter_2/tranche", "hh.rl.tranche:write", 1, "after"),
-                ("online/iter_2/pm", "hh.train.checkpoint:save", 1, "after"),
-                ("online/iter_2/ppo", "hh.train.checkpoint:save", 2, "before")]
+                ("online/iter_2/pm", "hh.train.checkpoint:save", 1, "after")]
 
 
 def _run(workdir, tokenizer, env, *kill, online=None):

@@ -215,6 +215,7 @@ def small_online_config(tokenizer_path, pipeline_dir: str):
       iterations=2, prompts_per_iteration=32, rs_k=2, test_every=4, controlled=False,
       lm=os.path.join(pipeline_dir, "lm"), pm=os.path.join(pipeline_dir, "pm"),
       pi0=os.path.join(pipeline_dir, "cd"), static=os.path.join(pipeline_dir, "ppo", "policy")))
+  config.ppo.logp_sets = ()  # Fig. 34's measurement is tested on the pipeline's PPO; CI time
   return config
 
 
