@@ -125,7 +125,9 @@ def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
   return float(v[0]), float(within_se[0])
 
 
-def main():
+def parse_args() -> tuple[argparse.Namespace, list[int]]:
+  """The online figures' command line (--pipeline, --root, --size, --seeds) → (args, seeds); the
+  working directory becomes the repository (the runs' configs hold paths relative to it)."""
   ap = argparse.ArgumentParser()
   ap.add_argument("--pipeline", default="runs/pipeline", help="relative to the repository or "
                   "absolute, as given to the first run")
@@ -133,8 +135,12 @@ def main():
   ap.add_argument("--size", default="tiny")
   ap.add_argument("--seeds", default="0")
   args = ap.parse_args()
-  os.chdir(common.REPO)  # the runs' configs hold paths relative to the repository
-  seeds = [int(s) for s in args.seeds.split(",")]
+  os.chdir(common.REPO)
+  return args, [int(s) for s in args.seeds.split(",")]
+
+
+def main():
+  args, seeds = parse_args()
   dirs = [run(args.pipeline, args.root, args.size, s) for s in seeds]
   results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
   n_it = len(results[0]["iterations"])

@@ -13,13 +13,12 @@ seed, in ``ROOT/online_helpful_only_seed<S>`` (beside experiments/fig15_online.p
 resuming finished steps. Prints means ± standard errors (over seeds when there are several, else
 over the run's comparisons) and writes ``ROOT/fig35_helpful_only.png``.
 """
-import argparse
 import os
 
 import numpy as np
 
 from experiments import common
-from experiments.fig15_online import _load, run, spread
+from experiments.fig15_online import _load, parse_args, run, spread
 
 
 def val_curve(ppo_dir: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,15 +34,7 @@ def val_curve(ppo_dir: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--pipeline", default="runs/pipeline", help="relative to the repository or "
-                  "absolute, as given to the first run")
-  ap.add_argument("--root", default="runs/fig15")
-  ap.add_argument("--size", default="tiny")
-  ap.add_argument("--seeds", default="0")
-  args = ap.parse_args()
-  os.chdir(common.REPO)  # the runs' configs hold paths relative to the repository
-  seeds = [int(s) for s in args.seeds.split(",")]
+  args, seeds = parse_args()
   dirs = [run(args.pipeline, args.root, args.size, s, helpful_only=True) for s in seeds]
   results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
   n_it = len(results[0]["iterations"])
