@@ -32,7 +32,9 @@ def stage(size: str) -> ml_collections.ConfigDict:
       clip_eps=0.2,
       vf_clip=0.2,
       vf_coef=1.0,            # separate models: only scales the value's gradient before clipping
-      value_init="pm",        # the value model starts as the PM (SPEC §4.1)
+      # the value model starts as the PM (SPEC §4.1; the PM must be of the policy's size) or as
+      # π0's trunk with a zero head ("policy": a PM of any size, e.g. the largest, Fig. 13)
+      value_init="pm",
       optim=common.optim(0.01 * common.pretrain_lr(size),  # 0.01× pretraining (SPEC §4.1)
                          warmup_steps=10, schedule="constant"),
       loop=common.loop(log_every=5, eval_every=25, ckpt_every=10, steps=200 if big else 50),
@@ -43,6 +45,9 @@ def stage(size: str) -> ml_collections.ConfigDict:
       logp_sets=(),
       logp_max_pairs=300,
       logp_max_tokens=64,     # responses cut to this many tokens
+      # PM workdirs that score every rollout beside the training PM, never rewarding it: the
+      # train-PM/test-PM robustness study (SPEC §4.2; metrics test_pm_score/<index>)
+      test_pms=(),
       init_from=config_dict.placeholder(str),  # π0's workdir (the cd stage)
       pm=config_dict.placeholder(str),         # the PM's workdir
   ))

@@ -49,6 +49,16 @@ def pm(name: str, size: str, *overrides: str, pmp: bool = False) -> str:
   return workdir
 
 
+def cd(size: str, steps: int = 150) -> str:
+  """π0 of one size: context distillation (configs/cd.py) from ``base(size)``; its workdir."""
+  b = base(size)
+  workdir = os.path.join(ROOT, f"fig30_cd_{size}")
+  if not os.path.exists(os.path.join(workdir, "cd_result.json")):
+    hh_main(f"configs/cd.py:size={size}", workdir, f"--config.data_dirs.world={b}",
+            f"--config.cd.init_from={os.path.join(b, 'lm')}", f"--config.cd.loop.steps={steps}")
+  return workdir
+
+
 def result(workdir: str) -> dict:
   with open(os.path.join(workdir, "pm_result.json")) as f:
     return json.load(f)

@@ -15,16 +15,6 @@ from experiments import common
 from hh.train import metrics
 
 
-def run(size: str, steps: int) -> str:
-  b = common.base(size)
-  workdir = os.path.join(common.ROOT, f"fig30_cd_{size}")
-  if not os.path.exists(os.path.join(workdir, "cd_result.json")):
-    common.hh_main(f"configs/cd.py:size={size}", workdir, f"--config.data_dirs.world={b}",
-                   f"--config.cd.init_from={os.path.join(b, 'lm')}",
-                   f"--config.cd.loop.steps={steps}")
-  return workdir
-
-
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--steps", type=int, default=150)
@@ -32,7 +22,7 @@ def main():
   plt = common.plt()
   fig, ax = plt.subplots(figsize=(6, 4))
   for size in common.LADDER:
-    wd = run(size, args.steps)
+    wd = common.cd(size, args.steps)
     with open(os.path.join(wd, "cd_result.json")) as f:
       r = json.load(f)
     val = metrics.read(wd, "val")

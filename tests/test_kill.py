@@ -199,6 +199,49 @@ def test_ppo_measures_the_log_p_accuracy_of_its_policy(runs, tmp_path):
   assert after["logp_accuracy/hh_sim/helpful:test"] == pytest.approx(want, abs=1e-12)
 
 
+def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind(runs, tmp_path):
+  """Figs. 4, 13, 33 and 14: one PPO iteration on the pipeline's π0 and PM, in-process, with that
+  same PM also named as a test PM — it scores the same tokens, so its score is the training PM's;
+  the PM score split by request kind recombines (11 helpful, 5 harmful rows) to the whole and
+  differs between kinds by more than the tolerance (a swap would show); π0's held-out PM scores by kind equal a
+  recomputation from regenerated samples."""
+  from hh.data import sources
+  from hh.pm import score as pm_score
+  from hh.rl import policy as policy_lib
+  from hh.rl import ppo_stage
+  from hh.rl import sample as sample_lib
+  from hh.train import metrics
+  ref = runs["ref"]
+  config = small_pipeline_config(runs["tokenizer"], all_stages=True)
+  config.ppo.update(dict(test_pms=(str(ref / "pm"),), logp_sets=(), eval_max_prompts=12))
+  config.ppo.loop.update(dict(steps=1, eval_every=1))
+  out = ppo_stage.run(config, str(tmp_path / "ppo"), str(ref / "cd"), str(ref / "pm"), str(ref))
+  (train,) = metrics.read(str(tmp_path / "ppo"), "train")
+  assert train["test_pm_score/0"] == pytest.approx(train["pm_score"], abs=1e-6)
+  assert (11 * train["pm_score_helpful"] + 5 * train["pm_score_harmful"]) / 16 == pytest.approx(
+      train["pm_score"], abs=2e-6)
+  # a swap of the kinds would move the recombination by 6/16 of this (the tiny PM's scores are
+  # close together: 1.5e-4 here), far above the tolerance
+  assert abs(train["pm_score_helpful"] - train["pm_score_harmful"]) > 5e-5
+
+  places = sources.Places.from_config(config, str(tmp_path), str(ref))
+  ctx, fam = ppo_stage._prompts(config.ppo.eval_prompts, places)
+  ctx, fam = ctx[:12], fam[:12]
+  assert 2 <= (fam == "harmful").sum() <= 10
+  pi0 = policy_lib.load(str(ref / "cd"), "pi0")
+  sampling = sample_lib.SamplingConfig(max_new_tokens=8, temperature=1.0,
+                                       stop_ids=sample_lib.end_of_turn_ids(pi0.tok))
+  s = policy_lib.generate(pi0, ctx, 1, sampling, config.seed + 7, config.sampling.batch_size,
+                          config.sampling.buckets)
+  bodies = ppo_stage.response_bodies(s.tokens, s.mask, sampling.stop_ids)
+  scores = pm_score.Scorer(str(ref / "pm")).score_ids(
+      pi0.tok.encode_batch(ctx), [[pi0.tok.assistant_id] + b for b in bodies])
+  for kind, sel in (("helpful", fam != "harmful"), ("harmful", fam == "harmful")):
+    assert out["before"][f"pm_score_{kind}"] == pytest.approx(scores[sel].mean(), abs=1e-5)
+    assert out["before"][f"pm_score_{kind}_se"] == pytest.approx(
+        scores[sel].std(ddof=1) / np.sqrt(sel.sum()), abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def online_runs(runs, tmp_path_factory):
   """The online loop (two iterations) on the uninterrupted pipeline, uninterrupted and killed."""

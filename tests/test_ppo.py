@@ -230,3 +230,25 @@ def test_the_update_compiles_once_across_iterations_and_kl_coefficients():
     rollout, _ = _rollout(state, 8, 7, jax.random.PRNGKey(it))
     state, _ = update(state.replace(kl_coef=jnp.float32(coef)), rollout)
   assert update._cache_size() == 1
+
+
+def test_value_model_starts_from_the_pm_or_from_pi0s_trunk_with_a_zero_head():
+  """``value_init``: "pm" takes the PM's trunk and head (and refuses a PM of another shape, which
+  would otherwise fail deep inside the update); "policy" takes π0's trunk and a zero head of the
+  policy's width (any PM size: the robustness sweep trains small policies on the largest PM)."""
+  from hh.rl import ppo_stage
+  pol = {"trunk": {"embed": {"embedding": jnp.ones((11, 4))}, "w": jnp.full((4, 4), 2.0)}}
+  pm = {"trunk": {"embed": {"embedding": jnp.ones((11, 4))}, "w": jnp.full((4, 4), 3.0)},
+        "head": {"kernel": jnp.full((4,), 5.0), "bias": jnp.float32(1.0)}}
+  v = ppo_stage.initial_value_params("pm", pm, pol)
+  assert float(v["trunk"]["w"][0, 0]) == 3.0 and float(v["head"]["bias"]) == 1.0
+  big = {"trunk": {"embed": {"embedding": jnp.ones((11, 8))}, "w": jnp.ones((8, 8))},
+         "head": {"kernel": jnp.ones((8,)), "bias": jnp.float32(1.0)}}
+  with pytest.raises(ValueError, match="config.ppo.value_init='pm' needs a PM of the policy's"):
+    ppo_stage.initial_value_params("pm", big, pol)
+  v = ppo_stage.initial_value_params("policy", big, pol)
+  assert float(v["trunk"]["w"][0, 0]) == 2.0
+  assert v["head"]["kernel"].shape == (4,) and not np.any(v["head"]["kernel"])
+  assert float(v["head"]["bias"]) == 0.0
+  with pytest.raises(ValueError, match="allowed: pm, policy"):
+    ppo_stage.initial_value_params("shared", pm, pol)

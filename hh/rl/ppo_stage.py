@@ -12,10 +12,12 @@ checkpoint: policy, value, both optimizer states, the KL coefficient and the ite
 (which fixes the prompts and the sampling keys of every later iteration).
 
 Metrics per iteration (``metrics.jsonl``, "train"): the PPO losses and statistics, and of the
-rollout's samples: PM score, gold helpfulness (helpful requests) and harmlessness (harmful ones),
-KL summed per response and its √, length, end-of-turn and refusal rates. Every ``eval_every``
-iterations ("val"): gold scores of samples on held-out prompts, and the policy's mean log-p
-accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, SPEC §4.5).
+rollout's samples: PM score (all, helpful and harmful requests), the scores of the same samples
+under each test PM of ``config.ppo.test_pms`` (``test_pm_score/<k>``: Figs. 4, 13, 33), gold
+helpfulness (helpful requests) and harmlessness (harmful ones), KL summed per response and its √,
+length, end-of-turn and refusal rates. Every ``eval_every`` iterations ("val"): gold scores and
+the PM's scores (by request kind: Fig. 14) of samples on held-out prompts, and the policy's mean
+log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, SPEC §4.5).
 """
 from __future__ import annotations
 
@@ -96,6 +98,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   if not filecmp.cmp(scorer.tok.path, tok.path, shallow=False):
     raise ValueError(f"config.ppo.pm={pm_dir!r}: the PM's tokenizer differs from the policy's; "
                      "PPO scores the policy's own tokens")
+  # Figs. 4, 13, 33 (SPEC §4.2): PMs that only score the rollouts, on the policy's tokens when
+  # they share its tokenizer, else on the decoded text
+  test_pms = [pm_score.Scorer(d) for d in cfg.get("test_pms", ())]
+  test_pms = [(t, filecmp.cmp(t.tok.path, tok.path, shallow=False)) for t in test_pms]
   if cfg.max_new_tokens >= scorer.seq_len:
     raise ValueError(f"config.ppo.max_new_tokens={cfg.max_new_tokens} is not shorter than the "
                      f"PM's context ({scorer.seq_len} tokens, {pm_dir}); allowed: < "
@@ -105,17 +111,20 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       stop_ids=sample_lib.end_of_turn_ids(tok))
   sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
   rows_per_call = min(config.sampling.batch_size, cfg.rollout_batch)
-  value_model = ValueModel(ModelConfig.from_config(config.model, tok.vocab_size))
+  value_cfg = ModelConfig.from_config(config.model, tok.vocab_size)
+  shape = lambda c: (c.n_layer, c.d_model, c.n_head, c.d_ff)  # noqa: E731
+  if shape(value_cfg) != shape(model.cfg):
+    raise ValueError(f"config.model is (n_layer, d_model, n_head, d_ff) = {shape(value_cfg)} but "
+                     f"π0 (config.ppo.init_from={pi0_dir!r}) is {shape(model.cfg)}; allowed: the "
+                     "config of π0's size (configs/ppo.py:size=...)")
+  value_model = ValueModel(value_cfg)
   steps = cfg.loop.steps
   tx = state_lib.make_optimizer(cfg.optim, steps * cfg.epochs * cfg.minibatches)
   n = cfg.max_new_tokens
 
   with jax.set_mesh(mesh):
     ref_params = pi0.params
-    value_params = {"trunk": scorer.params["trunk"], "head": scorer.params["head"]} \
-        if cfg.value_init == "pm" else None
-    if value_params is None:
-      raise ValueError(f"config.ppo.value_init={cfg.value_init!r}; allowed: pm")
+    value_params = initial_value_params(cfg.value_init, scorer.params, ref_params)
     copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))
     init_tx = jax.jit(tx.init)
 
@@ -165,10 +174,9 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                     jax.random.fold_in(jax.random.PRNGKey(config.seed), it), rows_per_call)
       tokens = np.concatenate([prompt, out["tokens"]], 1)
       mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
-      stops = set(sampling.stop_ids)
-      bodies = [[int(t) for t, m in zip(r, mk) if m and int(t) not in stops]
-                for r, mk in zip(out["tokens"], out["mask"])]
-      score = scorer.score_ids(tok.encode_batch(ctx), [[tok.assistant_id] + b for b in bodies])
+      bodies = response_bodies(out["tokens"], out["mask"], sampling.stop_ids)
+      ctx_ids = tok.encode_batch(ctx)
+      score = scorer.score_ids(ctx_ids, [[tok.assistant_id] + b for b in bodies])
       ref_lp = ref_lp_fn(ref_params, tokens, mask)
       values = values_fn(state.value.params, tokens, mask)
       resp = out["mask"].astype(np.float32)
@@ -180,7 +188,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       helpful, harmful = fam != "harmful", fam == "harmful"
       refused = np.array([gold.is_refusal(t) for t in texts], np.float32)
       kl = np.asarray(kl, np.float64)
-      stats = {"pm_score": (score.sum(), len(score)), "kl": (kl.sum(), len(kl)),
+      stats = {"pm_score": (score.sum(), len(score)),
+               "pm_score_helpful": (score[helpful].sum(), helpful.sum()),
+               "pm_score_harmful": (score[harmful].sum(), harmful.sum()),
+               "kl": (kl.sum(), len(kl)),
                "sqrt_kl": (np.sqrt(np.maximum(kl, 0)).sum(), len(kl)),
                "gold_helpful": (g[helpful, 0].sum(), helpful.sum()),
                "gold_harmless": (g[harmful, 1].sum(), harmful.sum()),
@@ -188,6 +199,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                "refusal_rate_helpful": (refused[helpful].sum(), helpful.sum()),
                "length": (out["length"].sum(), len(rows)),
                "end_of_turn": (out["finished"].sum(), len(rows))}
+      for k, (test_pm, same_tok) in enumerate(test_pms):
+        t = (test_pm.score_ids(ctx_ids, [[tok.assistant_id] + b for b in bodies]) if same_tok
+             else test_pm.score(ctx, texts))
+        stats[f"test_pm_score/{k}"] = (t.sum(), len(t))
       flat = {}
       for k, (total, count) in stats.items():
         flat[f"{k}_sum"], flat[f"{k}_count"] = jnp.float32(total), jnp.float32(count)
@@ -210,6 +225,14 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                                 config.sampling.batch_size, config.sampling.buckets)
         m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
                                     s.finished)
+        # Fig. 14 (SPEC §4.4): the PM's scores of held-out samples, by request kind
+        bodies = response_bodies(s.tokens, s.mask, sampling.stop_ids)
+        pm = scorer.score_ids(tok.encode_batch(s.contexts),
+                              [[tok.assistant_id] + b for b in bodies])
+        for kind, sel in (("helpful", test_fam != "harmful"), ("harmful", test_fam == "harmful")):
+          if sel.sum() > 1:
+            m[f"pm_score_{kind}"] = {"mean": float(pm[sel].mean()),
+                                     "se": float(pm[sel].std(ddof=1) / np.sqrt(sel.sum()))}
         for spec, rows in logp_sets.items():  # Fig. 34 during RL (SPEC §4.5)
           m[f"logp_accuracy/{spec}"] = eval_lib.logp_accuracy(
               current, rows, config.sampling.batch_size, cfg.logp_max_tokens)
@@ -241,6 +264,33 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   if jax.process_index() == 0:
     io.write_json(os.path.join(workdir, "ppo_result.json"), result)
   return result
+
+
+def initial_value_params(value_init: str, pm_params: dict, policy_params: dict) -> dict:
+  """The value model's starting params: the PM's trunk and head (``pm``, SPEC §4.1's choice;
+  the PM must be of the policy's shape) or π0's trunk with a zero head (``policy``: a PM of any
+  size, e.g. the largest of a ladder)."""
+  if value_init == "pm":
+    shapes = [jax.tree.map(jnp.shape, p["trunk"]) for p in (pm_params, policy_params)]
+    if shapes[0] != shapes[1]:
+      raise ValueError("config.ppo.value_init='pm' needs a PM of the policy's shape (config.ppo.pm "
+                       "is another size); allowed: a PM of the policy's size, or value_init="
+                       "'policy'")
+    return {"trunk": pm_params["trunk"], "head": pm_params["head"]}
+  if value_init == "policy":
+    d = policy_params["trunk"]["embed"]["embedding"].shape[-1]
+    kernel = pm_params["head"]["kernel"]
+    return {"trunk": policy_params["trunk"],
+            "head": {"kernel": jnp.zeros((d,), kernel.dtype), "bias": jnp.zeros((), kernel.dtype)}}
+  raise ValueError(f"config.ppo.value_init={value_init!r}; allowed: pm, policy")
+
+
+def response_bodies(tokens: np.ndarray, mask: np.ndarray, stop_ids) -> list[list[int]]:
+  """[R, N] sampled ids and response mask → each row's response ids without its turn-ending
+  token(s): what the PM scores after the "\n\nAssistant:" piece."""
+  stops = {int(t) for t in stop_ids}
+  return [[int(t) for t, m in zip(r, mk) if m and int(t) not in stops]
+          for r, mk in zip(tokens, mask)]
 
 
 def export_policy(out: str, params, step: int, config, tokenizer_path: str):
