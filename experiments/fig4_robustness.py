@@ -1,0 +1,203 @@
+"""Figs. 4, 13 and 33 (SPEC §4.2, §4.3): PPO policies of each size of the CPU ladder trained
+against a "train PM" and scored on the same samples, every iteration, by "test PMs" trained on
+the other half of the comparisons.
+
+  python -m experiments.fig4_robustness [--iterations=100]
+
+The world's helpful and harmless train tranches are split 50/50 (SPEC §2.4): PMs of each size
+(``common.base``'s pretrained LM, finetuned for one epoch, no PMP) on half a are the train PMs,
+on half b the test PMs. Two sweeps, as in the paper: (a) every policy trained against the
+largest train PM; (b) each against the train PM of its own size. π0 of each size is its context
+distillation (``common.cd``). Every run is scored by all test PMs (``config.ppo.test_pms``).
+PPO as in the paper's robustness runs: K = 2 epochs, 32-token responses, λ_KL = 0.001, the LR
+0.01× pretraining with warmup; the value model starts from π0's trunk (``value_init=policy``,
+the train PM may be another size).
+
+Writes ``fig4_robustness.png`` (Fig. 4: left, the largest policy's train- and test-PM scores
+against RL samples, and its PM gain against √KL; right, every size on the largest PMs),
+``fig13_sqrt_kl.png`` (test-PM score of the largest test PM against √KL per policy size, linear
+fits and R² over the first half of training; left sweep a, right sweep b) and
+``fig33_test_pm.png`` (the final test-PM gain against policy size per test-PM size, both
+sweeps). Prints where train and test scores part, the fits' slopes and R², and the gold
+helpfulness and harmlessness of each run's first and last iterations.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+from configs import common as config_common
+from configs import sizes
+from experiments import common
+
+SIZES = ("micro", "mini", "tiny")
+LARGEST = SIZES[-1]
+HALVES = {"a": "[:50%]", "b": "[50%:]"}  # train PMs on half a, test PMs on half b
+
+
+def half_pm(size: str, half: str) -> str:
+  """A PM of ``size`` finetuned (no PMP) on one half of the helpful and harmless train tranches."""
+  s = HALVES[half]
+  return common.pm(f"fig4_pm_{size}_{half}", size, "--config.pm.finetune.datasets=("
+                   f"('hh_sim/helpful:train{s}', 1.0), ('hh_sim/harmless:train{s}', 1.0))")
+
+
+def ppo(size: str, pm_size: str, iterations: int, lr_scale: float = 1.0) -> str:
+  """PPO of the ``size`` policy against the ``pm_size`` train PM, scored by every test PM; at
+  ``lr_scale`` × the paper's LR (0.01× pretraining) when pushed further."""
+  tag = "" if lr_scale == 1 else f"_lr{lr_scale:g}x"
+  workdir = os.path.join(common.ROOT, f"fig4_ppo_{size}_on_{pm_size}{tag}")
+  if not os.path.exists(os.path.join(workdir, "ppo_result.json")):
+    lr = 0.01 * config_common.pretrain_lr(size) * lr_scale
+    tests = ",".join(repr(half_pm(s, "b")) for s in SIZES)
+    common.hh_main(f"configs/ppo.py:size={size}", workdir,
+                   f"--config.data_dirs.world={common.base(size)}",
+                   f"--config.ppo.init_from={common.cd(size)}",
+                   f"--config.ppo.pm={half_pm(pm_size, 'a')}", f"--config.ppo.test_pms=({tests},)",
+                   "--config.ppo.value_init=policy", "--config.ppo.epochs=2",
+                   "--config.ppo.max_new_tokens=32", f"--config.ppo.loop.steps={iterations}",
+                   "--config.ppo.loop.log_every=1", f"--config.ppo.loop.eval_every={iterations}",
+                   "--config.ppo.loop.ckpt_every=10", f"--config.ppo.optim.lr={lr}")
+  return workdir
+
+
+def curves(workdir: str) -> dict[str, np.ndarray]:
+  """Per iteration: RL samples seen, train-PM score, each test PM's score, KL, gold scores."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    batch = json.load(f)["ppo"]["rollout_batch"]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [r for r in map(json.loads, f) if r.get("split") == "train"]
+  out = {k: np.array([r[k] for r in rows]) for k in
+         ("step", "pm_score", "kl", "gold_helpful", "gold_harmless")}
+  out["samples"] = out["step"] * batch
+  for k, s in enumerate(SIZES):
+    out[f"test_{s}"] = np.array([r[f"test_pm_score/{k}"] for r in rows])
+  return out
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+  """Least squares y ≈ a + b·x: (a, b, R²)."""
+  b, a = np.polyfit(x, y, 1)
+  resid = y - (a + b * x)
+  return a, b, 1 - resid.var() / y.var()
+
+
+def window_mean(y: np.ndarray, sl: slice) -> tuple[float, float]:
+  w = y[sl]
+  return w.mean(), w.std(ddof=1) / np.sqrt(len(w))
+
+
+def parting(c: dict, test_key: str, window: int = 5) -> tuple[int | None, tuple, tuple]:
+  """Where the train-PM score starts to exceed the test-PM score: the first iteration whose
+  ``window``-iteration mean gap (train − test, each iteration's gain over its first) exceeds the
+  first window's by three standard errors of the per-iteration gaps. Returns (samples or None,
+  (first-quarter gap, SE), (last-quarter gap, SE))."""
+  gap = (c["pm_score"] - c["pm_score"][0]) - (c[test_key] - c[test_key][0])
+  n = len(gap)
+  early, late = window_mean(gap, slice(0, n // 4)), window_mean(gap, slice(n - n // 4, n))
+  sd = gap[: n // 4].std(ddof=1)
+  base = gap[:window].mean()
+  for i in range(window, n - window + 1):
+    if gap[i:i + window].mean() - base > 3 * sd / np.sqrt(window):
+      return int(c["samples"][i]), early, late
+  return None, early, late
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--iterations", type=int, default=100)
+  ap.add_argument("--pushed_lr", type=float, default=10.0,
+                  help="one more run of the largest policy on its train PM at this multiple of "
+                       "the paper's LR, to reach larger KL in the same iterations (0: none)")
+  args = ap.parse_args()
+  sweep_a = {s: curves(ppo(s, LARGEST, args.iterations)) for s in SIZES}
+  sweep_b = {s: curves(ppo(s, s, args.iterations)) for s in SIZES}
+  pushed = curves(ppo(LARGEST, LARGEST, args.iterations, args.pushed_lr)) if args.pushed_lr \
+      else None
+  plt = common.plt()
+  top = f"test_{LARGEST}"
+
+  # Fig. 4
+  fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 3.8))
+  big = sweep_a[LARGEST]
+  a.plot(big["samples"], big["pm_score"], label=f"train PM ({LARGEST}, half a)")
+  a.plot(big["samples"], big[top], label=f"test PM ({LARGEST}, half b)")
+  if pushed is not None:
+    a.plot(pushed["samples"], pushed["pm_score"], c="C0", ls="--", lw=1,
+           label=f"train PM, LR {args.pushed_lr:g}×")
+    a.plot(pushed["samples"], pushed[top], c="C1", ls="--", lw=1,
+           label=f"test PM, LR {args.pushed_lr:g}×")
+  a.set(xlabel="RL samples", ylabel="PM score", title=f"{LARGEST} policy: train vs test PM")
+  a.legend(fontsize=8)
+  for cv, label in ((big, "paper's LR"), (pushed, f"LR {args.pushed_lr:g}×")):
+    if cv is not None:
+      b.plot(np.sqrt(np.maximum(cv["kl"], 0)), cv["pm_score"] - cv["pm_score"][0], ".", ms=4,
+             label=label)
+  b.legend(fontsize=8)
+  b.set(xlabel="√KL(π‖π0), √nats", ylabel="train-PM gain", title="PM gain against √KL")
+  for s, cv in sweep_a.items():
+    line, = c.plot(cv["samples"], cv["pm_score"], label=f"{s} train")
+    c.plot(cv["samples"], cv[top], "--", c=line.get_color(), label=f"{s} test")
+  c.set(xlabel="RL samples", ylabel="PM score", title=f"every size on the {LARGEST} PMs")
+  c.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(common.figure_path("fig4_robustness.png"), dpi=110)
+  runs = [(f"sweep {n}, {s} policy", cv) for n, sw in (("a", sweep_a), ("b", sweep_b))
+          for s, cv in sw.items()]
+  if pushed is not None:
+    runs.append((f"{LARGEST} policy at LR {args.pushed_lr:g}×", pushed))
+  for label, cv in runs:
+    for t in SIZES:
+      where, early, late = parting(cv, f"test_{t}")
+      print(f"{label}: train − test ({t}) PM gain, first quarter {early[0]:+.3f} ± "
+            f"{early[1]:.3f}, last quarter {late[0]:+.3f} ± {late[1]:.3f}; part at "
+            f"{where if where is not None else 'no point'} RL samples")
+
+  # Fig. 13
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for ax, (name, sweep) in zip(axes, (("trained on the largest train PM", sweep_a),
+                                      ("trained on a train PM of its own size", sweep_b))):
+    for s, cv in sweep.items():
+      x, y = np.sqrt(np.maximum(cv["kl"], 0)), cv[top] - cv[top][0]
+      half = slice(0, len(x) // 2)
+      a0, b0, r2 = linear_fit(x[half], y[half])
+      line, = ax.plot(x, y, ".", ms=3, label=f"{s} (R² {r2:.2f})")
+      xs = np.linspace(0, x[half].max(), 10)
+      ax.plot(xs, a0 + b0 * xs, "-", c=line.get_color())
+      print(f"Fig. 13 {name}: {s} policy, {LARGEST} test-PM gain ≈ {a0:+.3f} + {b0:.3f}·√KL over "
+            f"the first half (√KL ≤ {x[half].max():.2f}), R² {r2:.3f}; final KL "
+            f"{cv['kl'][-5:].mean():.2f} nats")
+    ax.set(xlabel="√KL(π‖π0), √nats", ylabel=f"{LARGEST} test-PM gain", title=name)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(common.figure_path("fig13_sqrt_kl.png"), dpi=110)
+
+  # Fig. 33
+  n_params = {s: sizes.SIZES[s][4] for s in SIZES}
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for ax, (name, sweep) in zip(axes, (("largest train PM", sweep_a),
+                                      ("train PM of the policy's size", sweep_b))):
+    for t in SIZES:
+      g = [window_mean(cv[f"test_{t}"] - cv[f"test_{t}"][0], slice(-10, None))
+           for cv in sweep.values()]
+      ax.errorbar([n_params[s] for s in sweep], [m for m, _ in g], [e for _, e in g], fmt="o-",
+                  capsize=2, label=f"test PM {t}")
+      print(f"Fig. 33 ({name}): test PM {t}, final gain by policy size "
+            + ", ".join(f"{s} {m:+.3f} ± {e:.3f}" for s, (m, e) in zip(sweep, g)))
+    ax.set(xscale="log", xlabel="policy parameters (non-embedding)",
+           ylabel="test-PM gain, last 10 iterations", title=name)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(common.figure_path("fig33_test_pm.png"), dpi=110)
+
+  for label, cv in runs:
+    f = [window_mean(cv[k], slice(0, 10)) for k in ("gold_helpful", "gold_harmless")]
+    e = [window_mean(cv[k], slice(-10, None)) for k in ("gold_helpful", "gold_harmless")]
+    print(f"{label}: KL {cv['kl'][-10:].mean():.2f} nats at the end; rollouts' gold helpful "
+          f"{f[0][0]:.3f} ± {f[0][1]:.3f} → {e[0][0]:.3f} ± {e[0][1]:.3f}, harmless "
+          f"{f[1][0]:.3f} ± {f[1][1]:.3f} → {e[1][0]:.3f} ± {e[1][1]:.3f} (first → last 10 "
+          "iterations)")
+
+if __name__ == "__main__":
+  main()
