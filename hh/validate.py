@@ -84,8 +84,28 @@ def check(config):
       raise ValueError(f"config.sampling.batch_size={config.sampling.batch_size} does not divide "
                        f"config.ppo.rollout_batch={cfg.rollout_batch} (the rollout is sampled in "
                        "calls of that many rows); allowed: a divisor, or ≥ the rollout")
+    if cfg.get("init_from") and "model" in config:
+      _same_model(config, cfg.init_from, "config.ppo.init_from")
     if "pm" in config and "finetune" in config.pm:
       context = config.pm.finetune.seq_len
       if cfg.max_new_tokens >= context:
         raise ValueError(f"config.ppo.max_new_tokens={cfg.max_new_tokens} is not shorter than the "
                          f"PM's context config.pm.finetune.seq_len={context}; allowed: < {context}")
+
+
+def _same_model(config, workdir: str, key: str):
+  """A workdir whose run was of another shape than ``config.model`` → one line naming ``key``
+  (a workdir without ``config.json`` is left to the stage, which names what is missing)."""
+  import json
+  import os
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    theirs = json.load(f).get("model", {})
+  fields = ("n_layer", "d_model", "n_head", "d_ff")
+  mine, other = (tuple(m.get(k) for k in fields) for m in (config.model, theirs))
+  if mine != other:
+    raise ValueError(f"{key}={workdir!r} is a model with (n_layer, d_model, n_head, d_ff) = "
+                     f"{other}, config.model has {mine}; allowed: a workdir of the config's size "
+                     "(configs/ppo.py:size=...)")

@@ -136,6 +136,15 @@ def _response_cap(folder):
   hh_main.run(config, os.path.join(folder, "run"))
 
 
+def _pi0_of_another_size(folder):
+  """π0's workdir made at micro, the PPO config at tiny."""
+  from configs import pipeline
+
+  from hh import stages
+  stages.write_config(pipeline.get_config("size=micro"), os.path.join(folder, "pi0"))
+  _config("ppo", {"ppo.init_from": os.path.join(folder, "pi0")})(folder)
+
+
 def _other_config(folder):
   from configs import lm
   from hh import main as hh_main
@@ -274,6 +283,10 @@ CASES = [
     Case("config", "a response cap longer than the PM's context", _response_cap,
          r"config\.ppo\.max_new_tokens=48 is not shorter than the PM's context "
          r"config\.pm\.finetune\.seq_len=32; allowed: < 32"),
+    Case("config", "a π0 workdir of another size than the PPO config", _pi0_of_another_size,
+         r"config\.ppo\.init_from='.*pi0' is a model with \(n_layer, d_model, n_head, d_ff\) = "
+         r"\(1, 64, 1, 256\), config\.model has \(2, 192, 3, 768\); allowed: a workdir of the "
+         r"config's size"),
     Case("config", "top-p = 0", _config("policy", {"sampling.top_p": 0.0}),
          r"config\.sampling\.top_p=0\.0: allowed in \(0, 1\]"),
     Case("config", "a mesh that does not cover the devices (`mesh.data=3`)",
