@@ -139,7 +139,6 @@ def _response_cap(folder):
 def _pi0_of_another_size(folder):
   """π0's workdir made at micro, the PPO config at tiny."""
   from configs import pipeline
-
   from hh import stages
   stages.write_config(pipeline.get_config("size=micro"), os.path.join(folder, "pi0"))
   _config("ppo", {"ppo.init_from": os.path.join(folder, "pi0")})(folder)
