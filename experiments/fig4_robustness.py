@@ -13,8 +13,9 @@ PPO as in the paper's robustness runs: K = 2 epochs, 32-token responses, λ_KL =
 0.01× pretraining with warmup; the value model starts from π0's trunk (``value_init=policy``,
 the train PM may be another size).
 
-Writes ``fig4_robustness.png`` (Fig. 4: left, the largest policy's train- and test-PM scores
-against RL samples, and its PM gain against √KL; right, every size on the largest PMs),
+Writes ``fig4_robustness.png`` (Fig. 4: the largest policy's train- and test-PM scores against
+RL samples and its PM gain against √KL; every size on the largest PMs; the largest policy's gold
+scores, the judge the PMs stand in for),
 ``fig13_sqrt_kl.png`` (test-PM score of the largest test PM against √KL per policy size, linear
 fits and R² over the first half of training; left sweep a, right sweep b) and
 ``fig33_test_pm.png`` (the final test-PM gain against policy size per test-PM size, both
@@ -119,7 +120,7 @@ def main():
   top = f"test_{LARGEST}"
 
   # Fig. 4
-  fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 3.8))
+  fig, (a, b, c, d) = plt.subplots(1, 4, figsize=(19, 3.8))
   big = sweep_a[LARGEST]
   a.plot(big["samples"], big["pm_score"], label=f"train PM ({LARGEST}, half a)")
   a.plot(big["samples"], big[top], label=f"test PM ({LARGEST}, half b)")
@@ -141,6 +142,13 @@ def main():
     c.plot(cv["samples"], cv[top], "--", c=line.get_color(), label=f"{s} test")
   c.set(xlabel="RL samples", ylabel="PM score", title=f"every size on the {LARGEST} PMs")
   c.legend(fontsize=7, ncol=2)
+  for cv, ls, label in ((big, "-", "paper's LR"), (pushed, "--", f"LR {args.pushed_lr:g}×")):
+    if cv is not None:
+      d.plot(cv["samples"], cv["gold_helpful"], ls, c="C2", lw=1, label=f"helpful, {label}")
+      d.plot(cv["samples"], cv["gold_harmless"], ls, c="C3", lw=1, label=f"harmless, {label}")
+  d.set(xlabel="RL samples", ylabel="gold score of the rollouts",
+        title=f"{LARGEST} policy: the annotator")
+  d.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(common.figure_path("fig4_robustness.png"), dpi=110)
   runs = [(f"sweep {n}, {s} policy", cv) for n, sw in (("a", sweep_a), ("b", sweep_b))
