@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The RL figure set (runs are shared and skipped when done), after the README's main command
-# (runs/pipeline: the tiny base LM, π0, PM and PPO policy) and, for Fig. 1's online points,
-# fig15_online.py and fig35_helpful_only.py. The tiny base is the main command's own world + LM.
+# The RL figure set, after the README's main command (runs/pipeline: the tiny base LM, π0, PM and
+# PPO policy are reused; the tiny base is the main command's own world + LM) and, for Fig. 1's
+# online points, fig15_online.py and fig35_helpful_only.py. Runs are shared and skipped when
+# done. Two lanes at a time on the 2 cores, as measured in the README (~84 min wall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${HH_EXPERIMENTS:-runs/experiments}"
 mkdir -p "$root"
 [ -e "$root/base_tiny" ] || ln -s "$(realpath runs/pipeline)" "$root/base_tiny"
-for f in fig4_robustness fig14_tension fig27_harmless_weight fig1_ladder; do
-  python -m experiments.$f
-done
+# the shared pieces first (one process per workdir): base LMs and π0 of every size
+python -c "from experiments import common; [common.cd(s) for s in ('micro', 'mini', 'tiny')]"
+(python -m experiments.fig4_robustness && python -m experiments.fig14_tension) &
+lane=$!
+python -m experiments.fig27_harmless_weight
+python -m experiments.fig1_ladder
+wait "$lane"
