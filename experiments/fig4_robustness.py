@@ -44,10 +44,11 @@ def half_pm(size: str, half: str) -> str:
                    f"('hh_sim/helpful:train{s}', 1.0), ('hh_sim/harmless:train{s}', 1.0))")
 
 
-def ppo(size: str, pm_size: str, iterations: int, lr_scale: float = 1.0) -> str:
+def ppo(size: str, pm_size: str, iterations: int, lr_scale: float = 1.0, seed: int = 0) -> str:
   """PPO of the ``size`` policy against the ``pm_size`` train PM, scored by every test PM; at
-  ``lr_scale`` × the paper's LR (0.01× pretraining) when pushed further."""
-  tag = "" if lr_scale == 1 else f"_lr{lr_scale:g}x"
+  ``lr_scale`` × the paper's LR (0.01× pretraining) when pushed further; ``seed`` draws other
+  prompts and samples (the PMs and π0 are shared)."""
+  tag = ("" if lr_scale == 1 else f"_lr{lr_scale:g}x") + (f"_seed{seed}" if seed else "")
   workdir = os.path.join(common.ROOT, f"fig4_ppo_{size}_on_{pm_size}{tag}")
   if not os.path.exists(os.path.join(workdir, "ppo_result.json")):
     lr = 0.01 * config_common.pretrain_lr(size) * lr_scale
@@ -59,7 +60,8 @@ def ppo(size: str, pm_size: str, iterations: int, lr_scale: float = 1.0) -> str:
                    "--config.ppo.value_init=policy", "--config.ppo.epochs=2",
                    "--config.ppo.max_new_tokens=32", f"--config.ppo.loop.steps={iterations}",
                    "--config.ppo.loop.log_every=1", f"--config.ppo.loop.eval_every={iterations}",
-                   "--config.ppo.loop.ckpt_every=10", f"--config.ppo.optim.lr={lr}")
+                   "--config.ppo.loop.ckpt_every=10", f"--config.ppo.optim.lr={lr}",
+                   *([f"--config.seed={seed}"] if seed else []))
   return workdir
 
 
@@ -105,13 +107,46 @@ def parting(c: dict, test_key: str, window: int = 5) -> tuple[int | None, tuple,
   return None, early, late
 
 
+def seed_stats(cv: dict) -> dict[str, float]:
+  """One run's headline numbers: the train − test gap over the last quarter per test PM, the
+  largest test PM's early √KL fit (slope, R²) and every test PM's final gain."""
+  out = {}
+  for t in SIZES:
+    out[f"late gap, test {t}"] = parting(cv, f"test_{t}")[2][0]
+    out[f"final gain, test {t}"] = window_mean(cv[f"test_{t}"] - cv[f"test_{t}"][0],
+                                               slice(-10, None))[0]
+  x, y = np.sqrt(np.maximum(cv["kl"], 0)), cv[f"test_{LARGEST}"] - cv[f"test_{LARGEST}"][0]
+  half = slice(0, len(x) // 2)
+  _, out["√KL slope"], out["√KL R²"] = linear_fit(x[half], y[half])
+  out["gold helpful, last 10"] = cv["gold_helpful"][-10:].mean()
+  out["gold harmless, last 10"] = cv["gold_harmless"][-10:].mean()
+  return out
+
+
+def over_seeds(seeds: list[int], iterations: int):
+  """Each sweep's headline numbers per seed and their mean ± SE over the seeds."""
+  for name, pm_of in (("a", lambda s: LARGEST), ("b", lambda s: s)):
+    for s in SIZES:
+      stats = [seed_stats(curves(ppo(s, pm_of(s), iterations, seed=k))) for k in seeds]
+      for key in stats[0]:
+        v = np.array([st[key] for st in stats])
+        print(f"sweep {name}, {s} policy, {key}: {v.mean():+.3f} ± "
+              f"{v.std(ddof=1) / np.sqrt(len(v)):.3f} over seeds {seeds} ("
+              + ", ".join(f"{x:+.3f}" for x in v) + ")")
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--iterations", type=int, default=100)
   ap.add_argument("--pushed_lr", type=float, default=10.0,
                   help="one more run of the largest policy on its train PM at this multiple of "
                        "the paper's LR, to reach larger KL in the same iterations (0: none)")
+  ap.add_argument("--seeds", default="0", help="PPO seeds of the two sweeps (figures: the first; "
+                  "printed: each seed and the mean ± SE over them)")
   args = ap.parse_args()
+  seeds = [int(x) for x in args.seeds.split(",")]
+  if len(seeds) > 1:
+    over_seeds(seeds, args.iterations)
   sweep_a = {s: curves(ppo(s, LARGEST, args.iterations)) for s in SIZES}
   sweep_b = {s: curves(ppo(s, s, args.iterations)) for s in SIZES}
   pushed = curves(ppo(LARGEST, LARGEST, args.iterations, args.pushed_lr)) if args.pushed_lr \
