@@ -75,8 +75,8 @@ def main():
   a.legend(fontsize=8)
   for (name, wd), ls in zip(runs.items(), ("-", "--")):
     h = held_out(wd)
-    batch = 64
-    x = h["step"] * batch
+    with open(os.path.join(wd, "config.json")) as f:
+      x = h["step"] * json.load(f)["ppo"]["rollout_batch"]
     for key, kind in (("pm_score_helpful", "helpful"), ("pm_score_harmful", "harmless")):
       b.errorbar(x, h[key], h[key + "_se"], fmt="o" + ls, ms=3, capsize=2,
                  label=f"{kind} requests, {name}")

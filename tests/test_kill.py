@@ -199,9 +199,12 @@ def test_ppo_measures_the_log_p_accuracy_of_its_policy(runs, tmp_path):
   assert after["logp_accuracy/hh_sim/helpful:test"] == pytest.approx(want, abs=1e-12)
 
 
-def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind(runs, tmp_path):
+def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind(
+    runs, online_runs, tmp_path):
   """Figs. 4, 13, 33 and 14: one PPO iteration on the pipeline's π0 and PM, in-process, with that
-  same PM also named as a test PM — it scores the same tokens, so its score is the training PM's;
+  same PM also named as a test PM — it scores the same tokens, so its score is the training PM's
+  — and the online loop's first PM as a second one, whose score differs (a test PM that reused
+  the training PM's scores would not);
   the PM score split by request kind recombines (11 helpful, 5 harmful rows) to the whole and
   differs between kinds by more than the tolerance (a swap would show); π0's held-out PM scores by kind equal a
   recomputation from regenerated samples."""
@@ -213,11 +216,14 @@ def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind
   from hh.train import metrics
   ref = runs["ref"]
   config = small_pipeline_config(runs["tokenizer"], all_stages=True)
-  config.ppo.update(dict(test_pms=(str(ref / "pm"),), logp_sets=(), eval_max_prompts=12))
+  other = online_runs["ref"] / "online" / "iter_1" / "pm"
+  config.ppo.update(dict(test_pms=(str(ref / "pm"), str(other)), logp_sets=(),
+                         eval_max_prompts=12))
   config.ppo.loop.update(dict(steps=1, eval_every=1))
   out = ppo_stage.run(config, str(tmp_path / "ppo"), str(ref / "cd"), str(ref / "pm"), str(ref))
   (train,) = metrics.read(str(tmp_path / "ppo"), "train")
   assert train["test_pm_score/0"] == pytest.approx(train["pm_score"], abs=1e-6)
+  assert abs(train["test_pm_score/1"] - train["pm_score"]) > 1e-4
   assert (11 * train["pm_score_helpful"] + 5 * train["pm_score_harmful"]) / 16 == pytest.approx(
       train["pm_score"], abs=2e-6)
   # a swap of the kinds would move the recombination by 6/16 of this (the tiny PM's scores are

@@ -111,13 +111,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       stop_ids=sample_lib.end_of_turn_ids(tok))
   sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
   rows_per_call = min(config.sampling.batch_size, cfg.rollout_batch)
-  value_cfg = ModelConfig.from_config(config.model, tok.vocab_size)
-  shape = lambda c: (c.n_layer, c.d_model, c.n_head, c.d_ff)  # noqa: E731
-  if shape(value_cfg) != shape(model.cfg):
-    raise ValueError(f"config.model is (n_layer, d_model, n_head, d_ff) = {shape(value_cfg)} but "
-                     f"π0 (config.ppo.init_from={pi0_dir!r}) is {shape(model.cfg)}; allowed: the "
-                     "config of π0's size (configs/ppo.py:size=...)")
-  value_model = ValueModel(value_cfg)
+  # (a π0 of another shape than config.model is refused by hh/validate.py before this)
+  value_model = ValueModel(ModelConfig.from_config(config.model, tok.vocab_size))
   steps = cfg.loop.steps
   tx = state_lib.make_optimizer(cfg.optim, steps * cfg.epochs * cfg.minibatches)
   n = cfg.max_new_tokens
@@ -176,7 +171,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
       bodies = response_bodies(out["tokens"], out["mask"], sampling.stop_ids)
       ctx_ids = tok.encode_batch(ctx)
-      score = scorer.score_ids(ctx_ids, [[tok.assistant_id] + b for b in bodies])
+      pm_rows = [[tok.assistant_id] + b for b in bodies]  # what a PM scores after the context
+      score = scorer.score_ids(ctx_ids, pm_rows)
       ref_lp = ref_lp_fn(ref_params, tokens, mask)
       values = values_fn(state.value.params, tokens, mask)
       resp = out["mask"].astype(np.float32)
@@ -200,8 +196,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                "length": (out["length"].sum(), len(rows)),
                "end_of_turn": (out["finished"].sum(), len(rows))}
       for k, (test_pm, same_tok) in enumerate(test_pms):
-        t = (test_pm.score_ids(ctx_ids, [[tok.assistant_id] + b for b in bodies]) if same_tok
-             else test_pm.score(ctx, texts))
+        t = test_pm.score_ids(ctx_ids, pm_rows) if same_tok else test_pm.score(ctx, texts)
         stats[f"test_pm_score/{k}"] = (t.sum(), len(t))
       flat = {}
       for k, (total, count) in stats.items():
@@ -230,9 +225,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
         pm = scorer.score_ids(tok.encode_batch(s.contexts),
                               [[tok.assistant_id] + b for b in bodies])
         for kind, sel in (("helpful", test_fam != "harmful"), ("harmful", test_fam == "harmful")):
-          if sel.sum() > 1:
-            m[f"pm_score_{kind}"] = {"mean": float(pm[sel].mean()),
-                                     "se": float(pm[sel].std(ddof=1) / np.sqrt(sel.sum()))}
+          m[f"pm_score_{kind}"] = eval_lib.mean_se(pm[sel])
         for spec, rows in logp_sets.items():  # Fig. 34 during RL (SPEC §4.5)
           m[f"logp_accuracy/{spec}"] = eval_lib.logp_accuracy(
               current, rows, config.sampling.batch_size, cfg.logp_max_tokens)
