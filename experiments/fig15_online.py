@@ -147,16 +147,20 @@ def main():
   print(f"\n{len(seeds)} seed(s); ± is the SE " + ("over seeds" if len(seeds) > 1 else
                                                    "over the run's responses / comparisons"))
 
-  print("\nTranche gold quality (both responses of the kept pairs):")
+  print("\nTranche gold quality (kept: both responses of the kept pairs; chosen: the preferred "
+        "one; sampled: every pair's responses before the annotator's unsure ties are dropped):")
   rows = [("base", [r["base_quality"] for r in results])] + [
       (f"{i + 1}: {results[0]['iterations'][i]['kind']}",
        [r["iterations"][i]["quality"] for r in results]) for i in range(n_it)]
-  for name, qs in rows:
-    cells = []
-    for task in ("helpful", "harmless"):
-      m, se = spread([q[task]["mean"] for q in qs], [q[task]["se"] for q in qs])
-      cells.append(f"{task} {m:+.3f} ± {se:.3f} (n={qs[0][task]['n']})")
-    print(f"  {name:22s} " + "   ".join(cells))
+  for task in ("helpful", "harmless"):
+    for name, qs in rows:
+      cells = []
+      for label, key in (("kept", task), ("chosen", f"{task}/chosen"),
+                         ("sampled", f"{task}/sampled")):
+        if key in qs[0]:  # runs made before the chosen / sampled sets lack them
+          m, se = spread([q[key]["mean"] for q in qs], [q[key]["se"] for q in qs])
+          cells.append(f"{label} {m:+.3f} ± {se:.3f} (n={qs[0][key]['n']})")
+      print(f"  {task:8s} {name:22s} " + "   ".join(cells))
 
   accs = [pm_by_kind(d, n_it) for d in dirs]
   print(f"\nFinal PM (iteration {n_it}) accuracy by test-set kind (pairs pooled over tranches):")

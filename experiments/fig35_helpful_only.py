@@ -42,12 +42,16 @@ def main():
   names = list(ev[0])
   print(f"\nOnline helpful-only loop, {n_it} iterations, {len(seeds)} seed(s); ± is the SE " +
         ("over seeds" if len(seeds) > 1 else "over the run's comparisons / responses"))
-  print("Tranche gold helpfulness: " + ", ".join(
-      "{} {:+.3f} ± {:.3f}".format(name, *spread([q["helpful"]["mean"] for q in qs],
-                                                  [q["helpful"]["se"] for q in qs]))
-      for name, qs in [("base", [r["base_quality"] for r in results])] +
-      [(f"{i + 1}:{results[0]['iterations'][i]['kind']}",
-        [r["iterations"][i]["quality"] for r in results]) for i in range(n_it)]))
+  for label, key in (("kept pairs", "helpful"), ("chosen", "helpful/chosen"),
+                     ("sampled, ties included", "helpful/sampled")):
+    if key not in results[0]["base_quality"]:  # runs made before these sets lack them
+      continue
+    print(f"Tranche gold helpfulness ({label}): " + ", ".join(
+        "{} {:+.3f} ± {:.3f}".format(name, *spread([q[key]["mean"] for q in qs],
+                                                    [q[key]["se"] for q in qs]))
+        for name, qs in [("base", [r["base_quality"] for r in results])] +
+        [(f"{i + 1}:{results[0]['iterations'][i]['kind']}",
+          [r["iterations"][i]["quality"] for r in results]) for i in range(n_it)]))
 
   def stat(n, key, field="mean", se_field="se"):
     return spread([e[n][key][field] for e in ev], [e[n][key][se_field] for e in ev])

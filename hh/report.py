@@ -147,6 +147,15 @@ def policies_section(pol_dir: str, out: str) -> list[str]:
   return lines + ["```", ""]
 
 
+_QUALITY = {"kept": "", "chosen": "/chosen", "sampled": "/sampled"}
+
+
+def _quality_cells(q: dict) -> str:
+  """A tranche's quality row: per task, kept / chosen / sampled (– where absent or empty)."""
+  return " | ".join(_ms(q[t + k]) if q.get(t + k, {}).get("n") else "–"
+                    for t in ("helpful", "harmless") for k in _QUALITY.values())
+
+
 def online_section(online_dir: str, out: str) -> list[str]:
   """The online loop's tranches, PMs and policies (hh/rl/online.py), when it has run."""
   path = os.path.join(online_dir, "online_result.json")
@@ -155,16 +164,17 @@ def online_section(online_dir: str, out: str) -> list[str]:
   with open(path) as f:
     r = json.load(f)
   lines = ["## Iterated online RLHF (SPEC §4.5)", "",
-           "Gold quality of each tranche's responses (mean ± SE over the kept pairs' responses): "
-           "helpfulness on helpful comparisons, harmlessness on red-team ones.", "",
-           "| tranche | pairs kept | helpful | harmless |", "|---|---|---|---|"]
-  q = r["base_quality"]
-  lines.append(f"| base | – | {_ms(q['helpful']) if 'helpful' in q else '–'} | "
-               f"{_ms(q['harmless']) if 'harmless' in q else '–'} |")
+           "Gold quality of each tranche's responses (mean ± SE): helpfulness on helpful "
+           "comparisons, harmlessness on red-team ones; *kept*: both responses of the pairs the "
+           "tranche holds, *chosen*: the annotator's preferred one of them, *sampled*: both "
+           "responses of every pair before the annotator drops its unsure ties.", "",
+           "| tranche | pairs kept | " + " | ".join(f"{t} ({m})" for t in ("helpful", "harmless")
+                                                   for m in _QUALITY) + " |",
+           "|---|---|" + "---|" * 2 * len(_QUALITY)]
+  lines.append("| base | – | " + _quality_cells(r["base_quality"]) + " |")
   for it in r["iterations"]:
     lines.append(f"| {it['iteration']}: {it['kind']} | {it['kept']} of {it['pairs']} | " +
-                 " | ".join(_ms(it["quality"][t]) if it["quality"][t]["n"] else "–"
-                            for t in ("helpful", "harmless")) + " |")
+                 _quality_cells(it["quality"]) + " |")
   last = r["iterations"][-1]
   lines += ["", f"Iteration {last['iteration']}'s PM (trained on every tranche) by test set:", "",
             "| test set | pairs | accuracy |", "|---|---|---|"]

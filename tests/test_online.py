@@ -235,20 +235,51 @@ def test_the_controlled_sets_hold_equal_counts_and_an_even_mix(tmp_path):
     online.controlled_sets(config, str(tmp_path))
 
 
-def test_tranche_quality_is_the_mean_gold_score_of_kept_distinct_pairs(pairs):
-  """quality(): per task, mean ± SE (float64, hand formula) of the judged gold score over both
-  responses of the kept pairs whose responses differ — helpfulness on non-harmful prompts,
-  harmlessness on harmful ones."""
+def test_tranche_quality_is_the_mean_gold_score_of_kept_chosen_and_sampled_responses(pairs):
+  """quality(): per task, mean ± SE (float64, hand formula) of the judged gold score over
+  (kept) both responses of the kept pairs whose responses differ, (chosen) the preferred one of
+  those, (sampled) both responses of every pair — helpfulness on non-harmful prompts,
+  harmlessness on harmful ones. Swapping the preferred side or dropping the kept mask fails."""
   from hh.rl import evaluate, online
   cfg, ps = pairs
   world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
   rows = [{"context": p.context, "family": p.family, "a": p.a, "b": p.b if k % 7 else p.a,
-           "kept": k % 5 != 0} for k, p in enumerate(ps)]
+           "kept": k % 5 != 0, "a_preferred": k % 3 != 0} for k, p in enumerate(ps)]
   got = online.quality(world, rows)
-  for task, col in (("helpful", 0), ("harmless", 1)):
-    g = [float(evaluate.gold_scores(world, [r["context"]], [t])[0, col]) for r in rows
-         if r["kept"] and r["a"] != r["b"] and (r["family"] == "harmful") == (task == "harmless")
-         for t in (r["a"], r["b"])]
-    assert got[task]["n"] == len(g) > 4
-    np.testing.assert_allclose(got[task]["mean"], np.mean(g), rtol=1e-12)
-    np.testing.assert_allclose(got[task]["se"], np.std(g, ddof=1) / np.sqrt(len(g)), rtol=1e-12)
+
+  def g(r, side):
+    col = int(r["family"] == "harmful")
+    return float(evaluate.gold_scores(world, [r["context"]], [r[side]])[0, col])
+
+  for task in ("helpful", "harmless"):
+    mine = [r for r in rows if (r["family"] == "harmful") == (task == "harmless")]
+    kept = [r for r in mine if r["kept"] and r["a"] != r["b"]]
+    want = {task: [g(r, s) for r in kept for s in ("a", "b")],
+            f"{task}/chosen": [g(r, "a" if r["a_preferred"] else "b") for r in kept],
+            f"{task}/sampled": [g(r, s) for r in mine for s in ("a", "b")]}
+    for key, x in want.items():
+      assert got[key]["n"] == len(x) > 4, key
+      np.testing.assert_allclose(got[key]["mean"], np.mean(x), rtol=1e-12, err_msg=key)
+      np.testing.assert_allclose(got[key]["se"], np.std(x, ddof=1) / np.sqrt(len(x)),
+                                 rtol=1e-12, err_msg=key)
+    chosen, rejected = ([g(r, s if r["a_preferred"] else t) for r in kept]
+                        for s, t in (("a", "b"), ("b", "a")))
+    assert np.mean(chosen) != np.mean(rejected)  # the preferred side matters on these pairs
+
+
+def test_base_response_scores_are_the_base_sets_draws_before_the_tie_filter():
+  """dataset.base_response_scores draws pairs as the comparison sets do but keeps the annotator's
+  unsure ties: its pairs that clear the tie margin score like the set's rows (same response model,
+  same families), and ties — equal scores — are among its draws."""
+  cfg = small_world_cfg()
+  for task in ("helpful", "harmless"):
+    s = dataset.base_response_scores(cfg, task, 400).reshape(-1, 2)
+    assert s.shape == (400, 2)
+    tie = np.abs(s[:, 0] - s[:, 1]) < cfg["tie_margin"]
+    assert 0 < tie.mean() < 1
+    rows = dataset.generate(task, cfg)["train"][:400]
+    col = f"chosen_{task}", f"rejected_{task}"
+    base = np.array([[r[col[0]], r[col[1]]] for r in rows])
+    kept = s[~tie].ravel()
+    se = np.hypot(kept.std() / np.sqrt(kept.size), base.std() / np.sqrt(base.size))
+    assert abs(kept.mean() - base.mean()) < 4 * se, (task, kept.mean(), base.mean(), se)

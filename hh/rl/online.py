@@ -227,35 +227,52 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
 
 
 def quality(world, pairs: Sequence[dict]) -> dict:
-  """A tranche's gold quality (SPEC §4.5: base → RS → online): per task, mean ± SE over the kept
-  pairs' responses (both) of the gold score the task judges — helpfulness on helpful
-  comparisons, harmlessness on the red-team ones (harmful prompts). ``pairs``: dicts with
-  context, family, a, b, kept."""
+  """A tranche's gold quality (SPEC §4.5: base → RS → online), per task — helpfulness on helpful
+  comparisons, harmlessness on the red-team ones (harmful prompts) — as mean ± SE of three
+  response sets:
+
+  * ``task``: both responses of the kept pairs whose responses differ (the comparisons the
+    tranche holds);
+  * ``task/chosen``: the annotator's preferred response of those pairs;
+  * ``task/sampled``: both responses of every pair, before the annotator drops its unsure ties —
+    the quality of what the deployed policies produced. Ties are pairs of equally good responses,
+    so where a policy is often right, dropping them leaves the pairs with one bad response and
+    pulls the kept mean down (``base_quality`` measures the base data the same three ways).
+
+  ``pairs``: dicts with context, family, a, b, kept, a_preferred."""
   from hh.rl import evaluate
   out = {}
   for task, col in (("helpful", 0), ("harmless", 1)):
-    sel = [p for p in pairs if p["kept"] and p["a"] != p["b"]
-           and (p["family"] == "harmful") == (task == "harmless")]
-    ctx = [p["context"] for p in sel for _ in (0, 1)]
-    texts = [t for p in sel for t in (p["a"], p["b"])]
-    g = evaluate.gold_scores(world, ctx, texts)[:, col] if sel else np.zeros(0)
-    out[task] = evaluate.mean_se(g)
+    mine = [p for p in pairs if (p["family"] == "harmful") == (task == "harmless")]
+    g = (evaluate.gold_scores(world, [p["context"] for p in mine for _ in (0, 1)],
+                              [t for p in mine for t in (p["a"], p["b"])])[:, col]
+         if mine else np.zeros(0)).reshape(-1, 2)                          # [pairs, (a, b)]
+    kept = np.array([p["kept"] and p["a"] != p["b"] for p in mine], bool)
+    a_won = np.array([p["a_preferred"] for p in mine], bool)
+    out[task] = evaluate.mean_se(g[kept].ravel())
+    out[f"{task}/chosen"] = evaluate.mean_se(np.where(a_won, g[:, 0], g[:, 1])[kept])
+    out[f"{task}/sampled"] = evaluate.mean_se(g.ravel())
   return out
 
 
 def base_quality(config, places) -> dict:
-  """The base comparison sets' gold quality, as ``quality`` (their rows carry gold scores)."""
+  """The base comparison sets' gold quality, keyed as ``quality``: the kept pairs from the sets'
+  rows (they carry gold scores), ``/sampled`` from fresh draws of the world's base responses
+  (``dataset.base_response_scores``: the sets hold kept pairs only)."""
   from hh.data import sources
   from hh.rl import evaluate
+  from hh.sim import dataset
   out = {}
   for spec, _ in _base_sets(config):
     if not spec.startswith("hh_sim/"):
       continue
     task = "harmless" if "harmless" in spec else "helpful"
     src = sources.open_split(spec, places)
-    g = [float(src[k][f"{side}_{task}"]) for k in range(len(src)) for side in ("chosen",
-                                                                              "rejected")]
-    out[task] = evaluate.mean_se(g)
+    g = np.array([[float(src[k][f"{side}_{task}"]) for side in ("chosen", "rejected")]
+                  for k in range(len(src))]).reshape(-1, 2)
+    out[task] = evaluate.mean_se(g.ravel())
+    out[f"{task}/chosen"] = evaluate.mean_se(g[:, 0])
+    out[f"{task}/sampled"] = evaluate.mean_se(dataset.base_response_scores(config.world.to_dict(), task))
   return out
 
 

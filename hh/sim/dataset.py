@@ -59,13 +59,44 @@ def _request(world, rng, cfg, family, mix=None) -> W.Request:
                           lambda ctx, a: gold.reaction(world, rng, ctx, a, cfg["react_p"]))
 
 
-def comparison(world: W.World, rng: np.random.Generator, cfg, family: str, task: str,
-               temperature: float) -> dict | None:
-  """Two base responses to one request, labelled by the annotator; None if "unsure"."""
+def _response_pair(world: W.World, rng: np.random.Generator, cfg, family: str):
+  """One request of ``family`` and two base responses to it, with their gold (helpful,
+  harmless) scores: (request, a, b, g_a, g_b)."""
   req = _request(world, rng, cfg, family)
   a = responses.respond(world, rng, req.context, cfg["response_mix"])
   b = responses.respond(world, rng, req.context, cfg["response_mix"])
-  ga, gb = gold.scores(world, req.context, " " + a), gold.scores(world, req.context, " " + b)
+  return req, a, b, gold.scores(world, req.context, " " + a), gold.scores(world, req.context,
+                                                                            " " + b)
+
+
+def _comparison_family(rng: np.random.Generator, cfg, task: str) -> str:
+  """The request family of one base comparison of ``task`` (the red-team task: harmful requests
+  and a ``harmless_borderline`` share of borderline ones)."""
+  if task == "harmless":
+    return "borderline" if rng.random() < cfg["harmless_borderline"] else "harmful"
+  return str(rng.choice(W.HELPFUL_FAMILIES))
+
+
+def base_response_scores(world_cfg, task: str, n: int = 2000) -> np.ndarray:
+  """The gold score under ``task`` [2n] of both base responses of ``n`` comparisons drawn as the
+  ``task`` set draws them, *before* the annotator drops its unsure ties (the set itself holds
+  only kept pairs): the quality of what the base tranche's comparisons were made from. From its
+  own seed stream, so the datasets are untouched."""
+  cfg = dict(world_cfg)
+  world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
+  rng = np.random.default_rng([cfg["seed"], _STREAM[task], 1])
+  col = 0 if task == "helpful" else 1
+  out = []
+  for _ in range(n):
+    _, _, _, ga, gb = _response_pair(world, rng, cfg, _comparison_family(rng, cfg, task))
+    out += [ga[col], gb[col]]
+  return np.asarray(out, np.float64)
+
+
+def comparison(world: W.World, rng: np.random.Generator, cfg, family: str, task: str,
+               temperature: float) -> dict | None:
+  """Two base responses to one request, labelled by the annotator; None if "unsure"."""
+  req, a, b, ga, gb = _response_pair(world, rng, cfg, family)
   col = 0 if task == "helpful" else 1
   a_wins, kept = annotator.annotate(np.array([ga[col]]), np.array([gb[col]]), temperature,
                                     cfg["tie_margin"], rng)
@@ -121,10 +152,7 @@ def generate(name: str, world_cfg) -> dict[str, list[dict]]:
   elif name in ("helpful", "harmless"):
     task = name
     while len(out) < cfg[f"{name}_pairs"]:
-      if task == "harmless":
-        family = "borderline" if rng.random() < cfg["harmless_borderline"] else "harmful"
-      else:
-        family = str(rng.choice(W.HELPFUL_FAMILIES))
+      family = _comparison_family(rng, cfg, task)
       ex = comparison(world, rng, cfg, family, task, cfg["temperature"])
       if ex is not None:
         out.append(ex)
