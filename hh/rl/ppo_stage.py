@@ -63,6 +63,17 @@ def comparisons(spec: str, places, max_pairs: int) -> list[tuple[str, str, str]]
            tfds_io.text(r["rejected"])) for r in rows]
 
 
+def response_scores(scorer, same_tokenizer: bool, tok, contexts: list[str],
+                    bodies: list[list[int]]) -> np.ndarray:
+  """Mean-removed PM scores [R] of responses after their contexts. ``bodies``: each response's
+  ids in the policy's tokenizer ``tok``, without the turn-ending token. A PM that shares the
+  tokenizer scores the policy's own ids ("\n\nAssistant:" piece + body); another scores the
+  decoded text, written as hh-rlhf writes a response (a space after "Assistant:")."""
+  if same_tokenizer:
+    return scorer.score_ids(tok.encode_batch(contexts), [[tok.assistant_id] + b for b in bodies])
+  return scorer.score(contexts, [" " + tok.decode(b).strip() for b in bodies])
+
+
 def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction: float,
                seed: int) -> np.ndarray:
   """The prompt indices of one iteration: round(size·h) harmful and the rest helpful, drawn
@@ -170,9 +181,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       tokens = np.concatenate([prompt, out["tokens"]], 1)
       mask = np.concatenate([pmask, out["mask"]], 1).astype(np.int32)
       bodies = response_bodies(out["tokens"], out["mask"], sampling.stop_ids)
-      ctx_ids = tok.encode_batch(ctx)
-      pm_rows = [[tok.assistant_id] + b for b in bodies]  # what a PM scores after the context
-      score = scorer.score_ids(ctx_ids, pm_rows)
+      score = response_scores(scorer, True, tok, ctx, bodies)
       ref_lp = ref_lp_fn(ref_params, tokens, mask)
       values = values_fn(state.value.params, tokens, mask)
       resp = out["mask"].astype(np.float32)
@@ -196,7 +205,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                "length": (out["length"].sum(), len(rows)),
                "end_of_turn": (out["finished"].sum(), len(rows))}
       for k, (test_pm, same_tok) in enumerate(test_pms):
-        t = test_pm.score_ids(ctx_ids, pm_rows) if same_tok else test_pm.score(ctx, texts)
+        t = response_scores(test_pm, same_tok, tok, ctx, bodies)
         stats[f"test_pm_score/{k}"] = (t.sum(), len(t))
       flat = {}
       for k, (total, count) in stats.items():
