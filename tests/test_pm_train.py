@@ -91,3 +91,33 @@ def test_pm_starts_from_the_lm_trunk_with_the_eoc_row_of_the_human_marker(real_p
   np.testing.assert_array_equal(np.asarray(state.params["trunk"]["layers"]["mlp"]["wi"]),
                                 np.asarray(lm_params["trunk"]["layers"]["mlp"]["wi"]))
   assert float(np.abs(np.asarray(state.params["head"]["kernel"])).max()) == 0.0
+
+
+def test_ppo_scores_responses_on_ids_or_on_text_alike(real_pm):
+  """ppo_stage.response_scores: a PM of the policy's tokenizer scores the policy's ids (the
+  "\\n\\nAssistant:" piece + body); a PM of another tokenizer scores the decoded text, written as
+  hh-rlhf writes a response (a space after "Assistant:"). Through the same tokenizer both give
+  the PM's score of the hh-rlhf row itself; the text without that space scores differently (the
+  bug this guards against)."""
+  from hh.data import tfds_io
+  from hh.rl import ppo_stage
+  workdir, _ = real_pm
+  src = tfds_io.build("hh_rlhf/harmless-base", str(workdir / "tfds"),
+                      source_dir=str(SHARED_DATA / "hh-rlhf")).as_data_source(split="test[90%:]")
+  scorer = pm_score.Scorer(str(workdir), batch_size=8)
+  tok = scorer.tok
+  rows = [(tfds_io.text(src[i]["context_text"]), tfds_io.text(src[i]["chosen"])) for i in range(40)]
+  bodies = {i: tok.encode(ASSISTANT + r)[1:] for i, (_, r) in enumerate(rows)}
+  # rows whose text survives ids → text (no piece outside the 512-piece vocabulary)
+  keep = [i for i, (_, r) in enumerate(rows) if tok.encode(ASSISTANT + r)[0] == tok.assistant_id
+          and r == " " + tok.decode(bodies[i]).strip()]
+  assert len(keep) >= 8
+  ctx, resp = [rows[i][0] for i in keep], [rows[i][1] for i in keep]
+  body = [bodies[i] for i in keep]
+  want = scorer.score(ctx, resp)
+  np.testing.assert_allclose(ppo_stage.response_scores(scorer, True, tok, ctx, body), want,
+                             atol=1e-6)
+  np.testing.assert_allclose(ppo_stage.response_scores(scorer, False, tok, ctx, body), want,
+                             atol=1e-6)
+  no_space = scorer.score(ctx, [r.strip() for r in resp])
+  assert np.abs(no_space - want).max() > 1e-4
