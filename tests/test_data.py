@@ -215,3 +215,28 @@ def test_red_team_attempts_json_array(tmp_path):
   b = tfds_io.build("hh_rlhf/red-team-attempts", str(tmp_path / "data"), source_dir=str(src))
   ex = tfds_io.source(b, "train")[0]
   assert int(ex["num_human_turns"]) == 1 and float(ex["min_harmlessness_score_transcript"]) == 1.5
+
+
+def test_sampled_responses_that_run_on_into_assistant_markers_keep_the_shared_context():
+  """A policy's responses can run on into "\\n\\nAssistant:" markers of their own (a tranche of
+  the online loop, seed 1): the pair's context is the longest common prefix at which both start
+  an Assistant turn, and each side's text after it is its response. Contexts that diverge in a
+  Human turn stay bad input, and a transcript with one Assistant turn more realigns as before."""
+  ctx = "\n\nHuman: hi"
+  a = f"{ctx}\n\nAssistant: no.\n\nAssistant: still no"
+  b = f"{ctx}\n\nAssistant: fine\n\nAssistant: ok"
+  counts = collections.Counter()
+  row = hh_rlhf.parse_pair({"chosen": a, "rejected": b}, "f:1", "harmless-base", True, counts)
+  assert row["context_text"] == ctx and counts["context_realigned"] == 1
+  assert row["chosen"] == " no.\n\nAssistant: still no"
+  assert row["rejected"] == " fine\n\nAssistant: ok"
+  assert hh_rlhf.shared_context(a, b) == ctx
+  # one Assistant turn more (the 2 real rows' case): the shorter context
+  longer = f"{ctx}\n\nAssistant: x\n\nHuman: y\n\nAssistant: z"
+  assert hh_rlhf.shared_context(longer, f"{ctx}\n\nAssistant: w") == ctx
+  # diverging Human turns after a shared Assistant turn are not a run-on
+  c = f"{ctx}\n\nAssistant: x\n\nHuman: p\n\nAssistant: q"
+  d = f"{ctx}\n\nAssistant: x\n\nHuman: r\n\nAssistant: s"
+  assert hh_rlhf.shared_context(c, d) is None
+  assert hh_rlhf.shared_context("\n\nHuman: a\n\nAssistant: b",
+                                "\n\nHuman: c\n\nAssistant: d") is None

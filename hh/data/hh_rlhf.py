@@ -8,9 +8,11 @@ JSON lines). With no ``source_dir`` the builder downloads those files.
 Split rule. Each transcript is cut at its **last** ``"\\n\\nAssistant:"``: before it is the
 context, after it (leading space included) the final response. When the two contexts differ
 (2 of the first 1,900 harmless-base test rows: the chosen transcript has one Assistant turn more)
-and one context is a prefix of the other, the shorter one is the shared context and the longer
-transcript's extra turns become part of its response; such pairs are counted as
-``context_realigned``. Contexts that differ otherwise are bad input (``context_mismatch``).
+the shared context is the longest common prefix at which both transcripts start an Assistant
+turn, and each transcript's turns after it become its response (the case of the 2 rows: the
+shorter context is a prefix of the longer; in sampled tranches: each response runs on into an
+Assistant marker of its own); such pairs are counted as ``context_realigned``. Contexts with no
+shared Assistant turn are bad input (``context_mismatch``).
 
 Bad input — a truncated or non-JSON line, a missing key, a non-UTF-8 byte, a transcript with no
 Assistant turn, identical chosen and rejected, and (with ``allow_empty_response=False``) an empty
@@ -102,6 +104,27 @@ def read_json_rows(path: str) -> Iterator[tuple[int, object]]:
       yield n, BadInput(f"{path}:{n}", "not_json", f"truncated or invalid JSON ({e.msg})")
 
 
+def shared_context(a: str, b: str) -> str | None:
+  """The shared context of two transcripts whose last Assistant turns differ, or None: either
+  one transcript's context is a prefix of the other's (it has an Assistant turn more), or both
+  share a context and each response then runs on into Assistant markers of its own with no Human
+  turn (what a sampled response can do). It is the longest common prefix at which both start an
+  Assistant turn."""
+  n = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    n += 1
+  p = a.rfind(ASSISTANT, 0, n)   # a marker inside the common prefix: both transcripts have it
+  if p < 0:
+    return None
+  ctx_a, ctx_b = a[:a.rfind(ASSISTANT)], b[:b.rfind(ASSISTANT)]
+  short, long_ = sorted((ctx_a, ctx_b), key=len)
+  one_more_turn = long_.startswith(short) and long_[len(short):].startswith(ASSISTANT)
+  run_on = HUMAN not in a[p:] and HUMAN not in b[p:]
+  return a[:p] if one_more_turn or run_on else None
+
+
 def parse_pair(row: object, where: str, subset: str, allow_empty_response: bool,
                counts: Counter) -> dict:
   """One comparison row → the example dict (see ``HhRlhf._info``), or raises BadInput."""
@@ -116,13 +139,13 @@ def parse_pair(row: object, where: str, subset: str, allow_empty_response: bool,
   ctx_c, resp_c = split_transcript(chosen_t, where)
   ctx_r, resp_r = split_transcript(rejected_t, where)
   if ctx_c != ctx_r:
-    short, long_ = sorted((ctx_c, ctx_r), key=len)
-    if not long_.startswith(short) or not long_[len(short):].startswith(ASSISTANT):
+    shared = shared_context(chosen_t, rejected_t)
+    if shared is None:
       raise BadInput(where, "context_mismatch", "the two transcripts' contexts differ")
     counts["context_realigned"] += 1
-    ctx_c = ctx_r = short
-    resp_c = chosen_t[len(short) + len(ASSISTANT):]
-    resp_r = rejected_t[len(short) + len(ASSISTANT):]
+    ctx_c = ctx_r = shared
+    resp_c = chosen_t[len(shared) + len(ASSISTANT):]
+    resp_r = rejected_t[len(shared) + len(ASSISTANT):]
   if not resp_c.strip() or not resp_r.strip():
     if not allow_empty_response:
       raise BadInput(where, "empty_response", "a final Assistant response is empty")
