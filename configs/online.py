@@ -5,7 +5,8 @@ iterations of collect → PM from scratch → PPO from π0 (hh/rl/online.py).
   python -m hh.lineage runs/online/online/iter_3/ppo      # what made the last policy
 
 Iteration 1 is the rejection-sampled tranche (best-of-``rs_k`` of π0 under the base PM; the paper
-mostly used k = 16), later ones the online tranches of the deployed policies. ``helpful_only``
+mostly used k = 16), later ones the online tranches of the deployed policies (best-of-``deploy_k``
+under the newest PM when it is above 1). ``helpful_only``
 makes the paper's online helpful-only run (helpful prompts and comparisons only).
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ def stage(size: str) -> ml_collections.ConfigDict:
       prompts_per_iteration=400,  # one pair per prompt
       rs_k=4,                    # best-of-k in the rejection-sampled tranche (paper: mostly 16)
       deployed=2,                # the last this many iterations' policies share the prompts
+      # each deployed response is the best of this many samples under the newest PM: the policy
+      # plus rejection sampling; 1 = plain samples (the paper's online deployment)
+      deploy_k=1,
       test_every=10,             # every 10th pair is held out as the tranche's test set
       helpful_only=False,        # the paper's online helpful-only run
       # "annotator": the world's annotator; or a folder with iter_<i>.jsonl judgements

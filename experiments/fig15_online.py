@@ -6,6 +6,7 @@ answers against the policies' samples), with Fig. 34 at its end points (the mean
 of π0 and of each trained policy on the final PM's held-out comparison sets, beside the PM's).
 
   python -m experiments.fig15_online [--pipeline=runs/pipeline] [--seeds=0] [--root=runs/fig15]
+                                    [--deploy_k=1]
 
 Runs ``configs/online.py`` on a finished pipeline's LM, PM, π0 and static PPO policy (the README's
 main command) once per seed — its own rejection-sampled and online tranches, annotator draws,
@@ -14,6 +15,8 @@ pretraining) — in ``ROOT/online_seed<S>``, resuming finished steps. Paths are 
 (relative to the repository), so a rerun with the same arguments resumes the same runs. Prints
 means ± standard errors (over seeds when there are several, else over the one run's samples) and
 writes ``ROOT/fig15_online.png``. At paper sizes: ``--size`` and a pipeline of that size.
+``--deploy_k=K`` deploys each policy with rejection sampling on top (every online response the
+best of K samples under the newest PM) in ``ROOT/online_bo<K>_seed<S>``, ``fig15_online_bo<K>.png``.
 """
 import argparse
 import json
@@ -24,10 +27,14 @@ import numpy as np
 from experiments import common
 
 
-def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False) -> str:
-  """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only]_seed<S>`` (the HH
-  loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them); its folder."""
-  workdir = os.path.join(root, f"online{'_helpful_only' if helpful_only else ''}_seed{seed}")
+def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False,
+        deploy_k: int = 1) -> str:
+  """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only][_bo<K>]_seed<S>``
+  (the HH loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them; ``_bo<K>``:
+  the deployed policies' responses each the best of K under the newest PM); its folder."""
+  tag = ("_helpful_only" if helpful_only else "") + (f"_bo{deploy_k}" if deploy_k > 1 else "")
+  workdir = os.path.join(root, f"online{tag}_seed{seed}")
+  bo = [f"--config.online.deploy_k={deploy_k}"] if deploy_k > 1 else []
   if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
     p = pipeline
     common.hh_main(f"configs/online.py:size={size}", workdir, "--config.stages=('online',)",
@@ -35,7 +42,7 @@ def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = Fal
                    f"--config.online.pi0={p}/cd", f"--config.online.static={p}/ppo/policy",
                    f"--config.data_dirs.world={p}", f"--config.seed={seed}",
                    f"--config.online.controlled={not helpful_only}",
-                   f"--config.online.helpful_only={helpful_only}")
+                   f"--config.online.helpful_only={helpful_only}", *bo)
   return os.path.join(common.REPO, workdir, "online")
 
 
@@ -134,14 +141,18 @@ def parse_args() -> tuple[argparse.Namespace, list[int]]:
   ap.add_argument("--root", default="runs/fig15")
   ap.add_argument("--size", default="tiny")
   ap.add_argument("--seeds", default="0")
+  ap.add_argument("--deploy_k", type=int, default=1, help="each deployed response the best of "
+                  "this many samples under the newest PM (1: plain samples, the paper's)")
   args = ap.parse_args()
+  if args.deploy_k < 1:
+    ap.error(f"--deploy_k={args.deploy_k}: at least 1")
   os.chdir(common.REPO)
   return args, [int(s) for s in args.seeds.split(",")]
 
 
 def main():
   args, seeds = parse_args()
-  dirs = [run(args.pipeline, args.root, args.size, s) for s in seeds]
+  dirs = [run(args.pipeline, args.root, args.size, s, deploy_k=args.deploy_k) for s in seeds]
   results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
   n_it = len(results[0]["iterations"])
   print(f"\n{len(seeds)} seed(s); ± is the SE " + ("over seeds" if len(seeds) > 1 else
@@ -259,7 +270,8 @@ def main():
   ax.set(ylabel="mean log-p accuracy", title="Fig. 34 at RL's ends (dashed: final PM)")
   ax.legend(fontsize=6)
   fig.tight_layout()
-  out = os.path.join(common.REPO, args.root, "fig15_online.png")
+  bo = f"_bo{args.deploy_k}" if args.deploy_k > 1 else ""
+  out = os.path.join(common.REPO, args.root, f"fig15_online{bo}.png")
   from hh import io
   io.write_figure(out, fig)
   print(f"\nwrote {out}")

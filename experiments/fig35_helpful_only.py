@@ -7,6 +7,7 @@ Fig. 34 during RL: each PPO run's mean log-p accuracy on the base test compariso
 (``config.ppo.logp_sets``, set by configs/online.py) against RL samples, beside the final PM's.
 
   python -m experiments.fig35_helpful_only [--pipeline=runs/pipeline] [--seeds=0] [--root=runs/fig15]
+                                          [--deploy_k=1]
 
 Runs on a finished pipeline's LM, PM, π0 and static policy (the README's main command) once per
 seed, in ``ROOT/online_helpful_only_seed<S>`` (beside experiments/fig15_online.py's HH runs),
@@ -35,7 +36,8 @@ def val_curve(ppo_dir: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def main():
   args, seeds = parse_args()
-  dirs = [run(args.pipeline, args.root, args.size, s, helpful_only=True) for s in seeds]
+  dirs = [run(args.pipeline, args.root, args.size, s, helpful_only=True, deploy_k=args.deploy_k)
+          for s in seeds]
   results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
   n_it = len(results[0]["iterations"])
   ev = [r["evaluation"] for r in results]
@@ -123,7 +125,8 @@ def main():
          "final PM)")
   ax.legend(fontsize=6)
   fig.tight_layout()
-  out = os.path.join(common.REPO, args.root, "fig35_helpful_only.png")
+  bo = f"_bo{args.deploy_k}" if args.deploy_k > 1 else ""
+  out = os.path.join(common.REPO, args.root, f"fig35_helpful_only{bo}.png")
   from hh import io
   io.write_figure(out, fig)
   print(f"\nwrote {out}")

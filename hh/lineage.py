@@ -52,7 +52,8 @@ def tranche_sets(pm_dir: str) -> list[dict]:
         info = rec["files"].get(split, {}).get(subset, {})
         item |= {"tranche": folder, "subset": subset, "split": split, "kind": rec["kind"],
                  "rows": info.get("rows"), "sha256": info.get("sha256"),
-                 "made_by": rec["made_by"], "labels": rec["labels"]}
+                 "made_by": rec["made_by"], "labels": rec["labels"],
+                 "best_of": rec.get("best_of", 1), "reranked_by": rec.get("reranked_by")}
       out.append(item)
   return out
 
@@ -105,6 +106,9 @@ def lines(path: str, indent: str = "", seen: set | None = None) -> list[str]:
         out += lines(producer, indent + "    ", seen)
       else:
         out.append(f"{indent}    π0 {producer}")
+    if s["reranked_by"]:  # each response the best of k samples under a PM
+      out.append(f"{indent}    each response the best of {s['best_of']} samples under:")
+      out += lines(s["reranked_by"], indent + "      ", seen)
   return out
 
 

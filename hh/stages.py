@@ -47,10 +47,18 @@ def _strip(tree: Any) -> Any:
   return tree
 
 
+# keys added after workdirs were made with them absent: at this value (the behaviour before
+# them) they are left out of the identity, so those workdirs still resume
+_LATER_DEFAULTS = {("online", "deploy_k"): 1}
+
+
 def _subtrees(config, *keys: str) -> dict:
   """The named top-level blocks of ``config`` as JSON values, without volatile keys."""
-  tree = json.loads(config.to_json_best_effort())
-  return _strip({k: tree[k] for k in keys if k in tree})
+  tree = _strip(json.loads(config.to_json_best_effort()))
+  for (block, key), default in _LATER_DEFAULTS.items():
+    if tree.get(block, {}).get(key, default) == default:
+      tree.get(block, {}).pop(key, None)
+  return {k: tree[k] for k in keys if k in tree}
 
 
 def check_identity(stage: Stage, config, workdir: str):

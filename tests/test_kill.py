@@ -299,3 +299,60 @@ def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_pat
     assert f"| {n} | {elo(m, 'gold_elo')} | {elo(m, 'gold_elo/helpful')} | " \
         f"{elo(m, 'gold_elo/harmless')} |" in text, n
   assert report.online_section(str(tmp_path / "none"), str(tmp_path)) == []
+
+
+def test_deployed_responses_are_the_best_of_k_under_the_newest_pm(runs, online_runs, tmp_path):
+  """``config.online.deploy_k`` (the deployed policy plus rejection sampling): iteration 2's
+  tranche collected again from the uninterrupted loop's iteration-1 policy and PM. At deploy_k = 1
+  it is the loop's own tranche, byte for byte (plain samples, nothing reranked); at deploy_k = 3
+  each response is one of its group's 3 samples of that policy, and the one iteration 1's PM
+  scores highest (on the text, as hh-rlhf writes it, by a Scorer of its own) where the base PM
+  would have picked others; the record names the PM."""
+  from test_sim import small_online_config
+
+  from hh.data import sources
+  from hh.pm import score as pm_score
+  from hh.rl import online
+  from hh.rl import policy as policy_lib
+  base = str(runs["ref"])
+  config = small_online_config(runs["tokenizer"], base)
+  src = online_runs["ref"] / "online"
+
+  def collect(name, k):
+    work = tmp_path / name
+    (work / "iter_1").mkdir(parents=True)
+    for step in ("ppo", "pm"):
+      os.symlink(src / "iter_1" / step, work / "iter_1" / step)
+    cfg = config.copy_and_resolve_references()
+    cfg.online.deploy_k = k
+    places = sources.Places.from_config(cfg, str(work), base)
+    rec = online.collect(cfg, str(work), 2, places, os.path.join(base, "pm"), cfg.online.pi0)
+    rows = [json.loads(x) for x in (work / "iter_2" / "tranche" / "pairs.jsonl").open()]
+    return rec, rows, work
+
+  rec, rows, _ = collect("k1", 1)
+  assert (tmp_path / "k1/iter_2/tranche/pairs.jsonl").read_bytes() == \
+      (src / "iter_2/tranche/pairs.jsonl").read_bytes()
+  assert "best_of" not in rec and "reranked_by" not in rec
+  k = 3
+  rec, rows, work = collect("k3", k)
+  assert rec["best_of"] == k and rec["reranked_by"] == str(work / "iter_1" / "pm")
+  pol = policy_lib.load(str(src / "iter_1" / "ppo" / "policy"), "check")
+  sampling = policy_lib.sampling_config(pol, config.sampling)
+  contexts = [r["context"] for r in rows]
+  s = policy_lib.generate(pol, contexts, 2 * k, sampling, config.seed + 200,
+                          config.sampling.batch_size, config.sampling.buckets)
+  assert config.policies.text_scoring  # the loop scores the texts (the PM's own tokenizer)
+  texts = np.array(s.texts, object).reshape(len(rows), 2, k)
+  picked_by = {}
+  for name, pm in (("newest", src / "iter_1" / "pm"), ("base", runs["ref"] / "pm")):
+    sc = pm_score.Scorer(str(pm)).score(s.contexts, [" " + t for t in s.texts]).reshape(
+        len(rows), 2, k)
+    picked_by[name] = [texts[p, j, sc[p, j].argmax()] for p in range(len(rows)) for j in (0, 1)]
+    if name == "newest":  # the chosen text scores the group's maximum (ties: any of them)
+      for p, r in enumerate(rows):
+        for j, key in ((0, "a"), (1, "b")):
+          hit = np.flatnonzero(texts[p, j] == r[key])
+          assert len(hit) and sc[p, j, hit].max() == pytest.approx(sc[p, j].max(), abs=1e-6)
+  got = [r[key] for r in rows for key in ("a", "b")]
+  assert got == picked_by["newest"] and got != picked_by["base"]

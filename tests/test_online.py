@@ -122,6 +122,8 @@ def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
     made_by = ["runs/x/cd"] if i == 1 else [os.path.join(online.iter_dir(work, 1), "ppo",
                                                          "policy")]
     recs[i] = {"kind": kind, "files": files, "made_by": made_by, "labels": "annotator"}
+    if i == 2:  # deployed with rejection sampling under iteration 1's PM (pm_b)
+      recs[i] |= {"best_of": 4, "reranked_by": str(tmp_path / "pm_b")}
     pipeline.mark(d, "tranche", recs[i])
   base = [["hh_sim/helpful:train", 1.0], ["hh_sim/harmless:train", 2.0]]
 
@@ -153,6 +155,9 @@ def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
     if upto == 2:  # pm_a ← tranche 2 ← iteration 1's policy ← pm_b ← tranche 1 ← π0
       assert text.index("-online:train") < text.index("policy ") < \
           text.index(f"PM {tmp_path / 'pm_b'}") < text.rindex("π0 runs/x/cd")
+      # the online tranche's responses were reranked by pm_b, listed above through the policy
+      assert text.count("each response the best of 4 samples under:") == 2  # both subsets
+      assert text.count(f"(see above: {tmp_path / 'pm_b'})") == 2
   policy_text = "\n".join(lineage.lines(os.path.join(online.iter_dir(work, 1), "ppo", "policy")))
   assert f"PM {tmp_path / 'pm_b'}" in policy_text and "helpful-online" not in policy_text
   # a PM finetuned from pm_p's PMP phase on a slice of tranche 1 (Fig. 16's mix PM): pm_p's PMP

@@ -8,7 +8,9 @@ responses of π0 under the current PM (the pipeline's, trained on the base tranc
 the label source. Iteration i ≥ 2 collects an **online** tranche: the policies of the last
 ``deployed`` iterations (several snapshots, as the paper deployed several to offset entropy
 collapse) split the prompts between them, each answering its prompts twice, and the label
-source compares the two. Each iteration then trains a PM from the LM (the base comparison sets
+source compares the two. With ``deploy_k`` > 1 each of those responses is the best of
+``deploy_k`` samples under the newest PM (the deployed model is the policy plus rejection
+sampling: the best policy available when PPO alone is weaker than best-of-k of π0). Each iteration then trains a PM from the LM (the base comparison sets
 plus every tranche so far; PMP as configured) and a policy by PPO from π0 against that PM:
 policies are never updated in place (base → RS → online, SPEC §5.1).
 
@@ -175,38 +177,50 @@ def _labels(config, workdir: str, i: int) -> tranche_lib.LabelSource:
   return tranche_lib.JsonlLabels(path)
 
 
+def _sample_pairs(config, pol, scorer, contexts: list[str], k: int, seed: int
+                  ) -> tuple[list[str], list[str]]:
+  """Two responses per context, each the best of ``k`` samples under ``scorer`` (the first of
+  two plain samples when k = 1, nothing scored) → (texts_a, texts_b)."""
+  from hh.rl import policies
+  from hh.rl import policy as policy_lib
+  s = policy_lib.generate(pol, contexts, 2 * k, policy_lib.sampling_config(pol, config.sampling),
+                          seed, config.sampling.batch_size, config.sampling.buckets)
+  best = np.zeros((len(contexts), 2), np.int64)
+  if k > 1:
+    best = policies.pm_scores(config, scorer, pol, s).reshape(len(contexts), 2, k).argmax(-1)
+  return ([s.texts[2 * p * k + best[p, 0]] for p in range(len(contexts))],
+          [s.texts[(2 * p + 1) * k + best[p, 1]] for p in range(len(contexts))])
+
+
 def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dict:
-  """Samples iteration i's pairs, labels them and writes the tranche → its record."""
+  """Samples iteration i's pairs, labels them and writes the tranche → its record.
+
+  Iteration 1: two best-of-``rs_k`` responses of π0 under the base PM. Later iterations: the
+  deployed policies' responses, each the best of ``deploy_k`` samples under the newest PM
+  (iteration i − 1's, the one the newest policy trained against) — plain samples at the default
+  deploy_k = 1, the paper's online deployment."""
   from hh.rl import policies
   from hh.rl import policy as policy_lib
   o = config.online
   contexts, families = _prompts(config, places, i)
-  seed, bs, buckets = config.seed + 100 * i, config.sampling.batch_size, config.sampling.buckets
-  texts_a, texts_b, made_by = [], [], []
+  seed = config.seed + 100 * i
   if i == 1:  # rejection sampling: two best-of-k draws of π0 under the base PM
-    pol = policy_lib.load(pi0, "pi0")
-    s = policy_lib.generate(pol, contexts, 2 * o.rs_k, policy_lib.sampling_config(
-        pol, config.sampling), seed, bs, buckets)
-    scorer = policies.load_scorer(config, base_pm, pol)
-    scores = policies.pm_scores(config, scorer, pol, s).reshape(len(contexts), 2, o.rs_k)
-    best = scores.argmax(-1)
-    for p in range(len(contexts)):
-      texts_a.append(s.texts[(2 * p) * o.rs_k + best[p, 0]])
-      texts_b.append(s.texts[(2 * p + 1) * o.rs_k + best[p, 1]])
-    made_by = [pi0]
-    kind = "rejection-sampled"
-  else:  # online: the last `deployed` policies share the prompts, two samples each
+    k, rerank, kind, made_by = o.rs_k, base_pm, "rejection-sampled", [pi0]
+  else:  # online: the last `deployed` policies share the prompts, two responses each
+    k, rerank, kind = o.deploy_k, os.path.join(iter_dir(workdir, i - 1), "pm"), "online"
     made_by = [os.path.join(iter_dir(workdir, j), "ppo", "policy")
                for j in range(max(1, i - o.deployed), i)]
-    texts_a, texts_b = [""] * len(contexts), [""] * len(contexts)
-    for d, path in enumerate(made_by):
-      mine = list(range(d, len(contexts), len(made_by)))
-      pol = policy_lib.load(path, f"iter_{i}_{d}")
-      s = policy_lib.generate(pol, [contexts[p] for p in mine], 2, policy_lib.sampling_config(
-          pol, config.sampling), seed + d, bs, buckets)
-      for k, p in enumerate(mine):
-        texts_a[p], texts_b[p] = s.texts[2 * k], s.texts[2 * k + 1]
-    kind = "online"
+  texts_a, texts_b = [""] * len(contexts), [""] * len(contexts)
+  scorer = None
+  for d, path in enumerate(made_by):
+    mine = list(range(d, len(contexts), len(made_by)))
+    pol = policy_lib.load(path, "pi0" if i == 1 else f"iter_{i}_{d}")
+    if k > 1 and scorer is None:
+      scorer = policies.load_scorer(config, rerank, pol)
+    a, b = _sample_pairs(config, pol, scorer, [contexts[p] for p in mine], k,
+                         seed + (d if i > 1 else 0))
+    for q, p in enumerate(mine):
+      texts_a[p], texts_b[p] = a[q], b[q]
   pairs = [tranche_lib.Pair(f"{i}-{p}", c, f, a, b)
            for p, (c, f, a, b) in enumerate(zip(contexts, families, texts_a, texts_b))]
   labels = _labels(config, workdir, i).label(pairs)
@@ -222,8 +236,11 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
       json.dumps({"id": p.id, "context": p.context, "family": p.family, "a": p.a, "b": p.b,
                   "kept": bool(k), "a_preferred": bool(a)}) + "\n"
       for p, a, k in zip(pairs, labels.a_preferred, labels.kept)))
-  return {"kind": kind, "pairs": len(pairs), "kept": int(labels.kept.sum()), "files": files,
-          "made_by": made_by, "labels": o.labels}
+  rec = {"kind": kind, "pairs": len(pairs), "kept": int(labels.kept.sum()), "files": files,
+         "made_by": made_by, "labels": o.labels}
+  if k > 1:  # best-of-k under this PM (absent: plain samples)
+    rec |= {"best_of": int(k), "reranked_by": rerank}
+  return rec
 
 
 def quality(world, pairs: Sequence[dict]) -> dict:
@@ -335,7 +352,7 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
     d = iter_dir(workdir, i)
     rec = pipeline.done(d, "tranche")
     if rec is None:
-      rec = collect(config, workdir, i, places, base_pm if i == 1 else None, pi0)
+      rec = collect(config, workdir, i, places, base_pm, pi0)
       pipeline.mark(d, "tranche", rec)
     pm_cfg = pm_config(config, workdir, i, base_pm)
     pm_res = _step(pm_cfg, d, "pm", ctx)
