@@ -288,3 +288,25 @@ def test_base_response_scores_are_the_base_sets_draws_before_the_tie_filter():
     kept = s[~tie].ravel()
     se = np.hypot(kept.std() / np.sqrt(kept.size), base.std() / np.sqrt(base.size))
     assert abs(kept.mean() - base.mean()) < 4 * se, (task, kept.mean(), base.mean(), se)
+
+def test_deploy_k_at_its_default_keeps_workdirs_made_before_it_resumable(tmp_path):
+  """A loop's workdir recorded before ``online.deploy_k`` existed (its identity lacks the key)
+  resumes at deploy_k = 1, the behaviour it was made with, and refuses deploy_k = 4 naming the
+  key; a workdir made at 4 refuses 1."""
+  from configs import online as online_config
+  from hh import stages
+  stage = stages.get("online")
+  config = online_config.get_config("size=tiny")
+  old = tmp_path / "old"
+  old.mkdir()
+  want = stage.identity(config)
+  assert "deploy_k" not in want["online"] and "deployed" in want["online"]
+  (old / "online.identity.json").write_text(json.dumps(want))
+  stages.check_identity(stage, config, str(old))  # accepted
+  config.online.deploy_k = 4
+  with pytest.raises(ValueError, match=r"online\.deploy_k"):
+    stages.check_identity(stage, config, str(old))
+  stages.check_identity(stage, config, str(tmp_path / "new"))  # recorded at 4
+  config.online.deploy_k = 1
+  with pytest.raises(ValueError, match=r"online\.deploy_k"):
+    stages.check_identity(stage, config, str(tmp_path / "new"))
