@@ -1,10 +1,12 @@
 """One PPO iteration, split into generation / scoring / training: the workload of TRL's
 ``PPOTrainer`` figure (``../shared/peer/run.sh W3``).
 
-  python benchmarks/ppo_step.py
+  python benchmarks/ppo_step.py [--value=separate|shared]
 
 Policy, reference π0, value and reward model all of the 13M shape (4 layers, d 512, 8 heads,
-d_ff 2048, vocab 32,000), random weights, fp32; a separate value model (the work TRL does).
+d_ff 2048, vocab 32,000), random weights, fp32; a separate value model (the work TRL does), or
+with ``--value=shared`` a scalar value head on the policy's trunk (``value_init="shared"``: one
+trunk's forward and backward in training instead of two — not TRL's workload).
 Per iteration: sample 16 prompts × 64 tokens, 64 new tokens each, no early stop, T = 1
 (hh/rl/sample.py); score with π0 (log-probs on the response positions only), the value model
 and the PM at the last token; per-token rewards with λ_KL = 0.001 and GAE (γ 1, λ 0.95)
@@ -40,7 +42,9 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--iters", type=int, default=3)
   ap.add_argument("--vocab", type=int, default=32_000)
+  ap.add_argument("--value", choices=("separate", "shared"), default="separate")
   args = ap.parse_args()
+  shared = args.value == "shared"
   mc = cfg_common.model_config("13M")
   mc.dtype = "float32"
   cfg = ModelConfig.from_config(mc, args.vocab)
@@ -50,6 +54,8 @@ def main():
   pol_p = nn.unbox(policy.init(keys[0], tok, tok))["params"]
   ref_p = jax.tree.map(jnp.copy, pol_p)
   val_p = nn.unbox(value.init(keys[1], tok, tok))["params"]
+  if shared:  # the head alone; the policy's trunk computes the values
+    val_p, value = {"head": val_p["head"]}, None
   pm_p = nn.unbox(pm.init(keys[2], tok, tok, jnp.zeros((1,), jnp.int32)))["params"]
   optim = cfg_common.optim(1e-5, warmup_steps=0, schedule="constant")
   tx = state_lib.make_optimizer(optim, 1000)
@@ -72,7 +78,8 @@ def main():
     resp = out["mask"].astype(jnp.float32)
     ref_lp = ppo.token_log_probs(ppo.at_response(policy, ref_p, tokens, mask, NEW),
                                  out["tokens"])
-    values = ppo.at_response(value, state.value.params, tokens, mask, NEW)
+    values = ppo.response_values(policy, value, (state.policy.params, state.value.params), tokens,
+                                 mask, NEW)
     eoc = mask.sum(-1) - 1  # the PM read at the last token (the stage appends its EOC)
     r_pm = pm.apply({"params": pm_p}, tokens, mask, eoc)
     rewards, _ = ppo.token_rewards(out["logp"], ref_lp, resp, r_pm, state.kl_coef)
@@ -102,14 +109,16 @@ def main():
   seq = PROMPT + NEW
   trunk = common.lm_train_flops(n_layer, d, f, 0, BATCH * seq, seq)
   head = 6 * d * v * BATCH * NEW
-  train_flops = EPOCHS * (2 * trunk + head)
+  train_flops = EPOCHS * ((1 if shared else 2) * trunk + head)
   print(f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; 13M shape, {BATCH} "
-        f"prompts × {PROMPT}, {NEW} new, {EPOCHS} epochs × {MINIBATCHES} minibatches, fp32")
+        f"prompts × {PROMPT}, {NEW} new, {EPOCHS} epochs × {MINIBATCHES} minibatches, fp32, "
+        f"{args.value} value")
   print(f"iteration {med[0]:.2f} s  |  generation {med[1]:.2f}  |  scoring {med[2]:.2f}  |  "
         f"training {med[3]:.2f}")
   print(f"training: {train_flops / 1e12:.2f} TFLOP → {train_flops / med[3] / 1e9:.1f} GFLOP/s = "
         f"{train_flops / med[3] / peak:.1%} of the measured fp32 peak {peak / 1e9:.1f} GFLOP/s")
-  common.emit("hh_ppo_step", iter_s_median=med[0], gen_s=med[1], score_s=med[2], train_s=med[3],
+  common.emit("hh_ppo_step" + ("_shared" if shared else ""), iter_s_median=med[0], gen_s=med[1],
+              score_s=med[2], train_s=med[3],
               train_mfu=train_flops / med[3] / peak, peak_matmul_gflops=peak / 1e9)
   print('{"split_s_median": {"generation": %.3f, "scoring": %.3f, "training": %.3f}}'
         % (med[1], med[2], med[3]))

@@ -31,9 +31,12 @@ def stage(size: str) -> ml_collections.ConfigDict:
       lam=0.95,
       clip_eps=0.2,
       vf_clip=0.2,
-      vf_coef=1.0,            # separate models: only scales the value's gradient before clipping
+      # separate models: only scales the value's gradient before clipping; "shared": the value
+      # loss's weight in the shared trunk's gradient
+      vf_coef=1.0,
       # the value model starts as the PM (SPEC §4.1; the PM must be of the policy's size) or as
-      # π0's trunk with a zero head ("policy": a PM of any size, e.g. the largest, Fig. 13)
+      # π0's trunk with a zero head ("policy": a PM of any size, e.g. the largest, Fig. 13);
+      # "shared": a zero scalar head on the policy's own trunk (one trunk, half the training FLOPs)
       value_init="pm",
       optim=common.optim(0.01 * common.pretrain_lr(size),  # 0.01× pretraining (SPEC §4.1)
                          warmup_steps=10, schedule="constant"),

@@ -356,3 +356,24 @@ def test_deployed_responses_are_the_best_of_k_under_the_newest_pm(runs, online_r
           assert len(hit) and sc[p, j, hit].max() == pytest.approx(sc[p, j].max(), abs=1e-6)
   got = [r[key] for r in rows for key in ("a", "b")]
   assert got == picked_by["newest"] and got != picked_by["base"]
+
+
+def test_ppo_with_the_value_a_head_on_the_policys_trunk(runs, tmp_path):
+  """``config.ppo.value_init="shared"`` in the stage: the first rollout's values come from the
+  zero head on π0's trunk, so they explain none of the returns (explained variance exactly 0,
+  where the PM-initialised value of the pipeline's own run does not give 0); after one update
+  the head has learned (≠ 0)."""
+  from hh.rl import ppo_stage
+  from hh.train import metrics
+  ref = runs["ref"]
+  config = small_pipeline_config(runs["tokenizer"], all_stages=True)
+  config.ppo.update(dict(value_init="shared", logp_sets=(), eval_max_prompts=4))
+  config.ppo.loop.update(dict(steps=2, eval_every=2))
+  ppo_stage.run(config, str(tmp_path / "ppo"), str(ref / "cd"), str(ref / "pm"), str(ref))
+  first, second = metrics.read(str(tmp_path / "ppo"), "train")
+  print("explained variance:", first["value_explained_variance"],
+        second["value_explained_variance"])
+  assert first["value_explained_variance"] == 0.0
+  assert abs(second["value_explained_variance"]) > 1e-4
+  own = metrics.read(str(ref / "ppo"), "train")[0]
+  assert abs(own["value_explained_variance"]) > 1e-4

@@ -136,11 +136,17 @@ from hh.train.state import TrainState  # noqa: E402
 POLICY, VALUE = DecoderLM(CFG), ValueModel(CFG)
 
 
-def _state(lr=3e-3, seed=0):
+def _state(lr=3e-3, seed=0, shared=False, tx=None):
+  """A PPO state of the tiny policy; the value a ValueModel of its own, or (``shared``) a random
+  scalar head on the policy's trunk."""
   tok = jnp.zeros((1, 4), jnp.int32)
   pp = nn.unbox(POLICY.init(jax.random.key(seed), tok, tok))["params"]
   vp = nn.unbox(VALUE.init(jax.random.key(seed + 1), tok, tok))["params"]
-  tx = optax.adam(lr)
+  if shared:
+    k1, k2 = jax.random.split(jax.random.key(seed + 2))
+    vp = {"head": {"kernel": 0.1 * jax.random.normal(k1, (CFG.d_model,)),
+                   "bias": 0.1 * jax.random.normal(k2, ())}}
+  tx = tx or optax.adam(lr)
   mk = lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),  # noqa: E731
                             rng=jax.random.PRNGKey(seed))
   return ppo.PPOState(step=jnp.zeros((), jnp.int32), policy=mk(pp), value=mk(vp),
@@ -157,7 +163,7 @@ def test_response_logits_are_the_full_forwards_at_the_response_positions():
   np.testing.assert_allclose(np.asarray(got), np.asarray(full[:, -4:-1]), atol=1e-5)
 
 
-def _rollout(state, n_rows, reward_token, rng):
+def _rollout(state, n_rows, reward_token, rng, value_model=VALUE):
   """One-token responses to a fixed prompt; reward 1 for ``reward_token``, else 0."""
   prompt = jnp.tile(jnp.array([[3, 4, 5]], jnp.int32), (n_rows, 1))
   mask = jnp.ones_like(prompt)
@@ -166,7 +172,8 @@ def _rollout(state, n_rows, reward_token, rng):
   tokens = jnp.concatenate([prompt, out["tokens"]], 1)
   full_mask = jnp.concatenate([mask, out["mask"]], 1)
   resp_mask = out["mask"].astype(jnp.float32)
-  values = ppo.at_response(VALUE, state.value.params, tokens, full_mask, 1)
+  values = ppo.response_values(POLICY, value_model, (state.policy.params, state.value.params),
+                               tokens, full_mask, 1)
   score = (out["tokens"][:, 0] == reward_token).astype(jnp.float32)
   rewards, _ = ppo.token_rewards(out["logp"], out["logp"], resp_mask, score, state.kl_coef)
   adv, ret = ppo.gae(rewards, values, resp_mask)
@@ -186,13 +193,16 @@ def test_first_update_has_ratio_one_and_zero_approx_kl():
   assert float(m["pg_loss_count"]) == 16 * 2  # 2 epochs × 16 response tokens
 
 
-def test_ppo_finds_the_one_rewarded_token():
+@pytest.mark.parametrize("shared", [False, True])
+def test_ppo_finds_the_one_rewarded_token(shared):
   """A toy task with a known optimum: one response token, reward 1 only for token 7 (initially
   ~1/61 likely). 25 PPO iterations (64 rollouts, 2 epochs × 4 minibatches) must take its
-  probability above 0.9 — a flipped sign anywhere (advantage, ratio, loss) drives it to 0."""
-  state, tx = _state(lr=1e-2)
-  update = jax.jit(ppo.make_ppo_update(POLICY, VALUE, tx, tx, epochs=2, minibatches=4))
-  rollout_fn = jax.jit(lambda s, k: _rollout(s, 64, 7, k))
+  probability above 0.9 — a flipped sign anywhere (advantage, ratio, loss) drives it to 0. With
+  a value model of its own, and with the value a head on the policy's trunk."""
+  state, tx = _state(lr=1e-2, shared=shared)
+  value = None if shared else VALUE
+  update = jax.jit(ppo.make_ppo_update(POLICY, value, tx, tx, epochs=2, minibatches=4))
+  rollout_fn = jax.jit(lambda s, k: _rollout(s, 64, 7, k, value))
   for it in range(25):
     rollout, _ = rollout_fn(state, jax.random.PRNGKey(100 + it))
     state, _ = update(state, rollout)
@@ -250,5 +260,67 @@ def test_value_model_starts_from_the_pm_or_from_pi0s_trunk_with_a_zero_head():
   assert float(v["trunk"]["w"][0, 0]) == 2.0
   assert v["head"]["kernel"].shape == (4,) and not np.any(v["head"]["kernel"])
   assert float(v["head"]["bias"]) == 0.0
-  with pytest.raises(ValueError, match="allowed: pm, policy"):
-    ppo_stage.initial_value_params("shared", pm, pol)
+  v = ppo_stage.initial_value_params("shared", big, pol)  # a head alone, of the policy's width
+  assert set(v) == {"head"} and v["head"]["kernel"].shape == (4,)
+  assert not np.any(v["head"]["kernel"]) and float(v["head"]["bias"]) == 0.0
+  with pytest.raises(ValueError, match="allowed: pm, policy, shared"):
+    ppo_stage.initial_value_params("trunk", pm, pol)
+
+
+def test_a_shared_value_head_reads_the_policys_own_trunk():
+  """``value_model=None``: logits as the policy's own head gives them, values = the trunk's
+  states at the positions before each response token · kernel + bias (float64 numpy), the same
+  from ``response_values``; the states are the policy's (another trunk's would differ)."""
+  state, _ = _state(shared=True)
+  tokens, mask = left_padded_batch([9, 5], 9, seed=7)
+  n = 3
+  params = (state.policy.params, state.value.params)
+  logits, values = ppo.response_outputs(POLICY, None, params, tokens, mask, n)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(
+      ppo.at_response(POLICY, state.policy.params, tokens, mask, n)), atol=1e-6)
+  hidden = np.asarray(POLICY.apply({"params": state.policy.params}, tokens, mask,
+                                   method=lambda m, t, k: m.trunk(t, k)), np.float64)
+  head = state.value.params["head"]
+  want = hidden[:, -n - 1:-1] @ np.asarray(head["kernel"], np.float64) + float(head["bias"])
+  np.testing.assert_allclose(np.asarray(values), want, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(ppo.response_values(POLICY, None, params, tokens, mask,
+                                                            n)), want, atol=1e-5)
+  other = _state(seed=5)[0].policy.params
+  assert np.abs(np.asarray(ppo.response_values(POLICY, None, (other, state.value.params),
+                                               tokens, mask, n)) - want).max() > 1e-3
+
+
+def test_a_shared_trunk_is_trained_by_the_value_loss_scaled_by_vf_coef():
+  """One SGD step on one minibatch. The shared head's step equals that of a separate ValueModel
+  holding the policy's trunk and the same head (the same function of the head; at vf_coef = 0
+  neither moves). The policy's
+  step equals the separate models' policy step at vf_coef = 0 (the clipped surrogate alone) and
+  differs in the trunk, not in the LM head, at vf_coef = 1 (the value loss reaches the trunk)."""
+  sgd = optax.sgd(0.5)
+  shared, _ = _state(shared=True, tx=sgd)
+  separate = shared.replace(value=shared.value.replace(
+      params={"trunk": shared.policy.params["trunk"], "head": shared.value.params["head"]},
+      opt_state=sgd.init({"trunk": shared.policy.params["trunk"],
+                          "head": shared.value.params["head"]})))
+  rollout, _ = _rollout(separate, 8, 7, jax.random.PRNGKey(4))
+  rollout = {**rollout, "returns": rollout["returns"] + 1.5}  # a value error to learn
+
+  def step(state, value_model, vf_coef):
+    upd = ppo.make_ppo_update(POLICY, value_model, sgd, sgd, epochs=1, minibatches=1,
+                              vf_coef=vf_coef)
+    return jax.jit(upd)(state, rollout)[0]
+
+  def flat(tree):
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+            jax.tree_util.tree_leaves_with_path(tree)}
+  for vf_coef in (0.0, 1.0):  # (the separate models' policy step does not depend on it)
+    sh, sep = step(shared, None, vf_coef), step(separate, VALUE, vf_coef)
+    for k, v in flat(sh.value.params["head"]).items():
+      np.testing.assert_allclose(v, flat(sep.value.params["head"])[k], atol=1e-6)
+    got, want = flat(sh.policy.params), flat(sep.policy.params)
+    moved = {k for k in got if np.abs(got[k] - want[k]).max() > 1e-6}
+    if vf_coef == 0.0:
+      assert not moved
+    else:
+      assert any(k.startswith("['trunk']") for k in moved)
+      assert not any(k.startswith("['head']") for k in moved), moved

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hh.models import ScalarHead
 from hh.train.state import TrainState
 
 
@@ -174,6 +175,37 @@ def at_response(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> ja
   return model.apply({"params": params}, tokens, mask, method=fn)
 
 
+def response_outputs(policy_model, value_model, params: tuple, tokens: jax.Array,
+                     mask: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+  """(logits [B, N, V], values [B, N]) at the response positions, ``params`` = (policy, value).
+
+  ``value_model``: a ValueModel with its own trunk (two forward passes), or None for a scalar
+  head on the policy's own trunk (value params ``{"head": ...}``, one pass: the value loss then
+  trains the shared trunk too, scaled by ``vf_coef``)."""
+  pol_params, val_params = params
+  if value_model is not None:
+    return (at_response(policy_model, pol_params, tokens, mask, n),
+            at_response(value_model, val_params, tokens, mask, n))
+
+  def fn(m, t, k):
+    h = m.trunk(t, k)[:, -n - 1:-1]
+    return m.head(h), h
+  logits, hidden = policy_model.apply({"params": pol_params}, tokens, mask, method=fn)
+  values = ScalarHead(policy_model.cfg).apply({"params": val_params["head"]}, hidden)
+  return logits, values
+
+
+def response_values(policy_model, value_model, params: tuple, tokens: jax.Array,
+                    mask: jax.Array, n: int) -> jax.Array:
+  """Values [B, N] at the response positions (``response_outputs``'s, without the LM head)."""
+  pol_params, val_params = params
+  if value_model is not None:
+    return at_response(value_model, val_params, tokens, mask, n)
+  hidden = policy_model.apply({"params": pol_params}, tokens, mask,
+                              method=lambda m, t, k: m.trunk(t, k)[:, -n - 1:-1])
+  return ScalarHead(policy_model.cfg).apply({"params": val_params["head"]}, hidden)
+
+
 def token_log_probs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
   """log softmax(logits / T)[target] [B, N]."""
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
@@ -186,7 +218,8 @@ def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransfor
                     temperature: float = 1.0, axis_rules=()):
   """``(state, rollout) -> (state, metrics)``: ``epochs`` passes over the rollout in
   ``minibatches`` shuffled minibatches, each one optimizer step of the policy (clipped surrogate)
-  and of the value (clipped value loss), all inside one jit (``lax.scan``).
+  and of the value (clipped value loss), all inside one jit (``lax.scan``). ``value_model``
+  None: the value is a scalar head on the policy's trunk (``response_outputs``).
 
   ``rollout``: tokens, mask [B, P + N] (prompt left-padded, then the response); resp_mask,
   logp_old, values_old, advantages, returns [B, N] — frozen at rollout time (advantages
@@ -196,9 +229,9 @@ def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransfor
     pol_params, val_params = params
     n = mb["resp_mask"].shape[1]
     targets = mb["tokens"][:, -n:]
-    logits = at_response(policy_model, pol_params, mb["tokens"], mb["mask"], n)
+    logits, values = response_outputs(policy_model, value_model, (pol_params, val_params),
+                                      mb["tokens"], mb["mask"], n)
     logp = token_log_probs(logits, targets, temperature)
-    values = at_response(value_model, val_params, mb["tokens"], mb["mask"], n)
     pg = policy_loss(logp, mb["logp_old"], mb["advantages"], mb["resp_mask"], clip_eps)
     vf = value_loss(values, mb["values_old"], mb["returns"], mb["resp_mask"], vf_clip)
     count = jnp.maximum(pg["pg_loss_count"], 1.0)

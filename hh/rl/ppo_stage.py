@@ -15,7 +15,8 @@ Metrics per iteration (``metrics.jsonl``, "train"): the PPO losses and statistic
 rollout's samples: PM score (all, helpful and harmful requests), the scores of the same samples
 under each test PM of ``config.ppo.test_pms`` (``test_pm_score/<k>``: Figs. 4, 13, 33), gold
 helpfulness (helpful requests) and harmlessness (harmful ones), KL summed per response and its √,
-length, end-of-turn and refusal rates. Every ``eval_every`` iterations ("val"): gold scores and
+length, end-of-turn and refusal rates, and the value's explained variance of the rollout's
+returns. Every ``eval_every`` iterations ("val"): gold scores and
 the PM's scores (by request kind: Fig. 14) of samples on held-out prompts, and the policy's mean
 log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, SPEC §4.5).
 """
@@ -123,7 +124,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
   rows_per_call = min(config.sampling.batch_size, cfg.rollout_batch)
   # (a π0 of another shape than config.model is refused by hh/validate.py before this)
-  value_model = ValueModel(ModelConfig.from_config(config.model, tok.vocab_size))
+  value_model = (None if cfg.value_init == "shared"  # a head on the policy's trunk
+                 else ValueModel(ModelConfig.from_config(config.model, tok.vocab_size)))
   steps = cfg.loop.steps
   tx = state_lib.make_optimizer(cfg.optim, steps * cfg.epochs * cfg.minibatches)
   n = cfg.max_new_tokens
@@ -152,14 +154,14 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
     ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
         ppo.at_response(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
     values_fn = build_lib.jit_forward(
-        lambda p, t, m: ppo.at_response(value_model, p, t, m, n), mesh, rules)
+        lambda p, t, m: ppo.response_values(model, value_model, p, t, m, n), mesh, rules)
 
     @jax.jit
     def advantages(logp, ref_lp, resp, score, finished, values, kl_coef):
       rewards, kl = ppo.token_rewards(logp, ref_lp, resp, score, kl_coef, finished,
                                       cfg.eot_penalty)
       adv, ret = ppo.gae(rewards, values, resp, cfg.gamma, cfg.lam)
-      return adv, ret, kl.sum(-1)
+      return adv, ret, kl.sum(-1), ppo.explained_variance(values, ret, resp)
 
     update = jax.jit(ppo.make_ppo_update(
         model, value_model, tx, tx, epochs=cfg.epochs, minibatches=cfg.minibatches,
@@ -183,10 +185,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       bodies = response_bodies(out["tokens"], out["mask"], sampling.stop_ids)
       score = response_scores(scorer, True, tok, ctx, bodies)
       ref_lp = ref_lp_fn(ref_params, tokens, mask)
-      values = values_fn(state.value.params, tokens, mask)
+      values = values_fn((state.policy.params, state.value.params), tokens, mask)
       resp = out["mask"].astype(np.float32)
-      adv, ret, kl = advantages(out["logp"], ref_lp, resp, jnp.asarray(score, jnp.float32),
-                                out["finished"], values, state.kl_coef)
+      adv, ret, kl, ev = advantages(out["logp"], ref_lp, resp, jnp.asarray(score, jnp.float32),
+                                    out["finished"], values, state.kl_coef)
       texts = [tok.decode(b).strip() for b in bodies]
       g = eval_lib.gold_scores(world, ctx, texts)
       fam = families[rows]
@@ -203,7 +205,9 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                "refusal_rate_harmful": (refused[harmful].sum(), harmful.sum()),
                "refusal_rate_helpful": (refused[helpful].sum(), helpful.sum()),
                "length": (out["length"].sum(), len(rows)),
-               "end_of_turn": (out["finished"].sum(), len(rows))}
+               "end_of_turn": (out["finished"].sum(), len(rows)),
+               # the rollout's values against its returns (1: the value predicts them)
+               "value_explained_variance": (float(ev), 1)}
       for k, (test_pm, same_tok) in enumerate(test_pms):
         t = response_scores(test_pm, same_tok, tok, ctx, bodies)
         stats[f"test_pm_score/{k}"] = (t.sum(), len(t))
@@ -270,8 +274,9 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
 
 def initial_value_params(value_init: str, pm_params: dict, policy_params: dict) -> dict:
   """The value model's starting params: the PM's trunk and head (``pm``, SPEC §4.1's choice;
-  the PM must be of the policy's shape) or π0's trunk with a zero head (``policy``: a PM of any
-  size, e.g. the largest of a ladder)."""
+  the PM must be of the policy's shape), π0's trunk with a zero head (``policy``: a PM of any
+  size, e.g. the largest of a ladder), or a zero head alone on the policy's own trunk
+  (``shared``: one trunk trained by both losses, half the training FLOPs)."""
   if value_init == "pm":
     shapes = [jax.tree.map(jnp.shape, p["trunk"]) for p in (pm_params, policy_params)]
     if shapes[0] != shapes[1]:
@@ -279,12 +284,13 @@ def initial_value_params(value_init: str, pm_params: dict, policy_params: dict) 
                        "is another size); allowed: a PM of the policy's size, or value_init="
                        "'policy'")
     return {"trunk": pm_params["trunk"], "head": pm_params["head"]}
-  if value_init == "policy":
+  if value_init in ("policy", "shared"):
     d = policy_params["trunk"]["embed"]["embedding"].shape[-1]
     kernel = pm_params["head"]["kernel"]
-    return {"trunk": policy_params["trunk"],
-            "head": {"kernel": jnp.zeros((d,), kernel.dtype), "bias": jnp.zeros((), kernel.dtype)}}
-  raise ValueError(f"config.ppo.value_init={value_init!r}; allowed: pm, policy")
+    head = {"kernel": jnp.zeros((d,), kernel.dtype), "bias": jnp.zeros((), kernel.dtype)}
+    return {"head": head} if value_init == "shared" else {"trunk": policy_params["trunk"],
+                                                          "head": head}
+  raise ValueError(f"config.ppo.value_init={value_init!r}; allowed: pm, policy, shared")
 
 
 def response_bodies(tokens: np.ndarray, mask: np.ndarray, stop_ids) -> list[list[int]]:
