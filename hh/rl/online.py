@@ -10,8 +10,9 @@ the label source. Iteration i ≥ 2 collects an **online** tranche: the policies
 collapse) split the prompts between them, each answering its prompts twice, and the label
 source compares the two. With ``deploy_k`` > 1 each of those responses is the best of
 ``deploy_k`` samples under the newest PM (the deployed model is the policy plus rejection
-sampling: the best policy available when PPO alone is weaker than best-of-k of π0). Each iteration then trains a PM from the LM (the base comparison sets
-plus every tranche so far; PMP as configured) and a policy by PPO from π0 against that PM:
+sampling: the best policy available when PPO alone is weaker than best-of-k of π0). Each
+iteration then trains a PM from the LM (the base comparison sets plus every tranche so far; PMP
+as configured) and a policy by PPO from π0 against that PM:
 policies are never updated in place (base → RS → online, SPEC §5.1).
 
 Layout of ``workdir`` (the ``online/`` folder of a pipeline)::
@@ -181,13 +182,14 @@ def _sample_pairs(config, pol, scorer, contexts: list[str], k: int, seed: int
                   ) -> tuple[list[str], list[str]]:
   """Two responses per context, each the best of ``k`` samples under ``scorer`` (the first of
   two plain samples when k = 1, nothing scored) → (texts_a, texts_b)."""
-  from hh.rl import policies
+  from hh.rl import best_of_n, policies
   from hh.rl import policy as policy_lib
   s = policy_lib.generate(pol, contexts, 2 * k, policy_lib.sampling_config(pol, config.sampling),
                           seed, config.sampling.batch_size, config.sampling.buckets)
   best = np.zeros((len(contexts), 2), np.int64)
-  if k > 1:
-    best = policies.pm_scores(config, scorer, pol, s).reshape(len(contexts), 2, k).argmax(-1)
+  if k > 1:  # rows 2p·k … (2p+2)·k − 1 are prompt p's two groups of k samples
+    scores = policies.pm_scores(config, scorer, pol, s).reshape(2 * len(contexts), k)
+    best = best_of_n.pick(scores).reshape(len(contexts), 2)
   return ([s.texts[2 * p * k + best[p, 0]] for p in range(len(contexts))],
           [s.texts[(2 * p + 1) * k + best[p, 1]] for p in range(len(contexts))])
 
@@ -217,8 +219,7 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
     pol = policy_lib.load(path, "pi0" if i == 1 else f"iter_{i}_{d}")
     if k > 1 and scorer is None:
       scorer = policies.load_scorer(config, rerank, pol)
-    a, b = _sample_pairs(config, pol, scorer, [contexts[p] for p in mine], k,
-                         seed + (d if i > 1 else 0))
+    a, b = _sample_pairs(config, pol, scorer, [contexts[p] for p in mine], k, seed + d)
     for q, p in enumerate(mine):
       texts_a[p], texts_b[p] = a[q], b[q]
   pairs = [tranche_lib.Pair(f"{i}-{p}", c, f, a, b)

@@ -186,13 +186,19 @@ def response_outputs(policy_model, value_model, params: tuple, tokens: jax.Array
   if value_model is not None:
     return (at_response(policy_model, pol_params, tokens, mask, n),
             at_response(value_model, val_params, tokens, mask, n))
+  hidden = _trunk_at_response(policy_model, pol_params, tokens, mask, n)
+  logits = policy_model.apply({"params": pol_params}, hidden, method=lambda m, h: m.head(h))
+  return logits, _shared_values(policy_model, val_params, hidden)
 
-  def fn(m, t, k):
-    h = m.trunk(t, k)[:, -n - 1:-1]
-    return m.head(h), h
-  logits, hidden = policy_model.apply({"params": pol_params}, tokens, mask, method=fn)
-  values = ScalarHead(policy_model.cfg).apply({"params": val_params["head"]}, hidden)
-  return logits, values
+
+def _trunk_at_response(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
+  """The trunk's states [B, N, D] at the positions that predict the last ``n`` tokens."""
+  return model.apply({"params": params}, tokens, mask,
+                     method=lambda m, t, k: m.trunk(t, k)[:, -n - 1:-1])
+
+
+def _shared_values(policy_model, val_params: dict, hidden: jax.Array) -> jax.Array:
+  return ScalarHead(policy_model.cfg).apply({"params": val_params["head"]}, hidden)
 
 
 def response_values(policy_model, value_model, params: tuple, tokens: jax.Array,
@@ -201,9 +207,8 @@ def response_values(policy_model, value_model, params: tuple, tokens: jax.Array,
   pol_params, val_params = params
   if value_model is not None:
     return at_response(value_model, val_params, tokens, mask, n)
-  hidden = policy_model.apply({"params": pol_params}, tokens, mask,
-                              method=lambda m, t, k: m.trunk(t, k)[:, -n - 1:-1])
-  return ScalarHead(policy_model.cfg).apply({"params": val_params["head"]}, hidden)
+  return _shared_values(policy_model, val_params,
+                        _trunk_at_response(policy_model, pol_params, tokens, mask, n))
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
