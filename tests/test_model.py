@@ -234,6 +234,56 @@ def test_bf16_products_accumulate_in_float32_forward_and_backward():
                                                 b.astype(jnp.float32)))
 
 
+def _attention_reference(q, k, v, mask, chunk):
+  """Float64 numpy softmax attention with ``attend``'s query blocks: query block i sees keys
+  [0, end of block i) and a masked score is float32's minimum (a fully masked row averages its
+  block's keys uniformly)."""
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  t_len, s_len = q.shape[1], k.shape[1]
+  chunked = chunk and t_len == s_len and t_len > chunk and t_len % chunk == 0
+  out = np.zeros(q.shape)
+  for lo in range(0, t_len, chunk if chunked else t_len):
+    hi = lo + chunk if chunked else t_len
+    keys = hi if chunked else s_len
+    s = np.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys])
+    s = np.where(np.asarray(mask)[:, :, lo:hi, :keys], s, np.finfo(np.float32).min)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    out[:, lo:hi] = np.einsum("bhts,bshk->bthk", p / p.sum(-1, keepdims=True), v[:, :keys])
+  return out
+
+
+@pytest.mark.parametrize("t_len,s_len,chunk", [(12, 12, 4), (12, 12, 3), (12, 12, 0), (1, 12, 0)])
+def test_bf16_attention_on_cpu_matches_float64_and_its_gradients_the_float32_paths(
+    t_len, s_len, chunk):
+  """``attend`` on bf16 q, k, v (CPU: the float32-accumulating path with its own backward)
+  against a float64 numpy forward, and its q, k and v gradients against autodiff of the
+  float32 path on the same bf16-rounded inputs — to bf16 rounding. Left padding gives fully
+  masked pad queries; causal blocks of 4 and 3 (three and four blocks), one block, and one
+  query over 12 keys (the read-out layer). A dropped D term, swapped dK/dV or a key block
+  summed over the wrong query blocks is off by far more."""
+  from hh.models.transformer import attend, attention_mask
+  rng = np.random.default_rng(7)
+  shape = (3, t_len, 2, 8)
+  q, g = (jnp.asarray(rng.normal(size=shape), jnp.bfloat16) for _ in range(2))
+  k, v = (jnp.asarray(rng.normal(size=(3, s_len, 2, 8)), jnp.bfloat16) for _ in range(2))
+  kv_mask = np.ones((3, s_len), np.int32)
+  kv_mask[1, :4], kv_mask[2, :9] = 0, 0                      # left padding
+  mask = attention_mask(jnp.asarray(kv_mask), t_len, s_len - t_len)
+  if t_len > 1:
+    assert not np.asarray(mask).any(-1).all()                # some query sees no key at all
+  out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, mask, chunk), q, k, v)
+  assert out.dtype == jnp.bfloat16
+  want = _attention_reference(q, k, v, mask, chunk)
+  np.testing.assert_allclose(np.asarray(out, np.float64), want, atol=2**-7 * np.abs(want).max())
+  f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+  _, vjp32 = jax.vjp(lambda q, k, v: attend(q, k, v, mask, chunk), *f32)
+  for got, ref in zip(vjp(g), vjp32(g.astype(jnp.float32))):
+    assert got.dtype == jnp.bfloat16
+    ref = np.asarray(ref, np.float64)
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, atol=2**-6 * np.abs(ref).max())
+
+
 def test_an_unrolled_layer_scan_computes_the_same_logits_and_gradients():
   """scan_unroll 2 of 3 layers: an unrolled pair, then the remainder."""
   import dataclasses

@@ -103,6 +103,11 @@ def rope(x: Array, tables: tuple[Array, Array]) -> Array:
   return out.astype(x.dtype)
 
 
+def _cpu_bf16(*arrays: Array) -> bool:
+  """bf16 operands on a CPU backend: the case with its own float32-accumulating products."""
+  return all(a.dtype == jnp.bfloat16 for a in arrays) and jax.default_backend() == "cpu"
+
+
 def contract(spec: str, a: Array, b: Array, out_dtype=None) -> Array:
   """``jnp.einsum(spec, a, b)`` for 2-D operands (every index in two of the three terms).
 
@@ -112,10 +117,9 @@ def contract(spec: str, a: Array, b: Array, out_dtype=None) -> Array:
   bf16 × bf16 → f32 dot ~5× faster than an f32 dot, but a bf16 → bf16 dot no faster (2048²:
   ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16. On
   accelerators and for float32 operands this is plain einsum (float32 results are unchanged).
-  Only 2-D: XLA's CPU runtime has no batched bf16 × bf16 → f32 dot ("Unsupported element type
-  for DotThunk"), so attention's batched products stay as they were."""
+  Attention's batched products have their own bf16 path (``attend``)."""
   out_dtype = out_dtype or a.dtype
-  if a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+  if _cpu_bf16(a, b):
     return _contract_f32acc(spec, jnp.dtype(out_dtype), a, b)
   return jnp.einsum(spec, a, b).astype(out_dtype)
 
@@ -157,25 +161,31 @@ def take_rows(x: Array, index: Array) -> Array:
   return jnp.take_along_axis(x, index, axis=1)
 
 
+def _query_blocks(t_len: int, s_len: int, chunk: int) -> list[tuple[int, int, int]]:
+  """(lo, hi, keys) per query block: queries [lo, hi) attend to keys [0, keys).
+
+  With ``chunk`` > 0 and a full causal forward (S = T, query t at slot t) there are T / chunk
+  blocks and block i sees keys up to its end, skipping the masked upper triangle; otherwise one
+  block of every query over every key."""
+  if not chunk or t_len != s_len or t_len <= chunk or t_len % chunk:
+    return [(0, t_len, s_len)]
+  return [(lo, lo + chunk, lo + chunk) for lo in range(0, t_len, chunk)]
+
+
 def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0) -> Array:
   """Softmax attention: q [B, T, H, K] (already scaled by 1/√K), k, v [B, S, H, K], mask
   [B, 1, T, S] → [B, T, H, K], scores and softmax in float32.
 
   The softmax is normalised after the value matmul (one division over [B, T, H, K] instead of
-  over the [B, H, T, S] probabilities). With ``chunk`` > 0 and a full causal forward (S = T,
-  query t at slot t), query blocks of ``chunk`` tokens attend only to keys up to the block's
-  end, which skips the masked upper triangle: on CPU the 13M PM step's attention is 30% faster
-  (``benchmarks/pm_step.py``). A fully masked row (a pad query) gives the uniform average of v.
+  over the [B, H, T, S] probabilities). With ``chunk`` > 0 and a full causal forward, query
+  blocks skip the masked upper triangle (``_query_blocks``): on CPU the 13M PM step's attention
+  is 30% faster (``benchmarks/pm_step.py``). A fully masked row (a pad query) gives the uniform
+  average of v. bf16 on CPU goes through ``_attend_f32acc`` (same math, its own backward).
   """
-  t_len, s_len = q.shape[1], k.shape[1]
-  if not chunk or t_len != s_len or t_len <= chunk or t_len % chunk:
-    chunk, blocks = t_len, 1
-  else:
-    blocks = t_len // chunk
+  if _cpu_bf16(q, k, v):
+    return _attend_f32acc(q, k, v, mask, chunk)
   outs = []
-  for i in range(blocks):
-    lo, hi = i * chunk, (i + 1) * chunk
-    keys = hi if blocks > 1 else s_len  # block i sees keys [0, hi); one block sees them all
+  for lo, hi, keys in _query_blocks(q.shape[1], k.shape[1], chunk):
     s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys]).astype(jnp.float32)
     # A finite minimum, not -inf: a fully masked row softmaxes to uniform, not NaN.
     s = jnp.where(mask[:, :, lo:hi, :keys], s, jnp.finfo(jnp.float32).min)
@@ -183,7 +193,66 @@ def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0) -> Array:
     out = jnp.einsum("bhts,bshk->bthk", e.astype(q.dtype), v[:, :keys])
     norm = jnp.transpose(e.sum(-1), (0, 2, 1))[..., None]                 # [B, t, H, 1]
     outs.append((out.astype(jnp.float32) / norm).astype(q.dtype))
-  return outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+def _by_key_block(parts: list[Array], blocks, dtype) -> Array:
+  """Sums per-query-block key gradients [B, keys_i, H, K] into [B, S, H, K]: key block j
+  collects the query blocks i ≥ j that saw it (one fused sum per block, no scatter)."""
+  if len(parts) == 1:
+    return parts[0].astype(dtype)
+  return jnp.concatenate([sum(parts[i][:, lo:hi] for i in range(j, len(parts))).astype(dtype)
+                          for j, (lo, hi, _) in enumerate(blocks)], axis=1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attend_f32acc(q: Array, k: Array, v: Array, mask: Array, chunk: int) -> Array:
+  """``attend`` for bf16 q, k, v on CPU: every product bf16 × bf16 → f32, probabilities P
+  rounded to bf16 once and kept for the standard softmax-attention backward: with
+  D = rowsum(dO ⊙ O), dV = Pᵀ dO, dS = P ⊙ (dO Vᵀ − D) (0 where masked), dQ = dS K,
+  dK = dSᵀ Q. Autodiff's backward of ``attend`` runs bf16 → bf16 batched dots (~50 GFLOP/s on
+  this CPU against ~90 for bf16 → f32) and several passes over the [B, H, T, S] scores; this
+  takes the 13M PM step's attention (one layer's forward and backward) from ~430 to ~200 ms."""
+  return _attend_f32acc_fwd(q, k, v, mask, chunk)[0]
+
+
+def _attend_f32acc_fwd(q, k, v, mask, chunk):
+  f32 = jnp.float32
+  outs, probs = [], []
+  for lo, hi, keys in _query_blocks(q.shape[1], k.shape[1], chunk):
+    s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys], preferred_element_type=f32)
+    s = jnp.where(mask[:, :, lo:hi, :keys], s, jnp.finfo(f32).min)
+    e = jnp.exp(s - s.max(-1, keepdims=True))
+    p = (e / e.sum(-1, keepdims=True)).astype(q.dtype)                    # [B, H, t, s]
+    outs.append(jnp.einsum("bhts,bshk->bthk", p, v[:, :keys],
+                           preferred_element_type=f32).astype(q.dtype))
+    probs.append(p)
+  out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+  return out, (q, k, v, mask, out, tuple(probs))
+
+
+def _attend_f32acc_bwd(chunk, res, d_out):
+  f32 = jnp.float32
+  q, k, v, mask, out, probs = res
+  blocks = _query_blocks(q.shape[1], k.shape[1], chunk)
+  d_out = d_out.astype(q.dtype)
+  dd = jnp.einsum("bthk,bthk->bht", d_out, out, preferred_element_type=f32)  # D [B, H, T]
+  dq, dk, dv = [], [], []
+  for (lo, hi, keys), p in zip(blocks, probs):
+    g = d_out[:, lo:hi]
+    dv.append(jnp.einsum("bhts,bthk->bshk", p, g, preferred_element_type=f32))
+    dp = jnp.einsum("bthk,bshk->bhts", g, v[:, :keys], preferred_element_type=f32)
+    ds = p.astype(f32) * (dp - dd[:, :, lo:hi, None])
+    # masked scores get no gradient (a fully masked row's uniform P is not a function of them)
+    ds = jnp.where(mask[:, :, lo:hi, :keys], ds, 0).astype(q.dtype)
+    dq.append(jnp.einsum("bhts,bshk->bthk", ds, k[:, :keys],
+                         preferred_element_type=f32).astype(q.dtype))
+    dk.append(jnp.einsum("bhts,bthk->bshk", ds, q[:, lo:hi], preferred_element_type=f32))
+  dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=1)
+  return dq, _by_key_block(dk, blocks, k.dtype), _by_key_block(dv, blocks, v.dtype), None
+
+
+_attend_f32acc.defvjp(_attend_f32acc_fwd, _attend_f32acc_bwd)
 
 
 def attend_cached(q: Array, k: Array, v: Array, mask: Array) -> Array:
