@@ -88,11 +88,16 @@ def positions_from_mask(mask: Array) -> Array:
 
 
 def rope_tables(positions: Array, d_head: int, theta: float) -> tuple[Array, Array]:
-  """(sin, cos) [B, T, 1, K/2] of the rotary angles; computed once per forward, shared by layers."""
+  """(sin, cos) [B, T, 1, K/2] of the rotary angles; computed once per forward, shared by layers.
+
+  The optimization barrier keeps them computed once: without it XLA on CPU fuses sin and cos
+  into every rotation and evaluates them per element of q and k (H times over, forward and
+  backward, every layer)."""
   half = d_head // 2
   freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)   # [K/2]
   angle = positions[..., None].astype(jnp.float32) * freq          # [B, T, K/2]
-  return jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+  sin, cos = jax.lax.optimization_barrier((jnp.sin(angle), jnp.cos(angle)))
+  return sin[:, :, None, :], cos[:, :, None, :]
 
 
 def rope(x: Array, tables: tuple[Array, Array]) -> Array:
