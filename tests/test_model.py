@@ -234,6 +234,35 @@ def test_bf16_products_accumulate_in_float32_forward_and_backward():
                                                 b.astype(jnp.float32)))
 
 
+@pytest.mark.parametrize("rows,split", [(64, 2), (64, 16), (64, 3), (63, 2), (16, 16)])
+def test_bf16_weight_gradient_over_split_rows_is_the_float64_sum(rows, split):
+  """The weight gradient Σ_t a[t, i] g[t, o] runs as a contraction over (split, rows / split)
+  (``_einsum_f32acc``: XLA's bf16 kernels then take it); every split — dividing the rows, not
+  dividing them (falls back to 2), odd rows (no split), all rows in the split — is the float64
+  sum. Pairing a's row block with another block of g, or splitting one operand's rows in the
+  other order, is far outside bf16's output rounding; ``_dense`` splits [B, T, D] rows by B."""
+  from hh.models.transformer import _dense, contract
+  rng = np.random.default_rng(1)
+  a = jnp.asarray(rng.normal(size=(rows, 256)), jnp.bfloat16)
+  b = jnp.asarray(rng.normal(size=(256, 40)), jnp.bfloat16)
+  g = jnp.asarray(rng.normal(size=(rows, 40)) * np.arange(1, rows + 1)[:, None], jnp.bfloat16)
+  _, vjp = jax.vjp(lambda a, b: contract("ti,io->to", a, b, split=split), a, b)
+  da, db = jax.jit(vjp)(g)
+  a64, b64, g64 = (np.asarray(x, np.float64) for x in (a, b, g))
+  for got, want in ((db, a64.T @ g64), (da, g64 @ b64.T)):
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-7,
+                               atol=2**-7 * np.abs(want).max())
+  if rows % 4 == 0:   # rows in [B, T] order through _dense: the same sum
+    x3 = a.reshape(4, rows // 4, 256)
+    _, vjp3 = jax.vjp(lambda x, b: _dense(x, b), x3, b)
+    dx3, db3 = jax.jit(vjp3)(g.reshape(4, rows // 4, 40))
+    np.testing.assert_allclose(np.asarray(db3, np.float64), a64.T @ g64, rtol=2**-7,
+                               atol=2**-7 * np.abs(a64.T @ g64).max())
+    np.testing.assert_allclose(np.asarray(dx3, np.float64).reshape(rows, 256), g64 @ b64.T,
+                               rtol=2**-7, atol=2**-7 * np.abs(g64 @ b64.T).max())
+
+
 def _attention_reference(q, k, v, mask, chunk):
   """Float64 numpy softmax attention with ``attend``'s query blocks: query block i sees keys
   [0, end of block i) and a masked score is float32's minimum (a fully masked row averages its

@@ -113,40 +113,65 @@ def _cpu_bf16(*arrays: Array) -> bool:
   return all(a.dtype == jnp.bfloat16 for a in arrays) and jax.default_backend() == "cpu"
 
 
-def contract(spec: str, a: Array, b: Array, out_dtype=None) -> Array:
+def contract(spec: str, a: Array, b: Array, out_dtype=None, split: int = 2) -> Array:
   """``jnp.einsum(spec, a, b)`` for 2-D operands (every index in two of the three terms).
 
   bf16 operands on CPU go through ``_contract_f32acc``: every product (forward and both
   gradients) accumulates in float32 and is rounded once to ``out_dtype`` (default: the operands'
   dtype). On a CPU with bf16 dot products (AMX; checked in ``benchmarks/common.py``) XLA runs a
   bf16 × bf16 → f32 dot ~5× faster than an f32 dot, but a bf16 → bf16 dot no faster (2048²:
-  ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16. On
-  accelerators and for float32 operands this is plain einsum (float32 results are unchanged).
-  Attention's batched products have their own bf16 path (``attend``)."""
+  ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16.
+  ``split``: how a gradient contracting over a's leading axis splits it (``_einsum_f32acc``);
+  rows flattened from [B, T, ...] run fastest split by B. On accelerators and for float32
+  operands this is plain einsum (float32 results are unchanged). Attention's batched products
+  have their own bf16 path (``attend``)."""
   out_dtype = out_dtype or a.dtype
   if _cpu_bf16(a, b):
-    return _contract_f32acc(spec, jnp.dtype(out_dtype), a, b)
+    return _contract_f32acc(spec, jnp.dtype(out_dtype), split, a, b)
   return jnp.einsum(spec, a, b).astype(out_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _contract_f32acc(spec: str, out_dtype, a: Array, b: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _contract_f32acc(spec: str, out_dtype, split: int, a: Array, b: Array) -> Array:
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
-def _contract_f32acc_fwd(spec, out_dtype, a, b):
-  return _contract_f32acc(spec, out_dtype, a, b), (a, b)
+def _contract_f32acc_fwd(spec, out_dtype, split, a, b):
+  return _contract_f32acc(spec, out_dtype, split, a, b), (a, b)
 
 
-def _contract_f32acc_bwd(spec, out_dtype, res, g):
+def _contract_f32acc_bwd(spec, out_dtype, split, res, g):
   """For C = Σ A·B: dA = Σ g·B and dB = Σ A·g, each a bf16 × bf16 → f32 product."""
   a, b = res
   ins, out = spec.split("->")
   sa, sb = ins.split(",")
   g = g.astype(a.dtype)
-  da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=jnp.float32)
-  db = jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=jnp.float32)
+  da = _einsum_f32acc(f"{out},{sb}->{sa}", g, b, split)
+  db = _einsum_f32acc(f"{sa},{out}->{sb}", a, g, split)
   return da.astype(a.dtype), db.astype(b.dtype)
+
+
+def _einsum_f32acc(spec: str, x: Array, y: Array, split: int = 2) -> Array:
+  """``jnp.einsum(spec, x, y)`` of 2-D bf16 operands, accumulated and returned in float32.
+
+  XLA:CPU hands a bf16 dot to its bf16 kernels (YNNPACK) only when the left operand's
+  contracted axis is its last; any other it runs as a float32 dot on upcast copies, ~4× slower.
+  That is every dense layer's weight gradient, Σ_t x[t, i] y[t, o]. Splitting that leading
+  contracted axis in two, (split, n / split), makes a two-axis contraction, which XLA
+  canonicalises with a bf16 transpose of ``x`` and runs on those kernels: the 13M W1 step's
+  weight gradients 3–4.5× faster (``benchmarks/profile_step.py``). The transpose is fast when
+  the split matches the rows' own leading axis (B of [B, T, D] flattened; split 2 of such rows:
+  ~5× slower transposes), so ``_dense`` passes it. The same sum, associated otherwise."""
+  (sx, sy), out = spec.split("->")[0].split(","), spec.split("->")[1]
+  c, n = sx[0], x.shape[0]
+  split = split if split > 1 and n % split == 0 else 2
+  if c in out or n % split or out != sx[1] + sy.replace(c, ""):
+    return jnp.einsum(spec, x, y, preferred_element_type=jnp.float32)
+  j = sy.index(c)                      # the contracted axis of y, split the same way
+  x2 = x.reshape(split, n // split, x.shape[1])
+  y2 = y.reshape(*y.shape[:j], split, n // split, *y.shape[j + 1:])
+  dims = (((0, 1), (j, j + 1)), ((), ()))
+  return jax.lax.dot_general(x2, y2, dims, preferred_element_type=jnp.float32)
 
 
 _contract_f32acc.defvjp(_contract_f32acc_fwd, _contract_f32acc_bwd)
@@ -286,7 +311,8 @@ def _dense(x: Array, w: Array, n_in: int = 1) -> Array:
   """
   lead, d_in = x.shape[:x.ndim - n_in], w.shape[:n_in]
   d_out = w.shape[n_in:]
-  y = contract("ti,io->to", x.reshape(-1, math.prod(d_in)), w.reshape(math.prod(d_in), -1))
+  y = contract("ti,io->to", x.reshape(-1, math.prod(d_in)), w.reshape(math.prod(d_in), -1),
+               split=lead[0] if len(lead) > 1 else 2)
   return y.reshape(*lead, *d_out)
 
 
