@@ -59,10 +59,12 @@ def parse_flags(argv: list[str], prog: str = "hh") -> list[str]:
     sys.exit(f"{prog}: error: {given + ': ' if given else ''}{detail}")
   except (AttributeError, KeyError) as e:
     msg = _one_line(e)
-    key = msg.split("'")[0].strip()
+    quoted = re.search(r"'([^'\"]+)'", msg)     # ml_collections names the missing field quoted
+    key = quoted.group(1) if quoted else msg.split("'")[0].strip()
     bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-    where = next((b for b in bad if b.split(".")[-1] == key), ", ".join(bad))
-    hint = msg[len(key):].strip("' ")
+    # the flag with the missing field on its path (an unknown inner key, e.g. config.data.x)
+    where = next((b for b in bad if key in b.split(".")[1:]), ", ".join(bad))
+    hint = msg[msg.find(key) + len(key):].strip("'\" ") if quoted else msg[len(key):].strip("' ")
     sys.exit(f"{prog}: error: unknown config key {where}" + (f" ({hint})" if hint else ""))
   except ValueError as e:
     sys.exit(f"{prog}: error: {_one_line(e)}")
