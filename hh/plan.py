@@ -27,6 +27,7 @@ def plan(config, mesh) -> dict[str, float]:
   """Compiles the LM train step of ``config`` on ``mesh`` from abstract shapes; returns bytes."""
   from hh import sharding
   from hh.lm import train as lm_train
+  from hh.models import transformer
 
   with jax.set_mesh(mesh):
     built = lm_train.build(config, mesh, config.tokenizer.vocab_size)
@@ -38,7 +39,8 @@ def plan(config, mesh) -> dict[str, float]:
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          abstract, shardings)
     t0 = time.perf_counter()
-    compiled = built.train_step.lower(state, batch).compile()
+    with transformer.accelerator_paths():  # the TPU/GPU program, not the CPU's bf16 forms
+      compiled = built.train_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))

@@ -263,6 +263,34 @@ def test_bf16_weight_gradient_over_split_rows_is_the_float64_sum(rows, split):
                                rtol=2**-7, atol=2**-7 * np.abs(g64 @ b64.T).max())
 
 
+def test_accelerator_paths_trace_the_plain_products_on_cpu():
+  """Inside ``accelerator_paths`` (what ``hh.plan`` compiles under) bf16 ``contract`` and
+  ``attend`` trace the accelerator's plain products, outside it their CPU custom-VJP forms; the
+  switch is restored on exit, and float32 is the plain form either way."""
+  from hh.models.transformer import accelerator_paths, attend, contract
+
+  def prims(fn, *args):
+    return {e.primitive.name for e in jax.make_jaxpr(fn)(*args).eqns}
+
+  a, b = jnp.ones((8, 16), jnp.bfloat16), jnp.ones((16, 4), jnp.bfloat16)
+  q = jnp.ones((2, 8, 2, 4), jnp.bfloat16)
+  mask = jnp.ones((2, 1, 8, 8), bool)
+  def dense(a, b):  # traced through a fresh lambda each time: jit caches traces by function
+    return contract("ti,io->to", a, b)
+
+  def attn(q):
+    return attend(q, q, q, mask, 4)
+
+  assert "custom_vjp_call" in prims(lambda *x: dense(*x), a, b)
+  assert "custom_vjp_call" in prims(lambda q: attn(q), q)
+  with accelerator_paths():
+    assert "custom_vjp_call" not in prims(lambda *x: dense(*x), a, b)
+    assert "custom_vjp_call" not in prims(lambda q: attn(q), q)
+  assert "custom_vjp_call" in prims(lambda *x: dense(*x), a, b)
+  f32 = (a.astype(jnp.float32), b.astype(jnp.float32))
+  assert "custom_vjp_call" not in prims(lambda *x: dense(*x), *f32)
+
+
 def _attention_reference(q, k, v, mask, chunk):
   """Float64 numpy softmax attention with ``attend``'s query blocks: query block i sees keys
   [0, end of block i) and a masked score is float32's minimum (a fully masked row averages its

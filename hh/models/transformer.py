@@ -14,6 +14,8 @@ F d_ff, V vocab, L layers.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -108,9 +110,26 @@ def rope(x: Array, tables: tuple[Array, Array]) -> Array:
   return out.astype(x.dtype)
 
 
+_ACCELERATOR_PATHS = contextvars.ContextVar("hh_accelerator_paths", default=False)
+
+
+@contextlib.contextmanager
+def accelerator_paths():
+  """Within it, functions traced on a CPU backend take the paths they take on accelerators:
+  ``contract`` and ``attend`` skip their bf16-on-CPU forms. ``hh.plan`` compiles a TPU or GPU
+  step on CPU devices to estimate its memory, and needs the accelerator's program. jit caches
+  by function and arguments, not by this switch: trace a fresh function inside it."""
+  token = _ACCELERATOR_PATHS.set(True)
+  try:
+    yield
+  finally:
+    _ACCELERATOR_PATHS.reset(token)
+
+
 def _cpu_bf16(*arrays: Array) -> bool:
   """bf16 operands on a CPU backend: the case with its own float32-accumulating products."""
-  return all(a.dtype == jnp.bfloat16 for a in arrays) and jax.default_backend() == "cpu"
+  return (all(a.dtype == jnp.bfloat16 for a in arrays) and jax.default_backend() == "cpu"
+          and not _ACCELERATOR_PATHS.get())
 
 
 def contract(spec: str, a: Array, b: Array, out_dtype=None, split: int = 2) -> Array:

@@ -49,7 +49,7 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
   (``programs=False``: the models' bytes only, nothing compiled)."""
   import flax.linen as nn
 
-  from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel
+  from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel, transformer
   from hh.pm import step as pm_step
   from hh.rl import ppo
   from hh.rl import sample as sample_lib
@@ -99,7 +99,8 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
 
     def compile_(name, fn, args, extra_args):
       t0 = time.perf_counter()
-      compiled = fn.lower(*args).compile()
+      with transformer.accelerator_paths():  # the TPU/GPU program, not the CPU's bf16 forms
+        compiled = fn.lower(*args).compile()
       out["compile_s"] += time.perf_counter() - t0
       out["programs"][name] = _memory(compiled, extra_args, resident)
 
