@@ -183,3 +183,65 @@ def test_lm_loss_is_the_weighted_mean_token_loss():
   assert float(m["accuracy_sum"]) == pytest.approx((weights * correct).sum(), rel=1e-6)
   assert float(m["loss_count"]) == pytest.approx(weights.sum())
   assert float(m["accuracy_count"]) == pytest.approx(weights.sum())  # what reduce() divides by
+
+
+@pytest.mark.parametrize("dtype,chunk", [("float32", 8), ("float32", 2), ("float32", 1),
+                                         ("bfloat16", 4)])
+def test_fused_head_loss_and_its_gradients_match_float64(dtype, chunk):
+  """``fused_head_loss`` (the CPU LM loss: logits a chunk at a time, gradients formed in the
+  forward) against float64 numpy: the weighted NLL and accuracy sums, and d/dx, d/dw under a
+  loss cotangent of 2.5 (the accuracy's cotangent is ignored: it is a count). A dropped weight,
+  a flipped one-hot, an unscaled or the accuracy's cotangent, or chunks summed off by one are far
+  outside the tolerances (fp32: 1e-5; bf16: its rounding of x, w and dlogits, 2⁻⁶ of the max)."""
+  rng = np.random.default_rng(5)
+  b, t, d, v = 3, 8, 16, 40
+  dt = jnp.dtype(dtype)
+  x = jnp.asarray(rng.normal(size=(b, t, d)), dt)
+  w = jnp.asarray(rng.normal(size=(d, v)) * 0.5, dt)
+  targets = rng.integers(0, v, (b, t)).astype(np.int32)
+  weights = rng.choice([0.0, 0.5, 1.0, 2.0], (b, t)).astype(np.float32)
+  (loss, acc), vjp = jax.vjp(
+      lambda x, w: lm_step.fused_head_loss(x, w, jnp.asarray(targets), jnp.asarray(weights),
+                                           chunk), x, w)
+  dx, dw = vjp((jnp.float32(2.5), jnp.float32(7.0)))
+  x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  logits = x64 @ w64
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  nll = -np.log(np.take_along_axis(p, targets[..., None], -1)[..., 0])
+  dlogits = 2.5 * weights[..., None] * (p - np.eye(v)[targets])
+  want = {"loss": (weights * nll).sum(), "acc": (weights * (logits.argmax(-1) == targets)).sum(),
+          "dx": dlogits @ w64.T, "dw": np.einsum("bti,btv->iv", x64, dlogits)}
+  tol = 1e-5 if dtype == "float32" else 2**-6
+  assert float(loss) == pytest.approx(want["loss"], rel=tol)
+  assert float(acc) == pytest.approx(want["acc"])
+  assert dx.dtype == dt and dw.dtype == dt
+  for got, ref in ((dx, want["dx"]), (dw, want["dw"])):
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=tol,
+                               atol=tol * np.abs(ref).max())
+
+
+def test_lm_loss_on_cpu_gives_the_plain_heads_loss_and_gradients():
+  """``lm_loss`` on CPU runs the fused head loss; its loss, metrics and every parameter's
+  gradient equal the plain head's (the logits whole: what ``accelerator_paths`` traces)."""
+  from test_model import CFG, init_params
+
+  from hh.models import DecoderLM, transformer
+  params = init_params(seed=3, scale=1.0)
+  rng = np.random.default_rng(6)
+  inputs = rng.integers(0, CFG.vocab_size, (4, 8)).astype(np.int32)
+  batch = {"inputs": inputs, "targets": rng.integers(0, CFG.vocab_size, (4, 8)).astype(np.int32),
+           "weights": rng.choice([0.0, 1.0], (4, 8)).astype(np.float32)}
+  model = DecoderLM(CFG)
+
+  def grads():  # a fresh function per trace: jit caches by function, not by the switch
+    return jax.jit(jax.grad(lambda p: lm_step.lm_loss(model)(p, batch, None), has_aux=True))(
+        params)
+
+  fused_g, fused_m = grads()
+  with transformer.accelerator_paths():
+    plain_g, plain_m = grads()
+  for k in plain_m:
+    assert float(fused_m[k]) == pytest.approx(float(plain_m[k]), rel=1e-5), k
+  for a, b in zip(jax.tree.leaves(fused_g), jax.tree.leaves(plain_g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

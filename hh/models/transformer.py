@@ -126,10 +126,14 @@ def accelerator_paths():
     _ACCELERATOR_PATHS.reset(token)
 
 
+def cpu_paths() -> bool:
+  """Tracing for a CPU backend, outside ``accelerator_paths``: the CPU-only forms apply."""
+  return jax.default_backend() == "cpu" and not _ACCELERATOR_PATHS.get()
+
+
 def _cpu_bf16(*arrays: Array) -> bool:
   """bf16 operands on a CPU backend: the case with its own float32-accumulating products."""
-  return (all(a.dtype == jnp.bfloat16 for a in arrays) and jax.default_backend() == "cpu"
-          and not _ACCELERATOR_PATHS.get())
+  return all(a.dtype == jnp.bfloat16 for a in arrays) and cpu_paths()
 
 
 def contract(spec: str, a: Array, b: Array, out_dtype=None, split: int = 2) -> Array:
@@ -591,6 +595,10 @@ class DecoderLM(nn.Module):
 
   def __call__(self, tokens: Array, mask: Array) -> Array:
     return self.head(self.trunk(tokens, mask))
+
+  def hidden(self, tokens: Array, mask: Array) -> Array:
+    """The trunk's output [B, T, D], the LM head's input (``lm.step``'s fused head loss)."""
+    return self.trunk(tokens, mask)
 
   def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
              kv_mask: Array) -> tuple[Array, KVCache]:
