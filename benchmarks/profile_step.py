@@ -13,7 +13,7 @@ rate against this machine's measured matmul peak:
 * matmul: dense — every other product (projections, MLP, the LM head);
 * attention: mask/softmax — the non-matmul work under the attention module;
 * optimizer and clipping — what runs outside the model (AdamW, the global norm);
-* other model work — layer norms, GELU, embeddings, residuals, converts, copies;
+* other model work — layer norms, GELU, embeddings, residuals, the loss, converts, copies;
 * host and runtime — the step's wall time not inside any thunk (dispatch, waits), and the
   dots XLA leaves to Eigen (not fused into a YNNPACK call): Eigen runs them asynchronously,
   outside their thunk's trace event, so their time lands here; the script counts them.
@@ -109,7 +109,7 @@ def classify(name: str, instrs, comps) -> tuple[str, float]:
     return ("matmul: attention" if attn and batched else "matmul: dense"), flops
   if attn:
     return "attention: mask/softmax", 0.0
-  if "Model" in ins["op_name"] or "Transformer" in ins["op_name"]:
+  if any(k in ins["op_name"] for k in ("Model", "Transformer", "jvp(")):  # jvp: the loss too
     return "other model work", 0.0
   if ins["op_name"]:
     return "optimizer and clipping", 0.0
