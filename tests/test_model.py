@@ -237,7 +237,7 @@ def test_bf16_products_accumulate_in_float32_forward_and_backward():
 @pytest.mark.parametrize("rows,split", [(64, 2), (64, 16), (64, 3), (63, 2), (16, 16)])
 def test_bf16_weight_gradient_over_split_rows_is_the_float64_sum(rows, split):
   """The weight gradient Σ_t a[t, i] g[t, o] runs as a contraction over (split, rows / split)
-  (``_einsum_f32acc``: XLA's bf16 kernels then take it); every split — dividing the rows, not
+  (``einsum_f32acc``: XLA's bf16 kernels then take it); every split — dividing the rows, not
   dividing them (falls back to 2), odd rows (no split), all rows in the split — is the float64
   sum. Pairing a's row block with another block of g, or splitting one operand's rows in the
   other order, is far outside bf16's output rounding; ``_dense`` splits [B, T, D] rows by B."""

@@ -47,10 +47,9 @@ def lm_loss(model: nn.Module):
     inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
     chunk = _token_chunk(*inputs.shape)
     if transformer.cpu_paths() and chunk:
-      x = model.apply({"params": params}, inputs, jnp.ones_like(inputs), method="hidden")
-      w = nn.unbox(params["head"]["kernel"]).astype(model.cfg.dtype)
-      loss_sum, acc_sum = fused_head_loss(x.astype(model.cfg.dtype), w, targets,
-                                          weights.astype(jnp.float32), chunk)
+      x, w = model.apply({"params": params}, inputs, jnp.ones_like(inputs),
+                         method="head_inputs")
+      loss_sum, acc_sum = fused_head_loss(x, w, targets, weights.astype(jnp.float32), chunk)
       count = weights.sum()
       m = {"loss_sum": loss_sum, "loss_count": count, "accuracy_sum": acc_sum,
            "accuracy_count": count}
@@ -107,8 +106,8 @@ def _fused_head_loss_fwd(x, w, targets, weights, chunk):
     # float32 accumulation; dw's rows split (B, chunk) so XLA's library kernels take it (bf16:
     # ~4×; float32: 154 against 184 ms a chunk of the 13M head, where Eigen was faster for the
     # trunk's shapes)
-    dx = transformer._einsum_f32acc("to,io->ti", dlogits, w)
-    dw_c = transformer._einsum_f32acc("ti,to->io", x2, dlogits, split=b)
+    dx = transformer.einsum_f32acc("to,io->ti", dlogits, w)
+    dw_c = transformer.einsum_f32acc("ti,to->io", x2, dlogits, split=b)
     sums = jnp.stack([(nll * wt).sum(), (hit * wt).sum()])
     return dw + dw_c.astype(f32), (sums, dx.reshape(b, chunk, d).astype(x.dtype))
 

@@ -144,7 +144,7 @@ def contract(spec: str, a: Array, b: Array, out_dtype=None, split: int = 2) -> A
   dtype). On a CPU with bf16 dot products (AMX; checked in ``benchmarks/common.py``) XLA runs a
   bf16 × bf16 → f32 dot ~5× faster than an f32 dot, but a bf16 → bf16 dot no faster (2048²:
   ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16.
-  ``split``: how a gradient contracting over a's leading axis splits it (``_einsum_f32acc``);
+  ``split``: how a gradient contracting over a's leading axis splits it (``einsum_f32acc``);
   rows flattened from [B, T, ...] run fastest split by B. On accelerators and for float32
   operands this is plain einsum (float32 results are unchanged). Attention's batched products
   have their own bf16 path (``attend``)."""
@@ -169,13 +169,14 @@ def _contract_f32acc_bwd(spec, out_dtype, split, res, g):
   ins, out = spec.split("->")
   sa, sb = ins.split(",")
   g = g.astype(a.dtype)
-  da = _einsum_f32acc(f"{out},{sb}->{sa}", g, b, split)
-  db = _einsum_f32acc(f"{sa},{out}->{sb}", a, g, split)
+  da = einsum_f32acc(f"{out},{sb}->{sa}", g, b, split)
+  db = einsum_f32acc(f"{sa},{out}->{sb}", a, g, split)
   return da.astype(a.dtype), db.astype(b.dtype)
 
 
-def _einsum_f32acc(spec: str, x: Array, y: Array, split: int = 2) -> Array:
-  """``jnp.einsum(spec, x, y)`` of 2-D bf16 operands, accumulated and returned in float32.
+def einsum_f32acc(spec: str, x: Array, y: Array, split: int = 2) -> Array:
+  """``jnp.einsum(spec, x, y)`` of 2-D operands (bf16: ``contract``'s gradients; float32 too: the
+  fused LM head's, ``lm.step``), accumulated and returned in float32.
 
   XLA:CPU hands a bf16 dot to its bf16 kernels (YNNPACK) only when the left operand's
   contracted axis is its last; any other it runs as a float32 dot on upcast copies, ~4× slower.
@@ -596,9 +597,11 @@ class DecoderLM(nn.Module):
   def __call__(self, tokens: Array, mask: Array) -> Array:
     return self.head(self.trunk(tokens, mask))
 
-  def hidden(self, tokens: Array, mask: Array) -> Array:
-    """The trunk's output [B, T, D], the LM head's input (``lm.step``'s fused head loss)."""
-    return self.trunk(tokens, mask)
+  def head_inputs(self, tokens: Array, mask: Array) -> tuple[Array, Array]:
+    """(the trunk's output [B, T, D], the head's kernel [D, V]), both in the compute dtype: what
+    ``__call__`` multiplies, for ``lm.step``'s fused head loss."""
+    w = nn.unbox(self.head.variables["params"]["kernel"])
+    return self.trunk(tokens, mask).astype(self.cfg.dtype), w.astype(self.cfg.dtype)
 
   def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
              kv_mask: Array) -> tuple[Array, KVCache]:
