@@ -3,16 +3,21 @@ RLHF, online HH RLHF and online helpful-only RLHF — in a helpfulness panel (th
 helpful task on helpful requests) and a harmlessness panel (its red-team task on harmful ones),
 relative to the largest π0, with the world's reference answers ("professional writers") as a band.
 
-  python -m experiments.fig1_ladder [--root=runs/fig15] [--seed=0]
+  python -m experiments.fig1_ladder [--seed=0]
 
-Per size of the ladder: π0 is ``common.cd(size)``; the static HH RLHF policy is PPO
-(configs/ppo.py's defaults, 50 iterations) from it against a PM of its size finetuned on all the
-world's static comparisons (Fig. 27's λ = 1 PM: no PMP). The online policies exist at tiny only:
-the last iteration of ``experiments/fig15_online.py`` and ``fig35_helpful_only.py`` runs in
-``--root`` (their static policy is the main command's PPO, on a PM with PMP). All policies answer
-the same 120 held-out prompts × 4 samples (``hh.rl.online.evaluate_policies``); the annotator
-compares every pair on every row and ``hh/elo.py`` fits Elo per task. Writes ``fig1_ladder.png``
-and ``fig1_ladder/evaluation.json`` and prints each policy's per-task Elo ± SE.
+Every series at every size of the ladder, from the same pieces of that size: π0 is
+``common.cd(size)``; the base PM is a PM of its size finetuned on all the world's static
+comparisons (Fig. 27's λ = 1 PM: no PMP); the static HH RLHF policy is PPO (configs/ppo.py's
+defaults, 50 iterations) from π0 against that PM; the online HH and online helpful-only policies
+are the last iteration of ``configs/online.py`` run on that LM, base PM and π0 (3 iterations:
+a rejection-sampled tranche, then two online ones; each iteration's PM from the LM without PMP
+on base + all tranches, as the base PM was made, and its policy PPO from π0 with the static
+policy's 50 iterations). All policies answer the same 120 held-out prompts × 4 samples
+(``hh.rl.online.evaluate_policies``); the annotator compares every pair on every row and
+``hh/elo.py`` fits Elo per task. ``--seed`` seeds the online loops and the evaluation. Writes
+``fig1_ladder[_seed<S>].png`` (seed 0 without the suffix) and
+``fig1_ladder_seed<S>/evaluation.json`` and prints each policy's
+per-task Elo ± SE. At paper sizes: ``SIZES`` and the runs' configs (``configs/online.py``).
 """
 import argparse
 import json
@@ -35,11 +40,33 @@ def static(size: str) -> str:
   return os.path.join(workdir, "policy")
 
 
-def evaluation(root: str, seed: int) -> dict:
+def online(size: str, seed: int, helpful_only: bool = False) -> str:
+  """The online HH (or helpful-only) loop of ``size`` on the static series' LM, base PM and π0
+  (``configs/online.py`` without PMP or Fig. 16's arms, PPO as long as the static policy's);
+  the exported policy of its last iteration."""
+  b, tag = common.base(size), "_helpful_only" if helpful_only else ""
+  workdir = os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}")
+  if not os.path.exists(os.path.join(workdir, "online", "online_result.json")):
+    common.hh_main(f"configs/online.py:size={size},pmp=False", workdir,
+                   "--config.stages=('online',)", f"--config.seed={seed}",
+                   f"--config.online.lm={os.path.join(b, 'lm')}",
+                   f"--config.online.pm={fig27_harmless_weight.run(size, 1)}",
+                   f"--config.online.pi0={common.cd(size)}",
+                   f"--config.online.static={static(size)}", f"--config.data_dirs.world={b}",
+                   "--config.online.controlled=False",
+                   f"--config.online.helpful_only={helpful_only}",
+                   "--config.ppo.loop.steps=50", "--config.ppo.loop.eval_every=50",
+                   "--config.ppo.logp_sets=()")
+  with open(os.path.join(workdir, "online", "online_result.json")) as f:
+    n_it = len(json.load(f)["iterations"])
+  return os.path.join(workdir, "online", f"iter_{n_it}", "ppo", "policy")
+
+
+def evaluation(seed: int) -> dict:
   from configs import online as online_config
   from hh.data import sources
-  from hh.rl import online
-  out = os.path.join(common.ROOT, "fig1_ladder")
+  from hh.rl import online as online_lib
+  out = os.path.join(common.ROOT, f"fig1_ladder_seed{seed}")
   path = os.path.join(out, "evaluation.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -49,25 +76,21 @@ def evaluation(root: str, seed: int) -> dict:
     if s != SIZES[-1]:
       trained[f"pi0 {s}"] = common.cd(s)
     trained[f"static {s}"] = static(s)
-  for name, run in (("online", "online_seed"), ("online helpful-only", "online_helpful_only_seed")):
-    p = os.path.join(common.REPO, root, f"{run}{seed}", "online")
-    its = sorted(int(d.split("_")[1]) for d in os.listdir(p) if d.startswith("iter_"))
-    trained[f"{name} {SIZES[-1]}"] = os.path.join(p, f"iter_{its[-1]}", "ppo", "policy")
+    trained[f"online {s}"] = online(s, seed)
+    trained[f"online helpful-only {s}"] = online(s, seed, helpful_only=True)
   config = online_config.get_config(f"size={SIZES[-1]}")
   config.data_dirs.world = common.base(SIZES[-1])
   config.seed = config.policies.seed = seed
   os.makedirs(out, exist_ok=True)
   places = sources.Places.from_config(config, out, config.data_dirs.world)
-  return online.evaluate_policies(config, out, places, common.cd(SIZES[-1]), {}, trained)
+  return online_lib.evaluate_policies(config, out, places, common.cd(SIZES[-1]), {}, trained)
 
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--root", default=os.path.join("runs", "fig15"),
-                  help="where fig15_online.py and fig35_helpful_only.py ran")
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args()
-  pol = evaluation(args.root, args.seed)["policies"]
+  pol = evaluation(args.seed)["policies"]
   x = {s: sizes.SIZES[s][4] for s in SIZES}
   plt = common.plt()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -88,7 +111,7 @@ def main():
            ylabel=f"{task}ness Elo vs π0 {SIZES[-1]}", title=f"{task}ness (gold annotator)")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(common.figure_path("fig1_ladder.png"), dpi=110)
+  fig.savefig(common.figure_path("fig1_ladder" + (f"_seed{args.seed}" if args.seed else "") + ".png"), dpi=110)
   for n, p in pol.items():
     print(f"{n:26s} " + "  ".join(f"{k.split('/')[1]} {p[k]['elo']:+.0f} ± {p[k]['se']:.0f}"
                                    for k in ("gold_elo/helpful", "gold_elo/harmless"))
