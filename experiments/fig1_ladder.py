@@ -3,7 +3,7 @@ RLHF, online HH RLHF and online helpful-only RLHF — in a helpfulness panel (th
 helpful task on helpful requests) and a harmlessness panel (its red-team task on harmful ones),
 relative to the largest π0, with the world's reference answers ("professional writers") as a band.
 
-  python -m experiments.fig1_ladder [--seed=0]
+  python -m experiments.fig1_ladder [--seed=0] [--sizes=micro,mini,tiny]
 
 Every series at every size of the ladder, from the same pieces of that size: π0 is
 ``common.cd(size)``; the base PM is a PM of its size finetuned on all the world's static
@@ -12,21 +12,21 @@ defaults, 50 iterations) from π0 against that PM; the online HH and online help
 are the last iteration of ``configs/online.py`` run on that LM, base PM and π0 (3 iterations:
 a rejection-sampled tranche, then two online ones; each iteration's PM from the LM without PMP
 on base + all tranches, as the base PM was made, and its policy PPO from π0 with the static
-policy's 50 iterations). All policies answer the same 120 held-out prompts × 4 samples
+policy's, 50 iterations on the CPU ladder). All policies answer the same 120 held-out prompts × 4 samples
 (``hh.rl.online.evaluate_policies``); the annotator compares every pair on every row and
 ``hh/elo.py`` fits Elo per task. ``--seed`` seeds the online loops and the evaluation. Writes
 ``fig1_ladder[_seed<S>].png`` (seed 0 without the suffix) and
-``fig1_ladder_seed<S>/evaluation.json`` and prints each policy's
-per-task Elo ± SE. At paper sizes: ``SIZES`` and the runs' configs (``configs/online.py``).
+``fig1_ladder_seed<S>/evaluation.json`` and prints each policy's per-task Elo ± SE. At paper
+sizes: ``--sizes=13M,42M,...`` (each run's config is its size's: configs/ppo.py, online.py).
 """
 import argparse
 import json
 import os
 
-from configs import sizes
+from configs import ppo, sizes
 from experiments import common, fig27_harmless_weight
 
-SIZES = ("micro", "mini", "tiny")
+SIZES = ("micro", "mini", "tiny")  # the CPU ladder; --sizes for another
 
 
 def static(size: str) -> str:
@@ -45,6 +45,7 @@ def online(size: str, seed: int, helpful_only: bool = False) -> str:
   (``configs/online.py`` without PMP or Fig. 16's arms, PPO as long as the static policy's);
   the exported policy of its last iteration."""
   b, tag = common.base(size), "_helpful_only" if helpful_only else ""
+  steps = ppo.stage(size).loop.steps  # the static policy's (configs/ppo.py)
   workdir = os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}")
   if not os.path.exists(os.path.join(workdir, "online", "online_result.json")):
     common.hh_main(f"configs/online.py:size={size},pmp=False", workdir,
@@ -55,43 +56,53 @@ def online(size: str, seed: int, helpful_only: bool = False) -> str:
                    f"--config.online.static={static(size)}", f"--config.data_dirs.world={b}",
                    "--config.online.controlled=False",
                    f"--config.online.helpful_only={helpful_only}",
-                   "--config.ppo.loop.steps=50", "--config.ppo.loop.eval_every=50",
+                   f"--config.ppo.loop.steps={steps}", f"--config.ppo.loop.eval_every={steps}",
                    "--config.ppo.logp_sets=()")
   with open(os.path.join(workdir, "online", "online_result.json")) as f:
     n_it = len(json.load(f)["iterations"])
   return os.path.join(workdir, "online", f"iter_{n_it}", "ppo", "policy")
 
 
-def evaluation(seed: int) -> dict:
+def evaluation(seed: int, ladder: tuple[str, ...] = SIZES) -> dict:
   from configs import online as online_config
   from hh.data import sources
   from hh.rl import online as online_lib
-  out = os.path.join(common.ROOT, f"fig1_ladder_seed{seed}")
+  out = os.path.join(common.ROOT, _name(ladder, seed))
   path = os.path.join(out, "evaluation.json")
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   trained = {}
-  for s in SIZES:
-    if s != SIZES[-1]:
+  for s in ladder:
+    if s != ladder[-1]:
       trained[f"pi0 {s}"] = common.cd(s)
     trained[f"static {s}"] = static(s)
     trained[f"online {s}"] = online(s, seed)
     trained[f"online helpful-only {s}"] = online(s, seed, helpful_only=True)
-  config = online_config.get_config(f"size={SIZES[-1]}")
-  config.data_dirs.world = common.base(SIZES[-1])
+  config = online_config.get_config(f"size={ladder[-1]}")
+  config.data_dirs.world = common.base(ladder[-1])
   config.seed = config.policies.seed = seed
   os.makedirs(out, exist_ok=True)
   places = sources.Places.from_config(config, out, config.data_dirs.world)
-  return online_lib.evaluate_policies(config, out, places, common.cd(SIZES[-1]), {}, trained)
+  return online_lib.evaluate_policies(config, out, places, common.cd(ladder[-1]), {}, trained)
+
+
+def _name(ladder: tuple[str, ...], seed: int) -> str:
+  return "fig1_ladder" + ("" if ladder == SIZES else "_" + "-".join(ladder)) + f"_seed{seed}"
 
 
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--sizes", default=",".join(SIZES), help="the ladder, smallest first "
+                  f"(configs/sizes.py: {', '.join(sizes.SIZES)})")
   args = ap.parse_args()
-  pol = evaluation(args.seed)["policies"]
-  x = {s: sizes.SIZES[s][4] for s in SIZES}
+  ladder = tuple(args.sizes.split(","))
+  for s in ladder:
+    if s not in sizes.SIZES:
+      ap.error(f"--sizes: unknown size {s!r}; allowed: {', '.join(sizes.SIZES)}")
+  pol = evaluation(args.seed, ladder)["policies"]
+  x = {s: sizes.SIZES[s][4] for s in ladder}
   plt = common.plt()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   series = {"context-distilled (π0)": "pi0", "static HH RLHF": "static", "online HH RLHF":
@@ -99,8 +110,8 @@ def main():
   for ax, task in zip(axes, ("helpful", "harmless")):
     key = f"gold_elo/{task}"
     for label, prefix in series.items():
-      names = {s: "pi0" if (prefix == "pi0" and s == SIZES[-1]) else f"{prefix} {s}"
-               for s in SIZES}
+      names = {s: "pi0" if (prefix == "pi0" and s == ladder[-1]) else f"{prefix} {s}"
+               for s in ladder}
       pts = [(x[s], pol[n][key]) for s, n in names.items() if n in pol]
       ax.errorbar([p[0] for p in pts], [p[1]["elo"] for p in pts], [p[1]["se"] for p in pts],
                   fmt="o-", capsize=2, label=label)
@@ -108,10 +119,11 @@ def main():
     ax.axhspan(w["elo"] - w["se"], w["elo"] + w["se"], color="gray", alpha=0.3,
                label="reference answers (writers)")
     ax.set(xscale="log", xlabel="non-embedding parameters",
-           ylabel=f"{task}ness Elo vs π0 {SIZES[-1]}", title=f"{task}ness (gold annotator)")
+           ylabel=f"{task}ness Elo vs π0 {ladder[-1]}", title=f"{task}ness (gold annotator)")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(common.figure_path("fig1_ladder" + (f"_seed{args.seed}" if args.seed else "") + ".png"), dpi=110)
+  name = _name(ladder, args.seed).removesuffix("_seed0")
+  fig.savefig(common.figure_path(f"{name}.png"), dpi=110)
   for n, p in pol.items():
     print(f"{n:26s} " + "  ".join(f"{k.split('/')[1]} {p[k]['elo']:+.0f} ± {p[k]['se']:.0f}"
                                    for k in ("gold_elo/helpful", "gold_elo/harmless"))
