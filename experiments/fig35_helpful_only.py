@@ -1,5 +1,5 @@
-"""The online helpful-only run on the world (SPEC §4.5, Fig. 35; Fig. 1's helpful-only arm at one
-size): the online loop of ``configs/online.py`` with ``config.online.helpful_only`` — helpful
+"""The online helpful-only run on the world (SPEC §4.5, Fig. 35; fig1_ladder.py runs the same loop
+at every size of the ladder for Fig. 1): the online loop of ``configs/online.py`` with ``config.online.helpful_only`` — helpful
 prompts and helpful comparisons only, PPO without harmful prompts — against π0 and the static HH
 policy, in a helpfulness panel (the annotator's helpful task on helpful and borderline prompts)
 and a harmlessness panel (its red-team task on harmful ones), with the PM-predicted Elo; and

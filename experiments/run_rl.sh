@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The RL figure set, after the README's main command (runs/pipeline: the tiny base LM, π0, PM and
-# PPO policy are reused; the tiny base is the main command's own world + LM) and, for Fig. 1's
-# online points, fig15_online.py and fig35_helpful_only.py. Runs are shared and skipped when
-# done. Two lanes at a time on the 2 cores, as measured in the README (~84 min wall).
+# PPO policy are reused; the tiny base is the main command's own world + LM). Runs are shared
+# and skipped when done. Two lanes at a time on the 2 cores, as timed in the README; Fig. 1 runs
+# its own online loops at every size (fig1_ladder.py), so its lane is as long as Fig. 4 + 14's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${HH_EXPERIMENTS:-runs/experiments}"
