@@ -27,23 +27,32 @@ import numpy as np
 from experiments import common
 
 
+def loop(workdir: str, size: str, seed: int, pieces: dict[str, str], *overrides: str,
+         pmp: bool = True, helpful_only: bool = False, controlled: bool = False) -> str:
+  """``configs/online.py`` in ``workdir`` (skipped when finished) on the given ``pieces`` (lm, pm,
+  pi0, static: workdirs; world: the world's folder) → its ``online`` folder."""
+  if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
+    common.hh_main(f"configs/online.py:size={size}" + ("" if pmp else ",pmp=False"), workdir,
+                   "--config.stages=('online',)",
+                   *(f"--config.online.{k}={pieces[k]}" for k in ("lm", "pm", "pi0", "static")),
+                   f"--config.data_dirs.world={pieces['world']}", f"--config.seed={seed}",
+                   f"--config.online.controlled={controlled}",
+                   f"--config.online.helpful_only={helpful_only}", *overrides)
+  return os.path.join(common.REPO, workdir, "online")
+
+
 def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False,
         deploy_k: int = 1) -> str:
   """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only][_bo<K>]_seed<S>``
   (the HH loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them; ``_bo<K>``:
   the deployed policies' responses each the best of K under the newest PM); its folder."""
   tag = ("_helpful_only" if helpful_only else "") + (f"_bo{deploy_k}" if deploy_k > 1 else "")
-  workdir = os.path.join(root, f"online{tag}_seed{seed}")
+  p = pipeline
+  pieces = {"lm": f"{p}/lm", "pm": f"{p}/pm", "pi0": f"{p}/cd", "static": f"{p}/ppo/policy",
+            "world": p}
   bo = [f"--config.online.deploy_k={deploy_k}"] if deploy_k > 1 else []
-  if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
-    p = pipeline
-    common.hh_main(f"configs/online.py:size={size}", workdir, "--config.stages=('online',)",
-                   f"--config.online.lm={p}/lm", f"--config.online.pm={p}/pm",
-                   f"--config.online.pi0={p}/cd", f"--config.online.static={p}/ppo/policy",
-                   f"--config.data_dirs.world={p}", f"--config.seed={seed}",
-                   f"--config.online.controlled={not helpful_only}",
-                   f"--config.online.helpful_only={helpful_only}", *bo)
-  return os.path.join(common.REPO, workdir, "online")
+  return loop(os.path.join(root, f"online{tag}_seed{seed}"), size, seed, pieces, *bo,
+              helpful_only=helpful_only, controlled=not helpful_only)
 
 
 def _load(path: str) -> dict:

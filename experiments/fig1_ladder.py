@@ -24,7 +24,7 @@ import json
 import os
 
 from configs import ppo, sizes
-from experiments import common, fig27_harmless_weight
+from experiments import common, fig15_online, fig27_harmless_weight
 
 SIZES = ("micro", "mini", "tiny")  # the CPU ladder; --sizes for another
 
@@ -46,21 +46,15 @@ def online(size: str, seed: int, helpful_only: bool = False) -> str:
   the exported policy of its last iteration."""
   b, tag = common.base(size), "_helpful_only" if helpful_only else ""
   steps = ppo.stage(size).loop.steps  # the static policy's (configs/ppo.py)
-  workdir = os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}")
-  if not os.path.exists(os.path.join(workdir, "online", "online_result.json")):
-    common.hh_main(f"configs/online.py:size={size},pmp=False", workdir,
-                   "--config.stages=('online',)", f"--config.seed={seed}",
-                   f"--config.online.lm={os.path.join(b, 'lm')}",
-                   f"--config.online.pm={fig27_harmless_weight.run(size, 1)}",
-                   f"--config.online.pi0={common.cd(size)}",
-                   f"--config.online.static={static(size)}", f"--config.data_dirs.world={b}",
-                   "--config.online.controlled=False",
-                   f"--config.online.helpful_only={helpful_only}",
-                   f"--config.ppo.loop.steps={steps}", f"--config.ppo.loop.eval_every={steps}",
-                   "--config.ppo.logp_sets=()")
-  with open(os.path.join(workdir, "online", "online_result.json")) as f:
+  pieces = {"lm": os.path.join(b, "lm"), "pm": fig27_harmless_weight.run(size, 1),
+            "pi0": common.cd(size), "static": static(size), "world": b}
+  out = fig15_online.loop(os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}"), size,
+                          seed, pieces, f"--config.ppo.loop.steps={steps}",
+                          f"--config.ppo.loop.eval_every={steps}", "--config.ppo.logp_sets=()",
+                          pmp=False, helpful_only=helpful_only)
+  with open(os.path.join(out, "online_result.json")) as f:
     n_it = len(json.load(f)["iterations"])
-  return os.path.join(workdir, "online", f"iter_{n_it}", "ppo", "policy")
+  return os.path.join(out, f"iter_{n_it}", "ppo", "policy")
 
 
 def evaluation(seed: int, ladder: tuple[str, ...] = SIZES) -> dict:
