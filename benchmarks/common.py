@@ -23,7 +23,7 @@ def time_fn(fn, *args, warmup: int = 2, iters: int = 5) -> float:
 def matmul_peak(dtype=jnp.float32, n: int | None = None, iters: int = 5) -> float:
   """Measured FLOP/s of a square matmul on the default device: this machine's practical peak.
 
-  ``n`` defaults to 2048 on CPU (the peers' size) and 8192 on accelerators, where 2048 cannot
+  ``n`` defaults to 2048 on CPU (the PyTorch baseline's size) and 8192 on accelerators, where 2048 cannot
   fill the chip.
   """
   if n is None:
@@ -59,7 +59,7 @@ def pm_train_flops(n_layer: int, d_model: int, d_ff: int, sequences: int, seq_le
 
 
 def emit(workload: str, **figures):
-  """The one JSON line a benchmark ends with (the peers' format: tokens_per_s, the peak)."""
+  """The one JSON line a benchmark ends with (the PyTorch baseline's format: tokens_per_s, the peak)."""
   out = {"workload": workload, **{k: round(float(v), 4) for k, v in figures.items()},
          "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
          "jax": jax.__version__}

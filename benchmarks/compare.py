@@ -1,14 +1,17 @@
-"""hh against the peers' stack, side by side: alternate runs in one sitting, ratio with both peaks.
+"""hh against a PyTorch baseline, side by side: alternate runs in one sitting, ratio with both peaks.
 
-  bash ../shared/peer/setup.sh            # once: the peers' venv (PyTorch + transformers + TRL)
-  python benchmarks/compare.py            # W1: hh's PM step vs TRL's RewardTrainer, 2 rounds
-  python benchmarks/compare.py --workload W2   # hh's sampler vs HF generate
-  python benchmarks/compare.py -- --dtype=bfloat16 --unroll=4   # options for hh's side
+  python benchmarks/compare.py --baseline=PATH            # W1: hh's PM step vs TRL's RewardTrainer
+  python benchmarks/compare.py --baseline=PATH --workload W2   # hh's sampler vs HF generate
+  python benchmarks/compare.py --baseline=PATH -- --dtype=bfloat16 --unroll=4   # hh's options
+
+``--baseline`` (or ``HH_BASELINE``): a script run as ``bash PATH W1|W2`` that runs the same
+workload in PyTorch + transformers (+ TRL) and ends with one JSON line of the same keys
+(``tokens_per_s`` or ``gen_tokens_per_s``, ``peak_matmul_gflops_before``, ``peak_matmul_gflops``).
 
 The machine's speed drifts by 2–3× between days, and JAX's and PyTorch's matmuls do not drift
 alike, so a ratio is only meaningful when both sides run in the same minutes: this runs hh, then
-the peer, then hh, then the peer (``--rounds``), prints every run's tokens/s and measured matmul
-peak, each round's ratio and the median. The README quotes the output of such a run.
+the baseline, then hh, then the baseline (``--rounds``), prints every run's tokens/s and measured matmul
+peak, each round's ratio and the median. docs/benchmarks.md quotes the output of such runs.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER = os.path.join(os.path.dirname(REPO), "shared", "peer", "run.sh")
 # workload → (hh's command, the JSON key both sides print for the figure)
 HH = {"W1": ([sys.executable, os.path.join(REPO, "benchmarks", "pm_step.py")], "tokens_per_s"),
       "W2": ([sys.executable, os.path.join(REPO, "benchmarks", "generate.py")],
@@ -45,24 +47,27 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workload", default="W1", choices=sorted(HH))
   ap.add_argument("--rounds", type=int, default=2)
+  ap.add_argument("--baseline", default=os.environ.get("HH_BASELINE"),
+                  help="the PyTorch side: a script run as `bash PATH WORKLOAD`")
   ap.add_argument("hh_args", nargs="*", help="passed to hh's benchmark (after --), e.g. "
                   "-- --dtype=bfloat16 --unroll=4")
   args = ap.parse_args()
-  if not os.path.exists(PEER):
-    sys.exit(f"compare: {PEER} not found (the peers' benchmarks sit in ../shared/peer)")
+  if not args.baseline or not os.path.exists(args.baseline):
+    sys.exit(f"compare: --baseline={args.baseline!r}: no such script (the PyTorch side, run as "
+             "`bash PATH WORKLOAD`; or set HH_BASELINE)")
   ratios = []
   cmd, key = HH[args.workload]
   cmd = cmd + args.hh_args
   for i in range(args.rounds):
     hh = run(cmd)
-    peer = run(["bash", PEER, args.workload])
-    ratio = hh[key] / peer[key]
+    base = run(["bash", args.baseline, args.workload])
+    ratio = hh[key] / base[key]
     ratios.append(ratio)
     print(f"round {i + 1}: hh {hh[key]:,.0f} tokens/s (JAX peak "
-          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  peer {peer[key]:,.0f} "
-          f"tokens/s (torch peak {peer['peak_matmul_gflops_before']:,.1f} → "
-          f"{peer['peak_matmul_gflops']:,.1f})  |  ratio {ratio:.2f}×", flush=True)
-  print(f"{args.workload}: hh / peer = {statistics.median(ratios):.2f}× (median of "
+          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  PyTorch {base[key]:,.0f} "
+          f"tokens/s (torch peak {base['peak_matmul_gflops_before']:,.1f} → "
+          f"{base['peak_matmul_gflops']:,.1f})  |  ratio {ratio:.2f}×", flush=True)
+  print(f"{args.workload}: hh / PyTorch = {statistics.median(ratios):.2f}× (median of "
         f"{', '.join(f'{r:.2f}' for r in ratios)})")
 
 

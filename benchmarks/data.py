@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import pm_step as pm_step_bench  # noqa: E402
-from configs.common import SHARED_DATA  # noqa: E402
+from configs.common import DATA_DIR  # noqa: E402
 from hh import tokenizer  # noqa: E402
 from hh.data import pipeline, tfds_io  # noqa: E402
 
@@ -24,8 +24,9 @@ PAIRS, SEQ = 8, 512
 
 
 def pipeline_pairs_per_sec(workdir: str) -> tuple[float, tokenizer.Tokenizer]:
-  builder = tfds_io.build("hh_rlhf/harmless-base", workdir,
-                          source_dir=str(SHARED_DATA / "hh-rlhf"))
+  if DATA_DIR is None:
+    sys.exit("benchmarks/data.py: set HH_DATA_DIR to a folder holding hh-rlhf/ (official layout)")
+  builder = tfds_io.build("hh_rlhf/harmless-base", workdir, source_dir=str(DATA_DIR / "hh-rlhf"))
   src = tfds_io.source(builder, "test")
   lines = [x for i in range(len(src))
            for x in tfds_io.text(src[i]["chosen_transcript"]).split("\n")]

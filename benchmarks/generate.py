@@ -4,14 +4,14 @@
   python benchmarks/generate.py --batch 64          # and the batch scaling
   python benchmarks/generate.py --size=810M --dtype=bfloat16 --batch 64   # on a GPU
 
-The workload of the peers' W2 (``../shared/peer/run.sh W2``, HF ``generate``): 4 layers, d 512,
+The workload of the PyTorch baseline's W2 (``benchmarks/compare.py --workload W2``, HF ``generate``): 4 layers, d 512,
 8 heads, d_ff 2048, vocab 32,000, random weights and prompt ids, 64 new tokens per row with no
 early stop, temperature 1, top-k and top-p off, fp32. The sampler is hh's own jitted program
-(hh/rl/sample.py): prefill, then a while-loop of one-token steps over the KV cache.
+(hh/policy/sample.py): prefill, then a while-loop of one-token steps over the KV cache.
 
 A decode step must read every weight once and the cache written so far: its bytes over the
 step's time, against a bandwidth measured here (a large on-device reduction), is the roofline
-fraction. Ends with one JSON line (``gen_tokens_per_s``, the measured peaks) like the peers'.
+fraction. Ends with one JSON line (``gen_tokens_per_s``, the measured peaks) like the PyTorch baseline's.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from benchmarks import common  # noqa: E402
 from configs import lm  # noqa: E402
 from hh import sharding  # noqa: E402
 from hh.lm import train as lm_train  # noqa: E402
-from hh.rl import sample as sample_lib  # noqa: E402
+from hh.policy import sample as sample_lib  # noqa: E402
 from hh.train import state as state_lib  # noqa: E402
 
 

@@ -7,7 +7,7 @@ batch, scalar head at the EOC token, pairwise loss, AdamW), sharded over all loc
 trunk runs its last layer at the EOC token only and attention in causal query blocks; MFU counts
 the FLOPs that work needs (``common.pm_train_flops``), and the full-trunk FLOPs are printed too.
 A ratio to another framework holds only when measured side by side in the same hour
-(``../shared/peer/run.sh W1``), never against a figure from another day.
+(``benchmarks/compare.py``, W1), never against a figure from another day.
 """
 from __future__ import annotations
 

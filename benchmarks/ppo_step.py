@@ -1,5 +1,5 @@
 """One PPO iteration, split into generation / scoring / training: the workload of TRL's
-``PPOTrainer`` figure (``../shared/peer/run.sh W3``).
+``PPOTrainer`` figure (the PyTorch baseline's W3).
 
   python benchmarks/ppo_step.py [--value=separate|shared]
 
@@ -8,10 +8,10 @@ d_ff 2048, vocab 32,000), random weights, fp32; a separate value model (the work
 with ``--value=shared`` a scalar value head on the policy's trunk (``value_init="shared"``: one
 trunk's forward and backward in training instead of two — not TRL's workload).
 Per iteration: sample 16 prompts × 64 tokens, 64 new tokens each, no early stop, T = 1
-(hh/rl/sample.py); score with π0 (log-probs on the response positions only), the value model
+(hh/policy/sample.py); score with π0 (log-probs on the response positions only), the value model
 and the PM at the last token; per-token rewards with λ_KL = 0.001 and GAE (γ 1, λ 0.95)
-(hh/rl/ppo.py); then 4 epochs × 2 minibatches of 8 of the jitted update (AdamW on policy and
-value). Ends with one JSON line with the peers' keys (``iter_s_median``, ``split_s_median``) and
+(hh/ppo/step.py); then 4 epochs × 2 minibatches of 8 of the jitted update (AdamW on policy and
+value). Ends with one JSON line with the PyTorch baseline's keys (``iter_s_median``, ``split_s_median``) and
 the measured matmul peak. A ratio to TRL holds only when measured side by side in the same hour.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from configs import common as cfg_common  # noqa: E402
 from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel  # noqa: E402
-from hh.rl import ppo  # noqa: E402
-from hh.rl import sample as sample_lib  # noqa: E402
+from hh.policy import sample as sample_lib  # noqa: E402
+from hh.ppo import step as ppo  # noqa: E402
 from hh.train import state as state_lib  # noqa: E402
 from hh.train.state import TrainState  # noqa: E402
 

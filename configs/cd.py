@@ -1,4 +1,4 @@
-"""Context distillation (SPEC §4.6): π0, the LM that acts as if the HHH prompt were in its context.
+"""Context distillation (Bai et al. 2022, App. A.1): π0, the LM that acts as if the HHH prompt were in its context.
 
   python -m hh.main --config=configs/cd.py --config.cd.init_from=runs/pipeline/lm \
       --config.data_dirs.world=runs/pipeline --workdir=runs/cd
@@ -16,13 +16,13 @@ from configs import common, lm
 def stage(size: str, datasets=(("hh_sim/lm", 1.0),)) -> ml_collections.ConfigDict:
   """``config.cd``: the teacher's prompt, the student's text, optimizer and loop."""
   big = common.paper_scale(size)
-  optim = common.optim(0.05 * common.pretrain_lr(size),  # 0.05× pretraining (SPEC §4.6)
+  optim = common.optim(0.05 * common.pretrain_lr(size),  # 0.05× pretraining (Bai et al. 2022, App. A.1)
                        warmup_steps=100 if big else 10, schedule="linear")
-  optim.end_lr_ratio = 0.0  # linear decay to 0 (SPEC §4.6)
+  optim.end_lr_ratio = 0.0  # linear decay to 0 (Bai et al. 2022, App. A.1)
   return ml_collections.ConfigDict(dict(
       # the teacher's prefix: "hh_sim/hhh" (the world's HHH prompt) or a path to a text file
       prompt="hh_sim/hhh",
-      top_k=50,            # the teacher's top-k tokens kept as themselves, + 1 bucket (SPEC §4.6)
+      top_k=50,            # the teacher's top-k tokens kept as themselves, + 1 bucket (Bai et al. 2022, App. A.1)
       # the student's text: windows of the LM corpus, as in configs/lm.py
       data=lm.stage(size, datasets).data,
       optim=optim,

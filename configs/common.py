@@ -15,10 +15,10 @@ from ml_collections import config_dict
 
 from configs import sizes, world
 
-# The shared data folder that sits beside a checkout of hh (see ../shared/data/README.md);
-# HH_DATA_DIR points elsewhere.
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("HH_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+# A folder holding hh-rlhf/ (the official repository's layout) and wikitext-2/ (the raw files):
+# the default of config.data_dirs when set. The main job needs neither (the synthetic world).
+DATA_DIR = pathlib.Path(os.environ["HH_DATA_DIR"]) if os.environ.get("HH_DATA_DIR") else None
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -66,7 +66,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       n_head=n_head,
       d_ff=d_ff,
       # Rotary positions: relative, so left-padded batches need only position ids from the mask,
-      # and no table caps the context (the paper's scheme is unknown, SPEC §1).
+      # and no table caps the context (the paper's scheme is unknown, Bai et al. 2022, §3.1).
       rope_theta=10_000.0,
       init_std=0.02,        # GPT-2 style; residual output projections get init_std/sqrt(2·n_layer)
       dtype="bfloat16" if big else "float32",  # compute dtype (activations, matmuls)
@@ -128,8 +128,10 @@ def base(size: str) -> ml_collections.ConfigDict:
   config.data_dirs = ml_collections.ConfigDict(dict(
       # where hh_sim was built (a pipeline workdir); None inside a pipeline: its own workdir
       world=config_dict.placeholder(str),
-      hh_rlhf=str(SHARED_DATA / "hh-rlhf"),       # official layout (source_dir)
-      wikitext=str(SHARED_DATA / "wikitext-2"),   # raw WikiText-2 files
+      # hh-rlhf in the official layout; None: downloaded from its repository (needs a network)
+      hh_rlhf=str(DATA_DIR / "hh-rlhf") if DATA_DIR else config_dict.placeholder(str),
+      # WikiText-2 raw files (wiki.valid.raw etc. renamed valid.txt, test.txt)
+      wikitext=str(DATA_DIR / "wikitext-2") if DATA_DIR else config_dict.placeholder(str),
   ))
   config.progress = True    # tqdm bars (no effect on results)
   # Device mesh: one axis may be -1 (all remaining devices). Batch is split over data×fsdp.

@@ -1,4 +1,4 @@
-"""Language-model pretraining (the first stage of both paths in SPEC §7 Fig. 2).
+"""Language-model pretraining (the first stage of both paths in Bai et al. 2022 Fig. 2).
 
   python -m hh.main --config=configs/lm.py:size=tiny --workdir=runs/lm_tiny
 
@@ -25,7 +25,7 @@ def stage(size: str, datasets=(("wikitext2", 1.0),)) -> ml_collections.ConfigDic
   return ml_collections.ConfigDict(dict(
       data=ml_collections.ConfigDict(dict(
           # (spec, loss weight): "wikitext2" (config.data_dirs.wikitext) and/or "hh_sim/lm"
-          # (the world's dialogues, both splits); hh/data/sources.py resolves them.
+          # (the world's dialogues, both splits); hh/sources.py resolves them.
           datasets=tuple(datasets),
           wikitext_files=("valid.txt", "test.txt"),  # read and split into articles
           val_every=10,          # every 10th document is held out for validation

@@ -1,5 +1,5 @@
-"""Iterated online RLHF on the world (SPEC §4.5): the pipeline, then ``config.online.iterations``
-iterations of collect → PM from scratch → PPO from π0 (hh/rl/online.py).
+"""Iterated online RLHF on the world (Bai et al. 2022, §4.5): the pipeline, then ``config.online.iterations``
+iterations of collect → PM from scratch → PPO from π0 (hh/online/loop.py).
 
   python -m hh.main --config=configs/online.py:size=tiny --workdir=runs/online
   python -m hh.lineage runs/online/online/iter_3/ppo      # what made the last policy
@@ -31,7 +31,7 @@ def stage(size: str) -> ml_collections.ConfigDict:
       test_every=10,             # every 10th pair is held out as the tranche's test set
       helpful_only=False,        # the paper's online helpful-only run
       # "annotator": the world's annotator; or a folder with iter_<i>.jsonl judgements
-      # (hh/rl/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
+      # (hh/online/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
       labels="annotator",
       # Fig. 16's controlled experiment after the iterations: PMs of equal comparison count on
       # base data only and on an even base / RS / online mix, a policy trained on each

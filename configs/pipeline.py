@@ -34,18 +34,18 @@ def get_config(arg: str | None = None):
   config.lm = lm.stage(arg.size, datasets=(("hh_sim/lm", 1.0),))
   if not common.paper_scale(arg.size):
     # ~3.4 epochs of the world's 10k training dialogues: enough for a tiny LM to memorise most of
-    # the popular facts and to anticipate the Human's reactions, which the PM reads (SPEC §2.1;
+    # the popular facts and to anticipate the Human's reactions, which the PM reads (Bai et al. 2022, App. A.2;
     # docs/history.md for 1,200 steps).
     config.lm.loop.steps = 2400
     config.tokenizer.vocab_size = 2048  # the world's text has < 2,900 distinct pieces
-  # PMP included as in the paper (SPEC §2.3; pmp=False skips it).
+  # PMP included as in the paper (Askell et al. 2021, PMP; pmp=False skips it).
   config.pm = pm.stage(arg.size, "sim", arg.pmp)
-  # π0: the LM with the world's HHH prompt distilled in (SPEC §4.6), on the LM's dialogues.
+  # π0: the LM with the world's HHH prompt distilled in (Bai et al. 2022, App. A.1), on the LM's dialogues.
   config.cd = cd.stage(arg.size, datasets=(("hh_sim/lm", 1.0),))
   # The base LM, the base LM with the prompt, π0 and best-of-N of π0 under the PM, on held-out
   # prompts against the gold annotator.
   config.sampling = policy.sampling(arg.size)
-  # π0 → PPO against the PM (SPEC §4.1), its final policy evaluated with the others.
+  # π0 → PPO against the PM (Bai et al. 2022, §4.1), its final policy evaluated with the others.
   config.ppo = ppo.stage(arg.size)
   config.policies = policy.evaluation(arg.size)
   if not common.paper_scale(arg.size):

@@ -1,4 +1,4 @@
-"""Preference-model training: PMP then finetuning on comparisons (SPEC §2.3, §2.4).
+"""Preference-model training: PMP then finetuning on comparisons (Askell et al. 2021, PMP, §2.4).
 
   # on the synthetic world built by configs/pipeline.py in runs/pipeline:
   python -m hh.main --config=configs/pm.py:size=tiny,data=sim --workdir=runs/pm \\
@@ -13,7 +13,7 @@ the 190 held-out pairs depending on the LM, against 0.53 for "prefer the shorter
 
 The paper's settings are the defaults: PMP at 0.1× the LM-pretraining LR, finetuning at 0.01×
 with a constant LR, one epoch each, context 1024. Config arguments: ``size``, ``data`` (sim |
-hh_rlhf), ``pmp`` (True | False), ``harmless_weight`` (λ of SPEC §2.4, the loss weight of the
+hh_rlhf), ``pmp`` (True | False), ``harmless_weight`` (λ of Bai et al. 2022, §3.1, App. A.2, the loss weight of the
 harmless comparisons).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def phase(lr: float, schedule: str, datasets: tuple, seq_len: int, batch_pairs: 
   """One PM phase (PMP or finetuning): one epoch over ``datasets``."""
   return ml_collections.ConfigDict(dict(
       # ("name/config[:split]", loss weight): hh_sim/... (config.data_dirs.world),
-      # hh_rlhf/... (config.data_dirs.hh_rlhf); hh/data/sources.py resolves them.
+      # hh_rlhf/... (config.data_dirs.hh_rlhf); hh/sources.py resolves them.
       datasets=tuple(datasets),
       epochs=1,                 # single epoch: the learning curve is the data-scaling curve
       seq_len=seq_len,          # context + response + EOC, context cut from the left
@@ -49,7 +49,7 @@ def stage(size: str, data: str = "sim", pmp: bool = True,
     raise ValueError(f"config argument data={data!r}; allowed: sim, hh_rlhf")
   big = common.paper_scale(size)
   seq, batch = (1024, 32) if big else (128, 16)
-  lam = harmless_weight  # λ in L_helpful + λ·L_harmless (SPEC §2.4; λ = 1 default)
+  lam = harmless_weight  # λ in L_helpful + λ·L_harmless (Bai et al. 2022, §3.1, App. A.2; λ = 1 default)
   if data == "sim":
     pmp_sets = (("hh_sim/pmp:train", 1.0),)
     ft_sets = (("hh_sim/helpful:train", 1.0), ("hh_sim/harmless:train", lam))

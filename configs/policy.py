@@ -1,4 +1,4 @@
-"""Sampling and policy evaluation: ``config.sampling`` and ``config.policies`` (SPEC §3, §4.3).
+"""Sampling and policy evaluation: ``config.sampling`` and ``config.policies`` (Bai et al. 2022, eq. 2.1, §4.3).
 
   python -m hh.main --config=configs/policy.py --workdir=runs/eval \
       --config.data_dirs.world=runs/pipeline --config.policies.pm=runs/pipeline/pm \
@@ -17,7 +17,7 @@ from configs import common
 
 
 def sampling(size: str) -> ml_collections.ConfigDict:
-  """How every policy samples (hh/rl/sample.py); one compiled program per (bucket, batch)."""
+  """How every policy samples (hh/policy/sample.py); one compiled program per (bucket, batch)."""
   big = common.paper_scale(size)
   return ml_collections.ConfigDict(dict(
       max_new_tokens=256 if big else 48,  # a response's length cap (the world's answers are short)
@@ -38,7 +38,7 @@ def evaluation(size: str) -> ml_collections.ConfigDict:
       prompts="hh_sim/prompts:test",  # held-out RL prompts (helpful, harmful and borderline)
       max_prompts=120,     # the first this many (the split is in random order)
       samples=4,           # samples per prompt for each policy's metrics
-      best_of=(1, 4, 16, 64),  # N for best-of-N of π0 under the PM (SPEC §4.3)
+      best_of=(1, 4, 16, 64),  # N for best-of-N of π0 under the PM (Bai et al. 2022, §4.3)
       best_of_prompts=60,  # prompts (the first of the evaluation's) for best-of-N
       # the PM: None inside a pipeline (its own pm stage); scored on text, re-tokenised by the
       # PM's tokenizer; text_scoring=False scores the policy's own tokens, which needs the PM

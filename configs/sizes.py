@@ -1,6 +1,6 @@
-"""The one size table: the paper's seven models (SPEC §1) plus CPU-sized ones.
+"""The one size table: the paper's seven models (Bai et al. 2022, §3.1) plus CPU-sized ones.
 
-The paper's exact shapes are unpublished. SPEC §1 reconstructs them from N ≈ 12·L·d² with
+The paper's exact shapes are unpublished. Bai et al. 2022, §3.1 reconstructs them from N ≈ 12·L·d² with
 d_model = 128·L, d_ff = 4·d and d_head 64 (small) or 128 (large); every named size is then within
 5% of its name in non-embedding parameters (``tests/test_sizes.py`` checks this by ``eval_shape``).
 

@@ -2,7 +2,7 @@
 
 Sizes are the base tranches the CPU pipeline trains on; the annotator temperature is set so two
 independent simulated annotators agree about as often as the paper's researchers and
-crowdworkers (≈ 63%, SPEC §3) on the base comparisons — printed by the world stage.
+crowdworkers (≈ 63%, Bai et al. 2022, eq. 2.1) on the base comparisons — printed by the world stage.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from hh import workdir as wd
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.abspath(os.environ.get("HH_EXPERIMENTS", os.path.join(REPO, "runs",
                                                                      "experiments")))
@@ -33,7 +35,7 @@ def hh_main(config: str, workdir: str, *overrides: str):
 def base(size: str) -> str:
   """World + pretrained LM of one size (the pipeline's first two stages)."""
   workdir = os.path.join(ROOT, f"base_{size}")
-  if not os.path.exists(os.path.join(workdir, "stages", "lm.json")):
+  if wd.done(workdir, "lm") is None:
     hh_main(f"configs/pipeline.py:size={size}", workdir, "--config.stages=('world','lm')")
   return workdir
 
@@ -42,7 +44,7 @@ def pm(name: str, size: str, *overrides: str, pmp: bool = False) -> str:
   """A PM run on the synthetic world from ``base(size)``; returns its workdir."""
   b = base(size)
   workdir = os.path.join(ROOT, name)
-  if not os.path.exists(os.path.join(workdir, "pm_result.json")):
+  if wd.done(workdir, "pm") is None:
     hh_main(f"configs/pm.py:size={size},data=sim,pmp={pmp}", workdir,
             f"--config.data_dirs.world={b}", f"--config.pm.init_from={os.path.join(b, 'lm')}",
             *overrides)
@@ -53,15 +55,108 @@ def cd(size: str, steps: int = 150) -> str:
   """π0 of one size: context distillation (configs/cd.py) from ``base(size)``; its workdir."""
   b = base(size)
   workdir = os.path.join(ROOT, f"fig30_cd_{size}")
-  if not os.path.exists(os.path.join(workdir, "cd_result.json")):
+  if wd.done(workdir, "cd") is None:
     hh_main(f"configs/cd.py:size={size}", workdir, f"--config.data_dirs.world={b}",
             f"--config.cd.init_from={os.path.join(b, 'lm')}", f"--config.cd.loop.steps={steps}")
   return workdir
 
 
-def result(workdir: str) -> dict:
-  with open(os.path.join(workdir, "pm_result.json")) as f:
+def result(workdir: str, stage: str = "pm") -> dict:
+  """The result of the ``stage`` run in ``workdir`` (hh/workdir.py)."""
+  out = wd.done(workdir, stage)
+  if out is None:
+    raise ValueError(f"{workdir}: no finished {stage} stage there")
+  return out
+
+
+def finished(workdir: str, stage: str) -> bool:
+  """Whether the run in ``workdir`` has finished ``stage`` (its record, hh/workdir.py)."""
+  return wd.done(workdir, stage) is not None
+
+
+def load_json(path: str) -> dict:
+  with open(path) as f:
     return json.load(f)
+
+
+def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
+  """Mean, and the SE over seeds (several) or the one run's own SE."""
+  v = np.asarray(values, np.float64)
+  if len(v) > 1:
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
+  return float(v[0]), float(within_se[0])
+
+
+def pm_scaling_runs() -> dict[str, str]:
+  """Fig. 7's PMs: one per size of the ladder, finetuned one epoch on the world's base
+  comparisons from that size's LM (Figs. 7, 8, 9, 25 and the PMP ablation read them)."""
+  return {s: pm(f"fig7_{s}", s) for s in LADDER}
+
+
+def weighted_pm(size: str, lam: float) -> str:
+  """A PM of ``size`` with the harmless loss weight λ (Fig. 27; λ = 1 is Fig. 1's base PM)."""
+  return pm(f"fig27_{size}_w{lam:g}", size, f"--config.pm.finetune.datasets="
+            f"(('hh_sim/helpful:train', 1.0), ('hh_sim/harmless:train', {float(lam)}))")
+
+
+def best_of_n(pipeline: str, seed: int) -> dict:
+  """The ``policies`` stage on a finished pipeline's LM, π0 and PM with sampling seed ``seed``
+  (100 prompts, best-of-N for Figs. 14 and 36) → its best-of-N policies."""
+  workdir = os.path.join(ROOT, f"fig36_seed{seed}")
+  if wd.done(workdir, "policies") is None:
+    hh_main("configs/policy.py", workdir, f"--config.policies.lm={pipeline}/lm",
+            f"--config.policies.pi0={pipeline}/cd", f"--config.policies.pm={pipeline}/pm",
+            f"--config.data_dirs.world={pipeline}", f"--config.policies.seed={seed}",
+            "--config.policies.max_prompts=100", "--config.policies.samples=1",
+            "--config.policies.best_of_prompts=100")
+  return load_json(os.path.join(workdir, "best_of_n.json"))["policies"]
+
+
+def online_loop(workdir: str, size: str, seed: int, pieces: dict[str, str], *overrides: str,
+                pmp: bool = True, helpful_only: bool = False, controlled: bool = False) -> str:
+  """``configs/online.py`` in ``workdir`` (skipped when finished) on the given ``pieces`` (lm, pm,
+  pi0, static: workdirs; world: the world's folder) → its ``online`` folder."""
+  if wd.done(os.path.join(REPO, workdir), "online") is None:
+    hh_main(f"configs/online.py:size={size}" + ("" if pmp else ",pmp=False"), workdir,
+            "--config.stages=('online',)",
+            *(f"--config.online.{k}={pieces[k]}" for k in ("lm", "pm", "pi0", "static")),
+            f"--config.data_dirs.world={pieces['world']}", f"--config.seed={seed}",
+            f"--config.online.controlled={controlled}",
+            f"--config.online.helpful_only={helpful_only}", *overrides)
+  return os.path.join(REPO, workdir, "online")
+
+
+def online_run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False,
+               deploy_k: int = 1) -> str:
+  """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only][_bo<K>]_seed<S>``
+  (the HH loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them; ``_bo<K>``:
+  the deployed policies' responses each the best of K under the newest PM); its folder."""
+  tag = ("_helpful_only" if helpful_only else "") + (f"_bo{deploy_k}" if deploy_k > 1 else "")
+  p = pipeline
+  pieces = {"lm": f"{p}/lm", "pm": f"{p}/pm", "pi0": f"{p}/cd", "static": f"{p}/ppo/policy",
+            "world": p}
+  bo = [f"--config.online.deploy_k={deploy_k}"] if deploy_k > 1 else []
+  return online_loop(os.path.join(root, f"online{tag}_seed{seed}"), size, seed, pieces, *bo,
+                     helpful_only=helpful_only, controlled=not helpful_only)
+
+
+def define_online_flags(flags):
+  """The online figures' command line (Figs. 15 and 35)."""
+  flags.DEFINE_string("pipeline", "runs/pipeline", "A finished pipeline workdir, relative to the "
+                      "repository or absolute, as given to the first run.")
+  flags.DEFINE_string("root", "runs/fig15", "Where the loops run.")
+  flags.DEFINE_string("size", "tiny", "The pipeline's size (configs/sizes.py).")
+  flags.DEFINE_list("seeds", ["0"], "Seeds of the loop.")
+  flags.DEFINE_integer("deploy_k", 1, "Each deployed response the best of this many samples "
+                       "under the newest PM (1: plain samples, the paper's).", lower_bound=1)
+
+
+def seeds(values) -> list[int]:
+  """``--seeds`` as integers (one line naming a bad one)."""
+  try:
+    return [int(s) for s in values]
+  except ValueError:
+    raise ValueError(f"--seeds={','.join(values)}: expected integers, e.g. 0,1,2") from None
 
 
 def scores(workdir: str) -> dict[str, np.ndarray]:

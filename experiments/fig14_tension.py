@@ -1,5 +1,5 @@
-"""Fig. 14 (SPEC §4.4): the helpful/harmless tension during RL, and PPO against best-of-N at
-matched KL (SPEC §4.3).
+"""Fig. 14 (Bai et al. 2022, §4.4): the helpful/harmless tension during RL, and PPO against best-of-N at
+matched KL (Bai et al. 2022, §4.3).
 
   python -m experiments.fig14_tension [--pipeline=runs/pipeline] [--iterations=80]
 
@@ -16,20 +16,26 @@ best-of-N of π0 under the same PM (``experiments/fig36_best_of_n.py``'s three s
 Prints the held-out PM scores as percentiles of the comparison data's, refusal rates, and the
 gold scores of PPO and best-of-N at matched KL.
 """
-import argparse
 import json
 import os
 
 import numpy as np
+from absl import app, flags
 
-from experiments import common, fig36_best_of_n
+from experiments import common
 
 RUNS = {"30% harmful (pipeline)": 0.3, "10% harmful (the fix)": 0.1}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("pipeline", os.path.join(common.REPO, "runs", "pipeline"),
+                    "A finished pipeline workdir (the main command's).")
+flags.DEFINE_integer("iterations", 80, "PPO iterations of each run.", lower_bound=1)
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Best-of-N sampling seeds (Fig. 36's runs).")
 
 
 def ppo(pipeline: str, harmful: float, iterations: int) -> str:
   workdir = os.path.join(common.ROOT, f"fig14_ppo_harmful{int(100 * harmful)}")
-  if not os.path.exists(os.path.join(workdir, "ppo_result.json")):
+  if not common.finished(workdir, "ppo"):
     common.hh_main("configs/ppo.py", workdir, f"--config.data_dirs.world={pipeline}",
                    f"--config.ppo.init_from={pipeline}/cd", f"--config.ppo.pm={pipeline}/pm",
                    f"--config.ppo.harmful_fraction={harmful}",
@@ -55,12 +61,9 @@ def percentile(data: np.ndarray, x: float) -> float:
   return 100.0 * (data < x).mean()
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--pipeline", default=os.path.join(common.REPO, "runs", "pipeline"))
-  ap.add_argument("--iterations", type=int, default=80)
-  ap.add_argument("--seeds", default="0,1,2", help="best-of-N sampling seeds (Fig. 36's runs)")
-  args = ap.parse_args()
+def main(argv):
+  del argv
+  args = FLAGS
   pipeline = os.path.abspath(args.pipeline)
   runs = {name: ppo(pipeline, h, args.iterations) for name, h in RUNS.items()}
   z = common.scores(os.path.join(pipeline, "pm"))
@@ -107,7 +110,7 @@ def main():
   fig.savefig(common.figure_path("fig14_tension.png"), dpi=110)
 
   # PPO against best-of-N at matched KL (same π0, same PM)
-  bon = [fig36_best_of_n.run(pipeline, int(s)) for s in args.seeds.split(",")]
+  bon = [common.best_of_n(pipeline, s) for s in common.seeds(args.seeds)]
   names = list(bon[0])
   kl = np.array([bon[0][n]["kl_bound"] for n in names])
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -144,4 +147,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

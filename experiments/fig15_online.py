@@ -1,4 +1,4 @@
-"""Iterated online RLHF on the world (SPEC §4.5): Fig. 15 (left: the final PM on the base, RS
+"""Iterated online RLHF on the world (Bai et al. 2022, §4.5): Fig. 15 (left: the final PM on the base, RS
 and online test sets; right: gold and PM-predicted Elo of the online policies, and their gold
 scores against RL samples), Fig. 16 (PMs of equal comparison count on base data only and on an
 even base/RS/online mix, a policy on each) and Fig. 24 (final-PM scores of the world's reference
@@ -18,46 +18,16 @@ writes ``ROOT/fig15_online.png``. At paper sizes: ``--size`` and a pipeline of t
 ``--deploy_k=K`` deploys each policy with rejection sampling on top (every online response the
 best of K samples under the newest PM) in ``ROOT/online_bo<K>_seed<S>``, ``fig15_online_bo<K>.png``.
 """
-import argparse
 import json
 import os
 
 import numpy as np
+from absl import app, flags
 
 from experiments import common
 
-
-def loop(workdir: str, size: str, seed: int, pieces: dict[str, str], *overrides: str,
-         pmp: bool = True, helpful_only: bool = False, controlled: bool = False) -> str:
-  """``configs/online.py`` in ``workdir`` (skipped when finished) on the given ``pieces`` (lm, pm,
-  pi0, static: workdirs; world: the world's folder) → its ``online`` folder."""
-  if not os.path.exists(os.path.join(common.REPO, workdir, "online", "online_result.json")):
-    common.hh_main(f"configs/online.py:size={size}" + ("" if pmp else ",pmp=False"), workdir,
-                   "--config.stages=('online',)",
-                   *(f"--config.online.{k}={pieces[k]}" for k in ("lm", "pm", "pi0", "static")),
-                   f"--config.data_dirs.world={pieces['world']}", f"--config.seed={seed}",
-                   f"--config.online.controlled={controlled}",
-                   f"--config.online.helpful_only={helpful_only}", *overrides)
-  return os.path.join(common.REPO, workdir, "online")
-
-
-def run(pipeline: str, root: str, size: str, seed: int, helpful_only: bool = False,
-        deploy_k: int = 1) -> str:
-  """One online loop on ``pipeline``'s models in ``ROOT/online[_helpful_only][_bo<K>]_seed<S>``
-  (the HH loop with Fig. 16's arms; or the helpful-only loop, Fig. 35, without them; ``_bo<K>``:
-  the deployed policies' responses each the best of K under the newest PM); its folder."""
-  tag = ("_helpful_only" if helpful_only else "") + (f"_bo{deploy_k}" if deploy_k > 1 else "")
-  p = pipeline
-  pieces = {"lm": f"{p}/lm", "pm": f"{p}/pm", "pi0": f"{p}/cd", "static": f"{p}/ppo/policy",
-            "world": p}
-  bo = [f"--config.online.deploy_k={deploy_k}"] if deploy_k > 1 else []
-  return loop(os.path.join(root, f"online{tag}_seed{seed}"), size, seed, pieces, *bo,
-              helpful_only=helpful_only, controlled=not helpful_only)
-
-
-def _load(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+FLAGS = flags.FLAGS
+common.define_online_flags(flags)
 
 
 def _kind(spec: str) -> str:
@@ -71,8 +41,8 @@ def pm_by_kind(online_dir: str, n_it: int) -> tuple[dict, dict]:
   """The final PM's accuracy (pairs pooled over iterations) and mean-removed scores of both
   responses per test-set kind."""
   pm_dir = os.path.join(online_dir, f"iter_{n_it}", "pm")
-  cfg = _load(os.path.join(pm_dir, "config.json"))["pm"]
-  res = _load(os.path.join(pm_dir, "pm_result.json"))["by_test_set"]
+  cfg = common.load_json(os.path.join(pm_dir, "config.json"))["pm"]
+  res = common.result(os.path.dirname(pm_dir), "pm")["by_test_set"]  # the iteration records it
   z = common.scores(pm_dir)
   acc, scores = {}, {}
   for k, spec in enumerate(cfg["test_datasets"]):
@@ -86,7 +56,7 @@ def pm_by_kind(online_dir: str, n_it: int) -> tuple[dict, dict]:
 
 def ppo_curve(ppo_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """RL samples seen, gold helpfulness and harmlessness of the rollouts (train rows)."""
-  cfg = _load(os.path.join(ppo_dir, "config.json"))["ppo"]
+  cfg = common.load_json(os.path.join(ppo_dir, "config.json"))["ppo"]
   with open(os.path.join(ppo_dir, "metrics.jsonl")) as f:
     rows = [r for r in map(json.loads, f) if r.get("split") == "train" and "gold_helpful" in r]
   return (np.array([r["step"] * cfg["rollout_batch"] for r in rows]),
@@ -94,24 +64,24 @@ def ppo_curve(ppo_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def logp_accuracies(online_dir: str, n_it: int, max_pairs: int = 300) -> dict:
-  """Fig. 34 (SPEC §4.5) at RL's two ends: the mean log-p accuracy of π0, the static policy and
+  """Fig. 34 (Bai et al. 2022, §4.5) at RL's two ends: the mean log-p accuracy of π0, the static policy and
   each iteration's policy on the final PM's test sets (≤ ``max_pairs`` each, pooled by kind)
   → {policy: {kind: mean ± SE}}; cached in ``ONLINE_DIR/fig34.json``."""
   path = os.path.join(online_dir, "fig34.json")
   if os.path.exists(path):
-    return _load(path)
+    return common.load_json(path)
   import ml_collections
 
-  from hh import io
-  from hh.data import sources
-  from hh.rl import evaluate, ppo_stage
-  from hh.rl import policy as policy_lib
-  cfg = ml_collections.ConfigDict(_load(os.path.join(os.path.dirname(online_dir),
+  from hh import io, sources
+  from hh.policy import evaluate
+  from hh.policy import policy as policy_lib
+  from hh.ppo import train as ppo_stage
+  cfg = ml_collections.ConfigDict(common.load_json(os.path.join(os.path.dirname(online_dir),
                                                      "config.json")))
   places = sources.Places.from_config(cfg, os.path.join(online_dir, "fig34"),
                                       os.path.dirname(online_dir))  # a pipeline's own world
   rows = {}
-  for spec in _load(os.path.join(online_dir, f"iter_{n_it}", "pm", "config.json"))["pm"][
+  for spec in common.load_json(os.path.join(online_dir, f"iter_{n_it}", "pm", "config.json"))["pm"][
       "test_datasets"]:
     rows.setdefault(_kind(spec), []).extend(ppo_stage.comparisons(spec, places, max_pairs))
   root = os.path.dirname(online_dir)  # inside a pipeline: its own cd and ppo stages
@@ -133,36 +103,14 @@ def logp_accuracies(online_dir: str, n_it: int, max_pairs: int = 300) -> dict:
   return out
 
 
-def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
-  """Mean, and the SE over seeds (several) or the one run's own SE."""
-  v = np.asarray(values, np.float64)
-  if len(v) > 1:
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
-  return float(v[0]), float(within_se[0])
-
-
-def parse_args() -> tuple[argparse.Namespace, list[int]]:
-  """The online figures' command line (--pipeline, --root, --size, --seeds) → (args, seeds); the
-  working directory becomes the repository (the runs' configs hold paths relative to it)."""
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--pipeline", default="runs/pipeline", help="relative to the repository or "
-                  "absolute, as given to the first run")
-  ap.add_argument("--root", default="runs/fig15")
-  ap.add_argument("--size", default="tiny")
-  ap.add_argument("--seeds", default="0")
-  ap.add_argument("--deploy_k", type=int, default=1, help="each deployed response the best of "
-                  "this many samples under the newest PM (1: plain samples, the paper's)")
-  args = ap.parse_args()
-  if args.deploy_k < 1:
-    ap.error(f"--deploy_k={args.deploy_k}: at least 1")
-  os.chdir(common.REPO)
-  return args, [int(s) for s in args.seeds.split(",")]
-
-
-def main():
-  args, seeds = parse_args()
-  dirs = [run(args.pipeline, args.root, args.size, s, deploy_k=args.deploy_k) for s in seeds]
-  results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
+def main(argv):
+  del argv
+  args = FLAGS
+  os.chdir(common.REPO)  # the runs' configs hold paths relative to the repository
+  seeds = common.seeds(args.seeds)
+  dirs = [common.online_run(args.pipeline, args.root, args.size, s, deploy_k=args.deploy_k)
+          for s in seeds]
+  results = [common.result(os.path.dirname(d), "online") for d in dirs]
   n_it = len(results[0]["iterations"])
   print(f"\n{len(seeds)} seed(s); ± is the SE " + ("over seeds" if len(seeds) > 1 else
                                                    "over the run's responses / comparisons"))
@@ -178,14 +126,14 @@ def main():
       for label, key in (("kept", task), ("chosen", f"{task}/chosen"),
                          ("sampled", f"{task}/sampled")):
         if key in qs[0]:  # runs made before the chosen / sampled sets lack them
-          m, se = spread([q[key]["mean"] for q in qs], [q[key]["se"] for q in qs])
+          m, se = common.spread([q[key]["mean"] for q in qs], [q[key]["se"] for q in qs])
           cells.append(f"{label} {m:+.3f} ± {se:.3f} (n={qs[0][key]['n']})")
       print(f"  {task:8s} {name:22s} " + "   ".join(cells))
 
   accs = [pm_by_kind(d, n_it) for d in dirs]
   print(f"\nFinal PM (iteration {n_it}) accuracy by test-set kind (pairs pooled over tranches):")
   for kind in accs[0][0]:
-    m, se = spread([a[0][kind][0] for a in accs], [0.0])
+    m, se = common.spread([a[0][kind][0] for a in accs], [0.0])
     n = accs[0][0][kind][1]
     se = se if len(seeds) > 1 else np.sqrt(m * (1 - m) / n)
     print(f"  {kind:28s} {m:.3f} ± {se:.3f} ({n} pairs)")
@@ -196,7 +144,7 @@ def main():
         "174 × Δ final-PM score; both relative to π0):")
 
   def stat(name, key, field="mean", se_field="se"):
-    return spread([e[name][key][field] for e in ev], [e[name][key][se_field] for e in ev])
+    return common.spread([e[name][key][field] for e in ev], [e[name][key][se_field] for e in ev])
 
   table = {}
   for n in names:
@@ -217,7 +165,7 @@ def main():
   if "mix" in table and "base_only" in table:
     d = [e["mix"]["gold_elo"]["elo"] - e["base_only"]["gold_elo"]["elo"] for e in ev]
     se = [np.hypot(e["mix"]["gold_elo"]["se"], e["base_only"]["gold_elo"]["se"]) for e in ev]
-    m, s = spread(d, se)
+    m, s = common.spread(d, se)
     print(f"\nFig. 16: mix − base-only gold Elo = {m:+.0f} ± {s:.0f} "
           f"({'mix ahead' if m - 2 * s > 0 else 'base-only ahead' if m + 2 * s < 0 else 'no difference'}"
           " at 2 SE); equal comparison counts per arm: " +
@@ -229,7 +177,7 @@ def main():
   kinds = list(lp[0]["pi0"])
   for n in lp[0]:
     print(f"  {n:10s} " + "  ".join(
-        "{} {:.3f} ± {:.3f}".format(k, *spread([x[n][k]["mean"] for x in lp],
+        "{} {:.3f} ± {:.3f}".format(k, *common.spread([x[n][k]["mean"] for x in lp],
                                                 [x[n][k]["se"] for x in lp])) for k in kinds))
   print("  final PM   " + "  ".join(f"{k} {np.mean([a[0][k][0] for a in accs]):.3f}"
                                      for k in kinds))
@@ -287,4 +235,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -3,9 +3,11 @@
   python experiments/fig19_mix.py      # 5 shares × 2 sizes, ~12 min on 2 CPU cores
 
 1,800 training comparisons in all, a share f from the harmless (red-team) tranche and 1 − f
-from the helpful one. Expected (SPEC §2.5): a helpful-only PM (f = 0) scores below chance on
+from the helpful one. Expected (Bai et al. 2022, §3.2–3.4): a helpful-only PM (f = 0) scores below chance on
 harmless comparisons and a harmless-only PM (f = 1) below chance on helpful ones.
 """
+from absl import app
+
 from experiments import common
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -24,7 +26,8 @@ def run(size: str, share: float) -> str:
                    f"--config.pm.finetune.datasets=({','.join(sets)},)")
 
 
-def main():
+def main(argv):
+  del argv
   fig, panels = common.helpful_harmless_axes()
   for size in SIZES:
     accs = [list(common.result(run(size, f))["by_test_set"].values()) for f in SHARES]
@@ -41,4 +44,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

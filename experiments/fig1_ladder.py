@@ -1,4 +1,4 @@
-"""Fig. 1 (SPEC §4.4, §4.5): gold Elo against model size — π0 (context-distilled), static HH
+"""Fig. 1 (Bai et al. 2022, §4.4, §4.5): gold Elo against model size — π0 (context-distilled), static HH
 RLHF, online HH RLHF and online helpful-only RLHF — in a helpfulness panel (the annotator's
 helpful task on helpful requests) and a harmlessness panel (its red-team task on harmful ones),
 relative to the largest π0, with the world's reference answers ("professional writers") as a band.
@@ -13,30 +13,35 @@ are the last iteration of ``configs/online.py`` run on that LM, base PM and π0 
 a rejection-sampled tranche, then two online ones; each iteration's PM from the LM without PMP
 on base + all tranches, as the base PM was made, and its policy PPO from π0 with the static
 policy's, 50 iterations on the CPU ladder). All policies answer the same 120 held-out prompts × 4 samples
-(``hh.rl.online.evaluate_policies``); the annotator compares every pair on every row and
+(``hh.online.loop.evaluate_policies``); the annotator compares every pair on every row and
 ``hh/elo.py`` fits Elo per task. ``--seed`` seeds the online loops and the evaluation. Writes
 ``fig1_ladder[_seed<S>].png`` (seed 0 without the suffix) and
 ``fig1_ladder_seed<S>/evaluation.json`` and prints each policy's per-task Elo ± SE. At paper
 sizes: ``--sizes=13M,42M,...`` (each run's config is its size's: configs/ppo.py, online.py).
 """
-import argparse
 import json
 import os
 
+from absl import app, flags
+
 from configs import ppo, sizes
-from experiments import common, fig15_online, fig27_harmless_weight
+from experiments import common
 
 SIZES = ("micro", "mini", "tiny")  # the CPU ladder; --sizes for another
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("seed", 0, "Seed of the online loops and the evaluation.")
+flags.DEFINE_list("sizes", list(SIZES), "The ladder, smallest first (configs/sizes.py).")
 
 
 def static(size: str) -> str:
   """PPO of the ``size`` π0 against the full-data PM of its size; the exported policy."""
   workdir = os.path.join(common.ROOT, f"fig1_static_{size}")
-  if not os.path.exists(os.path.join(workdir, "ppo_result.json")):
+  if not common.finished(workdir, "ppo"):
     common.hh_main(f"configs/ppo.py:size={size}", workdir,
                    f"--config.data_dirs.world={common.base(size)}",
                    f"--config.ppo.init_from={common.cd(size)}",
-                   f"--config.ppo.pm={fig27_harmless_weight.run(size, 1)}")
+                   f"--config.ppo.pm={common.weighted_pm(size, 1)}")
   return os.path.join(workdir, "policy")
 
 
@@ -46,21 +51,20 @@ def online(size: str, seed: int, helpful_only: bool = False) -> str:
   the exported policy of its last iteration."""
   b, tag = common.base(size), "_helpful_only" if helpful_only else ""
   steps = ppo.stage(size).loop.steps  # the static policy's (configs/ppo.py)
-  pieces = {"lm": os.path.join(b, "lm"), "pm": fig27_harmless_weight.run(size, 1),
+  pieces = {"lm": os.path.join(b, "lm"), "pm": common.weighted_pm(size, 1),
             "pi0": common.cd(size), "static": static(size), "world": b}
-  out = fig15_online.loop(os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}"), size,
+  out = common.online_loop(os.path.join(common.ROOT, f"fig1_online{tag}_{size}_seed{seed}"), size,
                           seed, pieces, f"--config.ppo.loop.steps={steps}",
                           f"--config.ppo.loop.eval_every={steps}", "--config.ppo.logp_sets=()",
                           pmp=False, helpful_only=helpful_only)
-  with open(os.path.join(out, "online_result.json")) as f:
-    n_it = len(json.load(f)["iterations"])
+  n_it = len(common.result(os.path.dirname(out), "online")["iterations"])
   return os.path.join(out, f"iter_{n_it}", "ppo", "policy")
 
 
 def evaluation(seed: int, ladder: tuple[str, ...] = SIZES) -> dict:
   from configs import online as online_config
-  from hh.data import sources
-  from hh.rl import online as online_lib
+  from hh import sources
+  from hh.online import loop as online_lib
   out = os.path.join(common.ROOT, _name(ladder, seed))
   path = os.path.join(out, "evaluation.json")
   if os.path.exists(path):
@@ -85,16 +89,13 @@ def _name(ladder: tuple[str, ...], seed: int) -> str:
   return "fig1_ladder" + ("" if ladder == SIZES else "_" + "-".join(ladder)) + f"_seed{seed}"
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--sizes", default=",".join(SIZES), help="the ladder, smallest first "
-                  f"(configs/sizes.py: {', '.join(sizes.SIZES)})")
-  args = ap.parse_args()
-  ladder = tuple(args.sizes.split(","))
+def main(argv):
+  del argv
+  args = FLAGS
+  ladder = tuple(args.sizes)
   for s in ladder:
     if s not in sizes.SIZES:
-      ap.error(f"--sizes: unknown size {s!r}; allowed: {', '.join(sizes.SIZES)}")
+      raise app.UsageError(f"--sizes: unknown size {s!r}; allowed: {', '.join(sizes.SIZES)}")
   pol = evaluation(args.seed, ladder)["policies"]
   x = {s: sizes.SIZES[s][4] for s in ladder}
   plt = common.plt()
@@ -126,4 +127,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,5 +1,5 @@
 """Figs. 22, 39 and 23: harmful requests detected as out-of-distribution from the activations of
-an LM that never saw them flagged (SPEC §6; HH §5.4, App. B.9).
+an LM that never saw them flagged (Bai et al. 2022, §5.4, App. B.9).
 
   python -m experiments.fig22_ood            # the CPU ladder + small on the world (~10 min
                                              # once the base LMs exist)
@@ -18,12 +18,12 @@ largest size), ``fig39_srmd_vs_mahalanobis.png``, ``fig23_exposure.png`` and ``o
 prints the tables the README quotes. Error bars: standard errors over splits / draws (the
 paper's are standard deviations).
 """
-import argparse
 import json
 import os
 import re
 
 import numpy as np
+from absl import app, flags
 
 from experiments import common
 from hh.ood import activations as acts_lib
@@ -39,7 +39,8 @@ HOLDOUT = 0.2
 def world_prompts(base_dir: str) -> tuple[list[str], np.ndarray]:
   """(context texts, families) of the world's RL prompts, train and test splits."""
   from configs import pipeline
-  from hh.data import sources, tfds_io
+  from hh import sources
+  from hh.data import tfds_io
   with open(os.path.join(base_dir, "config.json")) as f:
     world = json.load(f)["world"]
   config = pipeline.get_config("size=tiny")
@@ -57,7 +58,7 @@ def world_prompts(base_dir: str) -> tuple[list[str], np.ndarray]:
 def activations(lm_dir: str, prompts: list[str], pool: str, cache: str) -> np.ndarray:
   """[L + 1, N, D], cached in ``cache`` (.npz)."""
   from hh import io
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   if os.path.exists(cache):
     return io.read_npz(cache)["acts"]
   acts = acts_lib.layer_activations(policy_lib.load(lm_dir), prompts, pool)
@@ -257,11 +258,14 @@ def real_prompts(lm_dir: str) -> tuple[list[str], list[str], list[str]]:
   evenly spaced) and of those it held out for validation; the first Human turn of each hh-rlhf
   harmless-base row (red-team requests). All plain text, 6–40 words, deduplicated, WikiText
   without <unk> and detokenised: what is left is content and style."""
-  from configs.common import SHARED_DATA
   from hh.data import hh_rlhf, text
   with open(os.path.join(lm_dir, "config.json")) as f:
-    data_cfg = json.load(f)["lm"]["data"]
-  articles = text.read_articles(str(SHARED_DATA / "wikitext-2"), data_cfg["wikitext_files"])
+    saved = json.load(f)
+  data_cfg, dirs = saved["lm"]["data"], saved["data_dirs"]
+  if not dirs.get("hh_rlhf"):
+    raise ValueError(f"{lm_dir}/config.json: data_dirs.hh_rlhf is not set (the real-text study "
+                     "reads the red-team requests of hh-rlhf's harmless-base; set HH_DATA_DIR)")
+  articles = text.read_articles(dirs["wikitext"], data_cfg["wikitext_files"])
   train, val = text.split_articles(articles, data_cfg["val_every"])
 
   def sentences(arts):
@@ -275,7 +279,8 @@ def real_prompts(lm_dir: str) -> tuple[list[str], list[str], list[str]]:
   fit, held = sentences(train), sentences(val)
   fit = [fit[i] for i in np.linspace(0, len(fit) - 1, min(2000, len(fit))).astype(int)]
   red = []
-  for _, row in hh_rlhf.read_json_rows(str(SHARED_DATA / "hh-rlhf/harmless-base/test.jsonl.gz")):
+  for _, row in hh_rlhf.read_json_rows(os.path.join(dirs["hh_rlhf"], "harmless-base",
+                                                             "test.jsonl.gz")):
     turns = hh_rlhf.parse_turns(row["chosen"]) if isinstance(row, dict) else []
     if turns and turns[0][0] == "Human" and 6 <= len(turns[0][1].split()) <= 40:
       red.append(turns[0][1])
@@ -284,7 +289,7 @@ def real_prompts(lm_dir: str) -> tuple[list[str], list[str], list[str]]:
 
 def real_study(out_dir: str) -> dict:
   lm_dir = os.path.join(common.ROOT, "lm_wikitext_tiny")
-  if not os.path.exists(os.path.join(lm_dir, "lm_result.json")):
+  if not common.finished(lm_dir, "lm"):
     common.hh_main("configs/lm.py:size=tiny", lm_dir)
   fit, held, red = real_prompts(lm_dir)
   print(f"\nreal text: fit on {len(fit)} WikiText sentences of training articles; held out "
@@ -303,11 +308,14 @@ def real_study(out_dir: str) -> dict:
           + f"; exposure M=10 at the last layer {e10[0]:.3f} ± {e10[1]:.3f}")
   return res
 
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("real", False, "Also the real-text study (config.data_dirs.wikitext and "
+                  "config.data_dirs.hh_rlhf, or HH_DATA_DIR).")
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--real", action="store_true", help="also the real-text study")
-  args = ap.parse_args()
+
+def main(argv):
+  del argv
+  args = FLAGS
   out_dir = os.path.join(common.ROOT, "ood")
   os.makedirs(out_dir, exist_ok=True)
   res = world_study(out_dir)
@@ -320,4 +328,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

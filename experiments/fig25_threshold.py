@@ -2,16 +2,18 @@
 
   python experiments/fig25_threshold.py    # reuses the fig. 7 runs
 
-Expected (SPEC §2.5): accuracy falls as the threshold rises, for helpful and harmless.
+Expected (Bai et al. 2022, §3.2–3.4): accuracy falls as the threshold rises, for helpful and harmless.
 """
 import numpy as np
+from absl import app
 
-from experiments import common, fig7_pm_scaling
+from experiments import common
 from hh.pm import eval as pm_eval
 
 
-def main():
-  workdirs = fig7_pm_scaling.runs()
+def main(argv):
+  del argv
+  workdirs = common.pm_scaling_runs()
   fig, panels = common.helpful_harmless_axes()
   for size, wd in workdirs.items():
     d = common.scores(wd)
@@ -31,4 +33,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

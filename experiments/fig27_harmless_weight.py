@@ -1,5 +1,5 @@
 """Fig. 27: helpful, harmless and mean test accuracy against the harmless loss weight λ in
-L = L_helpful + λ·L_harmless (SPEC §2.4), one line per size.
+L = L_helpful + λ·L_harmless (Bai et al. 2022, §3.1, App. A.2), one line per size.
 
   python -m experiments.fig27_harmless_weight      # 5 weights × 3 sizes, ~20 min on 2 CPU cores
 
@@ -10,16 +10,12 @@ helpful accuracy at 13M and 1.5 at 52B. Prints each size's accuracies per λ wit
 standard errors and writes ``fig27_harmless_weight.png``.
 """
 import numpy as np
+from absl import app
 
 from experiments import common
 
 WEIGHTS = (1, 2, 3, 4, 10)
 SIZES = ("micro", "mini", "tiny")
-
-
-def run(size: str, lam: float) -> str:
-  return common.pm(f"fig27_{size}_w{lam:g}", size, f"--config.pm.finetune.datasets="
-                   f"(('hh_sim/helpful:train', 1.0), ('hh_sim/harmless:train', {float(lam)}))")
 
 
 def accuracies(workdir: str) -> tuple[float, float, int, int]:
@@ -36,11 +32,12 @@ def paired_change(before: str, after: str, part: int) -> tuple[float, float]:
   return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
 
 
-def main():
+def main(argv):
+  del argv
   plt = common.plt()
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
   for size in SIZES:
-    acc = np.array([accuracies(run(size, lam)) for lam in WEIGHTS])
+    acc = np.array([accuracies(common.weighted_pm(size, lam)) for lam in WEIGHTS])
     helpful, harmless, n_h, n_r = acc.T
     se_h, se_r = np.sqrt(helpful * (1 - helpful) / n_h), np.sqrt(harmless * (1 - harmless) / n_r)
     mean = (helpful + harmless) / 2
@@ -50,8 +47,8 @@ def main():
     print(size, "  ".join(f"λ={lam:g}: helpful {a:.3f} ± {sa:.3f}, harmless {b:.3f} ± {sb:.3f}, "
                           f"mean {m:.3f}" for lam, a, sa, b, sb, m
                           in zip(WEIGHTS, helpful, se_h, harmless, se_r, mean)))
-    d, se_d = paired_change(run(size, WEIGHTS[0]), run(size, WEIGHTS[-1]), 0)
-    e, se_e = paired_change(run(size, WEIGHTS[0]), run(size, WEIGHTS[-1]), 1)
+    d, se_d = paired_change(common.weighted_pm(size, WEIGHTS[0]), common.weighted_pm(size, WEIGHTS[-1]), 0)
+    e, se_e = paired_change(common.weighted_pm(size, WEIGHTS[0]), common.weighted_pm(size, WEIGHTS[-1]), 1)
     print(f"{size}: λ {WEIGHTS[0]} → {WEIGHTS[-1]} changes helpful accuracy by {d:+.3f} ± "
           f"{se_d:.3f} and harmless by {e:+.3f} ± {se_e:.3f} (paired over the same test pairs); "
           f"best mean at λ = {WEIGHTS[int(mean.argmax())]}")
@@ -65,4 +62,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

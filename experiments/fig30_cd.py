@@ -1,5 +1,5 @@
 """Fig. 30: context distillation's loss (KL(teacher ‖ student), 51-way) against steps, for each
-size of the CPU ladder (SPEC §4.6).
+size of the CPU ladder (Bai et al. 2022, App. A.1).
 
   python -m experiments.fig30_cd [--steps=150]
 
@@ -7,24 +7,24 @@ Each size's world + pretrained LM comes from ``common.base`` (shared with the PM
 CD run starts from it with configs/cd.py. Writes ``fig30_cd.png`` and prints each size's
 validation KL before and after.
 """
-import argparse
-import json
-import os
+
+from absl import app, flags
 
 from experiments import common
 from hh.train import metrics
 
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("steps", 150, "Context-distillation steps per size.", lower_bound=1)
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--steps", type=int, default=150)
-  args = ap.parse_args()
+
+def main(argv):
+  del argv
+  args = FLAGS
   plt = common.plt()
   fig, ax = plt.subplots(figsize=(6, 4))
   for size in common.LADDER:
     wd = common.cd(size, args.steps)
-    with open(os.path.join(wd, "cd_result.json")) as f:
-      r = json.load(f)
+    r = common.result(wd, "cd")
     val = metrics.read(wd, "val")
     ax.plot([0] + [v["step"] for v in val], [r["val_kl_start"]] + [v["loss"] for v in val],
             "o-", label=size)
@@ -37,4 +37,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

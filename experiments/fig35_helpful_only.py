@@ -1,4 +1,4 @@
-"""The online helpful-only run on the world (SPEC §4.5, Fig. 35; fig1_ladder.py runs the same loop
+"""The online helpful-only run on the world (Bai et al. 2022, §4.5, Fig. 35; fig1_ladder.py runs the same loop
 at every size of the ladder for Fig. 1): the online loop of ``configs/online.py`` with ``config.online.helpful_only`` — helpful
 prompts and helpful comparisons only, PPO without harmful prompts — against π0 and the static HH
 policy, in a helpfulness panel (the annotator's helpful task on helpful and borderline prompts)
@@ -17,28 +17,34 @@ over the run's comparisons) and writes ``ROOT/fig35_helpful_only.png``.
 import os
 
 import numpy as np
+from absl import app, flags
 
 from experiments import common
-from experiments.fig15_online import _load, parse_args, run, spread
+
+FLAGS = flags.FLAGS
+common.define_online_flags(flags)
 
 
 def val_curve(ppo_dir: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(RL samples seen, mean, SE) of a gold metric on held-out prompts during one PPO run: π0's
   evaluation at 0, then the "val" rows."""
-  cfg = _load(os.path.join(ppo_dir, "config.json"))["ppo"]
+  cfg = common.load_json(os.path.join(ppo_dir, "config.json"))["ppo"]
   from hh.train import metrics
   rows = metrics.read(ppo_dir, "val")
-  start = _load(os.path.join(ppo_dir, "ppo_start.json"))
+  start = common.load_json(os.path.join(ppo_dir, "ppo_start.json"))
   x = [0] + [r["step"] * cfg["rollout_batch"] for r in rows]
   return (np.array(x), np.array([start[key]] + [r[key] for r in rows]),
           np.array([start[f"{key}_se"]] + [r[f"{key}_se"] for r in rows]))
 
 
-def main():
-  args, seeds = parse_args()
-  dirs = [run(args.pipeline, args.root, args.size, s, helpful_only=True, deploy_k=args.deploy_k)
-          for s in seeds]
-  results = [_load(os.path.join(d, "online_result.json")) for d in dirs]
+def main(argv):
+  del argv
+  args = FLAGS
+  os.chdir(common.REPO)  # the runs' configs hold paths relative to the repository
+  seeds = common.seeds(args.seeds)
+  dirs = [common.online_run(args.pipeline, args.root, args.size, s, helpful_only=True,
+                            deploy_k=args.deploy_k) for s in seeds]
+  results = [common.result(os.path.dirname(d), "online") for d in dirs]
   n_it = len(results[0]["iterations"])
   ev = [r["evaluation"] for r in results]
   names = list(ev[0])
@@ -49,14 +55,14 @@ def main():
     if key not in results[0]["base_quality"]:  # runs made before these sets lack them
       continue
     print(f"Tranche gold helpfulness ({label}): " + ", ".join(
-        "{} {:+.3f} ± {:.3f}".format(name, *spread([q[key]["mean"] for q in qs],
+        "{} {:+.3f} ± {:.3f}".format(name, *common.spread([q[key]["mean"] for q in qs],
                                                     [q[key]["se"] for q in qs]))
         for name, qs in [("base", [r["base_quality"] for r in results])] +
         [(f"{i + 1}:{results[0]['iterations'][i]['kind']}",
           [r["iterations"][i]["quality"] for r in results]) for i in range(n_it)]))
 
   def stat(n, key, field="mean", se_field="se"):
-    return spread([e[n][key][field] for e in ev], [e[n][key][se_field] for e in ev])
+    return common.spread([e[n][key][field] for e in ev], [e[n][key][se_field] for e in ev])
 
   table = {n: {"helpful_elo": stat(n, "gold_elo/helpful", "elo"),
                "harmless_elo": stat(n, "gold_elo/harmless", "elo"),
@@ -133,4 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,5 +1,5 @@
 """Fig. 36: best-of-N of π0 under the HH PM — gold Elo and mean gold helpfulness against N, on
-the KL axis log N − (N−1)/N (SPEC §4.3), with the PM's own score to show where PM and gold part.
+the KL axis log N − (N−1)/N (Bai et al. 2022, §4.3), with the PM's own score to show where PM and gold part.
 
   python -m experiments.fig36_best_of_n [--pipeline=runs/pipeline] [--seeds=0,1,2]
 
@@ -8,34 +8,24 @@ the ``policies`` stage once per sampling seed (new samples, new annotator draws;
 the same, so the spread is that of sampling and judging, not of training). Writes
 ``fig36_best_of_n.png`` and prints means ± standard errors over the seeds.
 """
-import argparse
-import json
 import os
 
 import numpy as np
+from absl import app, flags
 
 from experiments import common
 
-
-def run(pipeline: str, seed: int) -> dict:
-  workdir = os.path.join(common.ROOT, f"fig36_seed{seed}")
-  if not os.path.exists(os.path.join(workdir, "best_of_n.json")):
-    common.hh_main("configs/policy.py", workdir, f"--config.policies.lm={pipeline}/lm",
-                   f"--config.policies.pi0={pipeline}/cd", f"--config.policies.pm={pipeline}/pm",
-                   f"--config.data_dirs.world={pipeline}", f"--config.policies.seed={seed}",
-                   "--config.policies.max_prompts=100", "--config.policies.samples=1",
-                   "--config.policies.best_of_prompts=100")
-  with open(os.path.join(workdir, "best_of_n.json")) as f:
-    return json.load(f)["policies"]
+FLAGS = flags.FLAGS
+flags.DEFINE_string("pipeline", os.path.join(common.REPO, "runs", "pipeline"),
+                    "A finished pipeline workdir (the main command's).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Sampling seeds.")
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--pipeline", default=os.path.join(common.REPO, "runs", "pipeline"))
-  ap.add_argument("--seeds", default="0,1,2")
-  args = ap.parse_args()
-  seeds = [int(s) for s in args.seeds.split(",")]
-  results = [run(os.path.abspath(args.pipeline), s) for s in seeds]
+def main(argv):
+  del argv
+  args = FLAGS
+  seeds = common.seeds(args.seeds)
+  results = [common.best_of_n(os.path.abspath(args.pipeline), s) for s in seeds]
   names = list(results[0])
   kl = np.array([results[0][n]["kl_bound"] for n in names])
   pm_key = next(k for k in results[0][names[0]] if k.startswith("pm_score/"))
@@ -66,4 +56,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

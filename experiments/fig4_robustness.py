@@ -1,10 +1,10 @@
-"""Figs. 4, 13 and 33 (SPEC §4.2, §4.3): PPO policies of each size of the CPU ladder trained
+"""Figs. 4, 13 and 33 (Bai et al. 2022, §4.2, §4.3): PPO policies of each size of the CPU ladder trained
 against a "train PM" and scored on the same samples, every iteration, by "test PMs" trained on
 the other half of the comparisons.
 
   python -m experiments.fig4_robustness [--iterations=100]
 
-The world's helpful and harmless train tranches are split 50/50 (SPEC §2.4): PMs of each size
+The world's helpful and harmless train tranches are split 50/50 (Bai et al. 2022, §3.1, App. A.2): PMs of each size
 (``common.base``'s pretrained LM, finetuned for one epoch, no PMP) on half a are the train PMs,
 on half b the test PMs. Two sweeps, as in the paper: (a) every policy trained against the
 largest train PM; (b) each against the train PM of its own size. π0 of each size is its context
@@ -22,11 +22,11 @@ fits and R² over the first half of training; left sweep a, right sweep b) and
 sweeps). Prints where train and test scores part, the fits' slopes and R², and the gold
 helpfulness and harmlessness of each run's first and last iterations.
 """
-import argparse
 import json
 import os
 
 import numpy as np
+from absl import app, flags
 
 from configs import common as config_common
 from configs import sizes
@@ -50,7 +50,7 @@ def ppo(size: str, pm_size: str, iterations: int, lr_scale: float = 1.0, seed: i
   prompts and samples (the PMs and π0 are shared)."""
   tag = ("" if lr_scale == 1 else f"_lr{lr_scale:g}x") + (f"_seed{seed}" if seed else "")
   workdir = os.path.join(common.ROOT, f"fig4_ppo_{size}_on_{pm_size}{tag}")
-  if not os.path.exists(os.path.join(workdir, "ppo_result.json")):
+  if not common.finished(workdir, "ppo"):
     lr = 0.01 * config_common.pretrain_lr(size) * lr_scale
     tests = ",".join(repr(half_pm(s, "b")) for s in SIZES)
     common.hh_main(f"configs/ppo.py:size={size}", workdir,
@@ -134,17 +134,19 @@ def over_seeds(seeds: list[int], iterations: int):
               f"{v.std(ddof=1) / np.sqrt(len(v)):.3f} over seeds {seeds} ("
               + ", ".join(f"{x:+.3f}" for x in v) + ")")
 
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("iterations", 100, "PPO iterations of each run.", lower_bound=1)
+flags.DEFINE_float("pushed_lr", 10.0, "One more run of the largest policy on its train PM at this "
+                   "multiple of the paper's LR, to reach larger KL in the same iterations (0: "
+                   "none).", lower_bound=0)
+flags.DEFINE_list("seeds", ["0"], "PPO seeds of the two sweeps (figures: the first; printed: each "
+                  "seed and the mean ± SE over them).")
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--iterations", type=int, default=100)
-  ap.add_argument("--pushed_lr", type=float, default=10.0,
-                  help="one more run of the largest policy on its train PM at this multiple of "
-                       "the paper's LR, to reach larger KL in the same iterations (0: none)")
-  ap.add_argument("--seeds", default="0", help="PPO seeds of the two sweeps (figures: the first; "
-                  "printed: each seed and the mean ± SE over them)")
-  args = ap.parse_args()
-  seeds = [int(x) for x in args.seeds.split(",")]
+
+def main(argv):
+  del argv
+  args = FLAGS
+  seeds = common.seeds(args.seeds)
   if len(seeds) > 1:
     over_seeds(seeds, args.iterations)
   sweep_a = {s: curves(ppo(s, LARGEST, args.iterations)) for s in SIZES}
@@ -243,4 +245,4 @@ def main():
           "iterations)")
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

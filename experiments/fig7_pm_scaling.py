@@ -4,10 +4,11 @@
 
 Each PM is finetuned for one epoch on the synthetic world's helpful + harmless base tranches
 (6,375 pairs) from the pretrained LM of its size; with one epoch the learning curve is the
-data-scaling curve (SPEC §2.4). Expected: accuracy rises with log(comparisons) and with size
+data-scaling curve (Bai et al. 2022, §3.1, App. A.2). Expected: accuracy rises with log(comparisons) and with size
 over the ladder (``common.LADDER``).
 """
 import numpy as np
+from absl import app
 
 from configs import sizes
 from experiments import common
@@ -18,12 +19,9 @@ def n_params(size: str) -> int:
   return n_layer * (4 * d * d + 2 * d * d_ff + 4 * d) + 2 * d
 
 
-def runs() -> dict[str, str]:
-  return {s: common.pm(f"fig7_{s}", s) for s in common.LADDER}
-
-
-def main():
-  workdirs = runs()
+def main(argv):
+  del argv
+  workdirs = common.pm_scaling_runs()
   plt = common.plt()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
   for size, wd in workdirs.items():
@@ -51,4 +49,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

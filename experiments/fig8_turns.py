@@ -2,16 +2,18 @@
 
   python experiments/fig8_turns.py      # reuses the fig. 7 runs (runs them if missing)
 
-Expected (SPEC §2.5): accuracy a little higher on turn 1, roughly flat after.
+Expected (Bai et al. 2022, §3.2–3.4): accuracy a little higher on turn 1, roughly flat after.
 """
 import numpy as np
+from absl import app
 
-from experiments import common, fig7_pm_scaling
+from experiments import common
 from hh.pm import eval as pm_eval
 
 
-def main():
-  workdirs = fig7_pm_scaling.runs()
+def main(argv):
+  del argv
+  workdirs = common.pm_scaling_runs()
   plt = common.plt()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
   turns = common.scores(next(iter(workdirs.values())))["turns"]
@@ -31,4 +33,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -3,11 +3,12 @@
   python experiments/fig9_calibration.py    # HH-mix PMs (fig. 7 runs) + helpful-only PMs
 
 Left: PMs trained on the helpful + harmless mix; right: helpful-only PMs, evaluated on the
-helpful test comparisons. Expected (SPEC §2.5): helpful-only PMs well calibrated.
+helpful test comparisons. Expected (Bai et al. 2022, §3.2–3.4): helpful-only PMs well calibrated.
 """
 import numpy as np
+from absl import app
 
-from experiments import common, fig7_pm_scaling
+from experiments import common
 from hh.pm import eval as pm_eval
 
 
@@ -32,8 +33,9 @@ def panel(ax, workdirs, title):
   ax.legend(fontsize=8)
 
 
-def main():
-  mix, helpful = fig7_pm_scaling.runs(), helpful_only()
+def main(argv):
+  del argv
+  mix, helpful = common.pm_scaling_runs(), helpful_only()
   plt = common.plt()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
   panel(a, mix, "HH-mix PM")
@@ -43,4 +45,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

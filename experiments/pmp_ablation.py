@@ -2,17 +2,20 @@
 
   python experiments/pmp_ablation.py    # one tiny PM with PMP (+ fig. 7's tiny PM), ~4 min
 
-With PMP the PM is first trained one epoch on the world's binarized PMP pairs (SPEC §2.3).
+With PMP the PM is first trained one epoch on the world's binarized PMP pairs (Askell et al. 2021, PMP).
 Expected: PMP helps most when comparisons are few.
 """
-from experiments import common, fig7_pm_scaling
+from absl import app
+
+from experiments import common
 
 SIZE = "tiny"
 
 
-def main():
+def main(argv):
+  del argv
   runs = {"with PMP": common.pm(f"pmp_{SIZE}_on", SIZE, pmp=True),
-          "without PMP": fig7_pm_scaling.runs()[SIZE]}  # the same run without PMP
+          "without PMP": common.pm_scaling_runs()[SIZE]}  # the same run without PMP
   fig, axes = common.plt().subplots(1, 3, figsize=(15, 3.6))
   panels = [(0, "helpful", axes[0]), (1, "harmless", axes[1]), (None, "HH mix", axes[2])]
   for label, wd in runs.items():
@@ -29,4 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import app
 
 from experiments import common
 from hh import sharding
@@ -73,7 +74,8 @@ def probe(base: str) -> dict[str, tuple[float, float]]:
   return {f: (float(np.mean(k)), float(np.mean(a))) for f, (k, a) in out.items()}
 
 
-def main():
+def main(argv):
+  del argv
   for size in common.LADDER:
     r = probe(common.base(size))
     print(size, "knows / anticipates:",
@@ -81,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

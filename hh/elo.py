@@ -1,7 +1,7 @@
-"""Elo ↔ win rate ↔ PM score differences, and the maximum-likelihood Elo fit (SPEC §3).
+"""Elo ↔ win rate ↔ PM score differences, and the maximum-likelihood Elo fit (Bai et al. 2022, eq. 2.1).
 
 A PM's scores are natural-log odds (P = σ(ΔPM)); Elo uses base-10 odds on a 400 scale, so
-1 PM unit = 400/ln 10 ≈ 173.7 Elo ("ΔElo ≈ 174·ΔPM", HH eq. 2.1, App. B.5).
+1 PM unit = 400/ln 10 ≈ 173.7 Elo ("ΔElo ≈ 174·ΔPM", Bai et al. 2022, eq. 2.1, App. B.5).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def elo_from_win_rate(p):
 
 def fit_elo(wins: np.ndarray, reference: int = 0, iters: int = 100,
             prior: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-  """Maximum-likelihood Elo from a win-count matrix, with standard errors (HH App. B.5).
+  """Maximum-likelihood Elo from a win-count matrix, with standard errors (Bai et al. 2022, App. B.5).
 
   ``wins[i, j]`` = times model i beat model j ("unsure" comparisons already dropped). Maximises
   Σ_ij wins_ij · log σ(r_i − r_j) with r = E·ln10/400, by Newton's method, with model

@@ -121,3 +121,22 @@ def workdir_lock(workdir: str):
     del _HELD[path]
     fcntl.flock(f, fcntl.LOCK_UN)
     f.close()
+
+
+_BOOKKEEPING = ("config.json", ".hh.lock")
+
+
+def remove_if_only_bookkeeping(workdir: str):
+  """Removes ``workdir`` when it holds nothing but what a run writes before its work starts
+  (``config.json``, ``*.identity.json``, the lock, empty folders): a run that failed on bad input
+  leaves no trace in a workdir it created, and a folder with any real output is left alone."""
+  if not os.path.isdir(workdir):
+    return
+  files = [os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs]
+  if any(os.path.basename(f) not in _BOOKKEEPING and not f.endswith(".identity.json")
+         for f in files):
+    return
+  for f in files:
+    os.remove(f)
+  for d, _, _ in sorted(os.walk(workdir), key=lambda x: -len(x[0])):
+    os.rmdir(d)

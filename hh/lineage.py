@@ -1,4 +1,4 @@
-"""The lineage of a PM or policy made by the online loop (hh/rl/online.py): which PM trained the
+"""The lineage of a PM or policy made by the online loop (hh/online/loop.py): which PM trained the
 policy, which comparison sets and tranches (with their hashes) trained that PM, which policies
 produced each tranche and how it was labelled — down to π0 and the LM.
 
@@ -112,16 +112,15 @@ def lines(path: str, indent: str = "", seen: set | None = None) -> list[str]:
   return out
 
 
-def main(argv: list[str]) -> int:
-  if len(argv) != 1:
-    print("usage: python -m hh.lineage PM_OR_POLICY_DIR", file=sys.stderr)
-    return 2
-  if not os.path.isdir(argv[0]):
-    print(f"hh.lineage: {argv[0]}: no such folder", file=sys.stderr)
-    return 2
-  print("\n".join(lines(argv[0])))
-  return 0
+def main(argv: list[str]):
+  from absl import app
+  if len(argv) != 2:
+    raise app.UsageError("usage: python -m hh.lineage PM_OR_POLICY_DIR")
+  if not os.path.isdir(argv[1]):
+    sys.exit(f"hh.lineage: error: {argv[1]}: no such folder")
+  print("\n".join(lines(argv[1])))
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  from absl import app
+  app.run(main)

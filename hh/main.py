@@ -1,13 +1,15 @@
 """Entry point: ``python -m hh.main --config=configs/lm.py:size=tiny --workdir=DIR``.
 
 Parses flags, saves the resolved config in the workdir and runs the stage the config names
-(one registry: hh/stages.py; ``pipeline`` runs ``config.stages`` in order).
+(one registry: hh/stages.py; one runner: hh/pipeline.py, where ``pipeline`` runs
+``config.stages`` in order).
 Errors in the user's input (config keys, sizes, meshes, paths) end with one line saying what was
 wrong and what is allowed.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -16,19 +18,27 @@ from hh import cli
 
 
 def run(config, workdir: str):
-  """Runs the registered stage ``config.stage`` in ``workdir`` (tests call this directly);
-  prints its summary lines and returns its result."""
+  """Runs ``config.stage`` (a registered stage, or ``pipeline``) in ``workdir`` (tests call this
+  directly); prints its summary lines and returns its result. A run that fails before its stage
+  did any work leaves nothing in a workdir it created."""
   import jax  # after flag parsing, so --xla flags and platform choices take effect
 
-  from hh import io, multihost, stages
-  stage = stages.get(config.stage)
-  multihost.maybe_initialize()
-  # One job per workdir: process 0 holds the lock (the other hosts of a job share its workdir).
-  lock = io.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with lock:
-    result = stages.run(stage.name, config, workdir)  # saves config.json once the workdir fits
+  from hh import io, multihost, pipeline, stages
+  if config.stage != pipeline.PIPELINE:
+    stages.get(config.stage)
+  multihost.maybe_initialize(config.get("distributed", "auto"))
+  created = not os.path.exists(workdir)
+  try:
+    # One job per workdir: process 0 holds the lock (the other hosts of a job share its workdir).
+    lock = io.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+      result, lines = pipeline.run_config(config, workdir)
+  except BaseException:
+    if created and jax.process_index() == 0:
+      io.remove_if_only_bookkeeping(workdir)
+    raise
   if jax.process_index() == 0:
-    print("\n".join(stage.summary(result)))
+    print("\n".join(lines))
   return result
 
 

@@ -83,7 +83,7 @@ def main(argv):
   with cli.user_errors("hh.plan"):
     config = f.config
     if config.get("stage") == "ppo":
-      from hh.rl import plan as rl_plan
+      from hh.ppo import plan as rl_plan
       for fsdp in f.fsdp_search or [None]:
         devices = None
         if fsdp is not None:

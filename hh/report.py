@@ -1,5 +1,7 @@
 """The pipeline report: ``report/report.md`` with PNG figures, from what the stages wrote.
 
+  python -m hh.report WORKDIR      # a pipeline workdir (its config.json and stage outputs)
+
 Reads only the workdir (world summary, datasets, metrics), so it can be regenerated at any time.
 """
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _ms(m: dict) -> str:
 
 
 def policies_section(pol_dir: str, out: str) -> list[str]:
-  """The policies stage's tables, figures and sample responses (hh/rl/policies.py)."""
+  """The policies stage's tables, figures and sample responses (hh/policy/stage.py)."""
   import shutil
   ev_path, bo_path = (os.path.join(pol_dir, f"{n}.json") for n in ("evaluation", "best_of_n"))
   if not os.path.exists(ev_path):
@@ -157,13 +159,13 @@ def _quality_cells(q: dict) -> str:
 
 
 def online_section(online_dir: str, out: str) -> list[str]:
-  """The online loop's tranches, PMs and policies (hh/rl/online.py), when it has run."""
+  """The online loop's tranches, PMs and policies (hh/online/loop.py), when it has run."""
   path = os.path.join(online_dir, "online_result.json")
   if not os.path.exists(path):
     return []
   with open(path) as f:
     r = json.load(f)
-  lines = ["## Iterated online RLHF (SPEC §4.5)", "",
+  lines = ["## Iterated online RLHF (Bai et al. 2022, §4.5)", "",
            "Gold quality of each tranche's responses (mean ± SE): helpfulness on helpful "
            "comparisons, harmlessness on red-team ones; *kept*: both responses of the pairs the "
            "tranche holds, *chosen*: the annotator's preferred one of them, *sampled*: both "
@@ -269,3 +271,25 @@ def write(config, workdir: str) -> str:
   path = os.path.join(out, "report.md")
   io.write_text(path, "\n".join(lines))
   return path
+
+
+def main(argv):
+  from absl import app
+  from ml_collections import config_dict
+
+  from hh import cli
+  if len(argv) != 2:
+    raise app.UsageError("usage: python -m hh.report WORKDIR (a pipeline workdir)")
+  workdir = argv[1]
+  with cli.user_errors("hh.report"):
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+      raise ValueError(f"{workdir}: no config.json (expected a pipeline workdir)")
+    with open(path) as f:
+      config = config_dict.ConfigDict(json.load(f))
+    print(write(config, workdir))
+
+
+if __name__ == "__main__":
+  from absl import app
+  app.run(main)

@@ -1,7 +1,7 @@
 """SentencePiece tokenizer: train from text, load from a path, reserved special tokens.
 
 Reserved ids: 0 ``<pad>``, 1 ``<unk>``, 2 ``<s>``, 3 ``</s>``, 4 ``<|eoc|>`` (the end-of-context
-token the PM reads its score on, SPEC §2.1; a control symbol, so no text ever encodes to it).
+token the PM reads its score on, Bai et al. 2022, App. A.2; a control symbol, so no text ever encodes to it).
 The turn markers ``"\\n\\nHuman:"`` and ``"\\n\\nAssistant:"`` and ``"\\n"`` are user-defined
 pieces: each always encodes to one token, so turn boundaries are token boundaries.
 

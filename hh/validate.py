@@ -32,7 +32,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eot_penalty": _NONNEG, "gamma": _UNIT, "lam": _UNIT, "harmful_fraction": _UNIT,
     "temperature": _NONNEG, "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"), "top_k": _NONNEG,
     "vocab_size": (lambda v: v >= 16, "≥ 16"), "init_std": _POS,
+    "kl_target": _POS, "kl_horizon": _POS,
 }
+# full paths whose rule differs from their key's: PPO takes log-probs at its temperature
+PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {"config.ppo.temperature": _POS}
 
 
 def _leaves(tree: Any, prefix: str = "config") -> Iterator[tuple[str, Any]]:
@@ -53,7 +56,7 @@ def _batch_axes(config) -> int:
 def check(config):
   """Raises ValueError for the first value out of range or relation that does not hold."""
   for path, value in _leaves(config):
-    rule = RULES.get(path.rsplit(".", 1)[-1])
+    rule = PATH_RULES.get(path) or RULES.get(path.rsplit(".", 1)[-1])
     if rule is None or value is None or isinstance(value, (str, bool, tuple, list)):
       continue
     ok, allowed = rule

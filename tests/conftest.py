@@ -35,10 +35,14 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from configs.common import SHARED_DATA  # noqa: E402
+import hh_data  # noqa: E402
 
+# The tests' data (tests/hh_data.py): real files when HH_DATA_DIR is set, else generated ones; the
+# configs (and every subprocess) read it through HH_DATA_DIR.
+DATA = hh_data.facts()
+os.environ["HH_DATA_DIR"] = str(DATA.root)
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WIKITEXT = SHARED_DATA / "wikitext-2"
+WIKITEXT, HH_RLHF = DATA.wikitext, DATA.hh_rlhf
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -60,10 +64,6 @@ SLOWEST = ("test_kill.py", "test_world_pm.py")
 def pytest_collection_modifyitems(config, items):
   rank = {name: k for k, name in enumerate(SLOWEST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST)))  # stable: the rest in order
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: long experiments, not run in CI")
 
 
 @pytest.fixture(scope="session")

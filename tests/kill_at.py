@@ -9,7 +9,7 @@ stage, just before or just after the call (for tests/test_kill.py).
 The running stage is the first of the pipeline without a ``stages/<name>.json`` record, as
 ``tests/crash_resume.py`` reads it; inside the online loop (``--online``: tests/test_sim.py's
 small_online_config on the finished pipeline in PIPELINE) it is the loop's step, e.g.
-``online/iter_2/pm`` (hh/rl/online.py: tranche, pm, ppo per iteration, then evaluation). The process prints ``killing: ...`` to stderr and dies
+``online/iter_2/pm`` (hh/online/loop.py: tranche, pm, ppo per iteration, then evaluation). The process prints ``killing: ...`` to stderr and dies
 without any clean-up: no ``finally`` blocks, no atexit handlers, orbax writes left in flight.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def running_stage(workdir: str, names, iterations: int = 0) -> str | None:
                 if not os.path.exists(os.path.join(workdir, "stages", f"{n}.json"))), None)
   if stage != "online" or not iterations:
     return stage
-  from hh.rl import online
+  from hh.online import loop as online
   steps = [f"iter_{i}/{s}" for i in range(1, iterations + 1) for s in online.STEPS]
   for step in steps + ["evaluation"]:
     d, _, name = f"online/{step}".rpartition("/")

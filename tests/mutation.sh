@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the math modules with their fast tests (mutmut 2.5, which runs each
 # mutant's tests in a fresh process, as JAX needs). Run from the repository root:
-#   pip install mutmut==2.5.1 && bash tests/mutation.sh [module ...]     # ~25 min for all four
+#   pip install mutmut==2.5.1 && bash tests/mutation.sh [module ...]     # about an hour for all
 # It works on a copy of the tree (mutmut edits files in place), prints each module's result and
 # the surviving mutants' diffs. Later modules' math is added to TARGETS with its fast tests.
 set -uo pipefail
@@ -10,11 +10,14 @@ declare -A TARGETS=(
   [hh/pm/step.py]="tests/test_pm_step.py::test_preference_loss_and_gradient_match_float64 tests/test_pm_step.py::test_score_is_read_at_the_eoc_token_whatever_the_padding tests/test_pm_step.py::test_pm_loss_returns_the_weighted_mean_of_the_scored_pairs tests/test_stage.py::test_pm_step_learns_to_prefer_the_chosen_response tests/test_stage.py::test_harmless_weight_lambda_enters_the_loss_as_the_formula_says"
   [hh/pm/eval.py]="tests/test_pm_eval.py"
   [hh/elo.py]="tests/test_pm_eval.py"
+  [hh/ppo/step.py]="tests/test_ppo.py"
+  [hh/cd/step.py]="tests/test_best_of_n.py::test_cd_loss_is_the_51_way_kl_in_float64 tests/test_evaluate.py"
+  [hh/policy/best_of_n.py]="tests/test_best_of_n.py"
 )
 modules=("$@")
-[ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py)
+[ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py \
+  hh/ppo/step.py hh/cd/step.py hh/policy/best_of_n.py)
 root=$(pwd)
-export HH_DATA_DIR=${HH_DATA_DIR:-$(cd "$root/../shared/data" && pwd)}  # the copy has no ../shared
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # XLA's persistent compilation cache: a mutant recompiles only what it changed (3× faster here)

@@ -1,8 +1,8 @@
-"""The catalogue of bad inputs (README, "Bad input"): each case runs the real entry point under
+"""The catalogue of bad inputs (docs/robustness.md): each case runs the real entry point under
 the CLI's error handling and must end as one line that names the file, line or key and says what
 is allowed — never a traceback, never partial output.
 
-``python tests/test_bad_inputs.py`` prints the README's table from the messages the cases give.
+``python tests/test_bad_inputs.py`` prints docs/robustness.md's table from the messages the cases give.
 """
 import dataclasses
 import gzip
@@ -24,7 +24,7 @@ GOOD = json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello",
 @dataclasses.dataclass(frozen=True)
 class Case:
   group: str
-  given: str                       # the README's "input" column
+  given: str                       # the table's "input" column
   run: Callable[[str], object]     # (a fresh temporary folder) → raises
   expect: str                      # regex the one-line message must match
   prog: str = "hh"
@@ -139,8 +139,8 @@ def _response_cap(folder):
 def _pi0_of_another_size(folder):
   """π0's workdir made at micro, the PPO config at tiny."""
   from configs import pipeline
-  from hh import stages
-  stages.write_config(pipeline.get_config("size=micro"), os.path.join(folder, "pi0"))
+  from hh import workdir as workdir_lib
+  workdir_lib.write_config(pipeline.get_config("size=micro"), os.path.join(folder, "pi0"))
   _config("ppo", {"ppo.init_from": os.path.join(folder, "pi0")})(folder)
 
 
@@ -149,7 +149,7 @@ def _other_config(folder):
   from hh import main as hh_main
   from hh import stages
   config = lm.get_config("size=tiny")
-  stages.check_identity(stages.get("lm"), config, os.path.join(folder, "run"))
+  stages.check_identity("lm", config, os.path.join(folder, "run"))
   config.lm.optim.lr = 1e-3
   hh_main.run(config, os.path.join(folder, "run"))
 
@@ -338,13 +338,13 @@ def test_bad_input_gives_one_line_naming_it(case, tmp_path, monkeypatch):
 
 
 def test_every_case_is_in_the_readme_table():
-  readme = (REPO / "README.md").read_text()
+  readme = (REPO / "docs" / "robustness.md").read_text()
   missing = [c.given for c in CASES if f"| {c.given} |" not in readme]
   assert not missing, missing
   assert len(CASES) >= 30
 
 
-if __name__ == "__main__":  # the README table, from the messages the cases give now
+if __name__ == "__main__":  # docs/robustness.md's table, from the messages the cases give now
   import tempfile
 
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -372,7 +372,7 @@ def lm_runs(tmp_path_factory, wikitext_tokenizer):
 def _params(workdir):
   import jax
 
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   return jax.tree.leaves(jax.device_get(policy_lib.load(workdir).params))
 
 

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hh.rl import best_of_n, distill
+from hh.cd import step as distill
+from hh.policy import best_of_n
 
 
 def test_kl_bound_against_the_exact_kl_of_a_categorical_policy():

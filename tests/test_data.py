@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import DATA, HH_RLHF, REPO
 from hh.data import hh_rlhf, pipeline, tfds_io
 from hh.tokenizer import ASSISTANT, HUMAN
 
-HH = SHARED_DATA / "hh-rlhf"
+HH = HH_RLHF
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def raw_rows():
     return [json.loads(line) for line in f]
 
 
-def test_build_gives_1900_examples_without_tensorflow(tmp_path):
+def test_build_gives_every_row_without_tensorflow(tmp_path):
   code = ("import sys; from hh.data import tfds_io; "
           f"b = tfds_io.build('hh_rlhf/harmless-base', {str(tmp_path)!r}, source_dir={str(HH)!r});"
           "print(len(tfds_io.source(b, 'test')), 'tensorflow' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        check=True).stdout.split()
-  assert out[-2:] == ["1900", "False"]
+  assert out[-2:] == [str(DATA.test_rows), "False"]
 
 
 def test_inspect_turns_histogram_matches_raw_json(harmless, tmp_path):
@@ -47,13 +47,13 @@ def test_inspect_turns_histogram_matches_raw_json(harmless, tmp_path):
   line = next(x for x in proc.stdout.splitlines() if x.startswith("turns histogram"))
   printed = dict(tuple(map(int, kv.split(": "))) for kv in line.split("): ")[1].split(", "))
   assert printed == dict(expected)
-  assert "1900 examples" in proc.stdout and "context_realigned': 2" in proc.stdout
+  assert f"{DATA.test_rows} examples" in proc.stdout and "context_realigned': 2" in proc.stdout
 
 
 def test_split_rule_and_fields(harmless):
   src = tfds_io.source(harmless, "test")
   rows = raw_rows()
-  for i in (0, 86, 1254, 1688):  # plain, empty chosen, and the two realigned contexts
+  for i in (DATA.plain, DATA.empty_chosen, *DATA.realigned):  # the realigned: the last two
     ex, raw = src[i], rows[i]
     ctx = tfds_io.text(ex["context_text"])
     assert ctx + ASSISTANT + tfds_io.text(ex["chosen"]) == raw["chosen"]

@@ -6,7 +6,7 @@ import sys
 
 import portpicker
 
-from conftest import REPO, SHARED_DATA
+from conftest import DATA, HH_RLHF, REPO
 from hh.data import tfds_io
 
 WORKER = """
@@ -26,7 +26,7 @@ print(json.dumps({"process": jax.process_index(), "count": jax.process_count(), 
 
 
 def test_two_processes_see_disjoint_shards_covering_the_epoch(tmp_path, wikitext_tokenizer):
-  hh = SHARED_DATA / "hh-rlhf"
+  hh = HH_RLHF
   tfds_io.build("hh_rlhf/harmless-base", str(tmp_path), source_dir=str(hh))  # built once
   port = portpicker.pick_unused_port()
   procs = [subprocess.Popen(
@@ -42,5 +42,5 @@ def test_two_processes_see_disjoint_shards_covering_the_epoch(tmp_path, wikitext
     results.append(json.loads(out.strip().splitlines()[-1]))
   a, b = (set(r["seen"]) for r in sorted(results, key=lambda r: r["process"]))
   assert all(r["count"] == 2 for r in results)
-  assert len(a) == len(results[0]["seen"]) == 950  # no repeats inside a shard
-  assert not a & b and a | b == set(range(1900))
+  assert len(a) == len(results[0]["seen"]) == DATA.test_rows // 2  # no repeats inside a shard
+  assert not a & b and a | b == set(range(DATA.test_rows))

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hh.rl import best_of_n, distill, evaluate
+from hh.cd import step as distill
+from hh.policy import best_of_n, evaluate
 from hh.sim import world as W
 
 WORLD = W.make_world(0)
@@ -154,7 +155,7 @@ class _Tok:
     ("max_new_tokens", 0, r"config\.sampling\.max_new_tokens=0; expected ≥ 1")])
 def test_bad_sampling_settings_name_their_key(key, value, match):
   from configs import policy as policy_cfg
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   cfg = policy_cfg.sampling("tiny")
   cfg[key] = value
   with pytest.raises(ValueError, match=match):
@@ -162,7 +163,7 @@ def test_bad_sampling_settings_name_their_key(key, value, match):
 
 
 def test_a_prompt_longer_than_the_largest_bucket_is_refused(wikitext_tokenizer):
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   pol = type("P", (), {"tok": wikitext_tokenizer, "prefix": ""})()
   with pytest.raises(ValueError, match=r"config\.sampling\.buckets: prompt 1 has \d+ tokens, "
                                        r"longer than the largest bucket 16"):
@@ -171,7 +172,7 @@ def test_a_prompt_longer_than_the_largest_bucket_is_refused(wikitext_tokenizer):
 
 def test_best_of_n_below_one_is_refused_before_any_work(tmp_path):
   from configs import pipeline
-  from hh.rl import policies
+  from hh.policy import stage as policies
   config = pipeline.get_config("size=tiny")
   config.policies.best_of = (0, 4)
   with pytest.raises(ValueError, match=r"config\.policies\.best_of has N=0; allowed: N ≥ 1"):
@@ -183,7 +184,7 @@ def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
   """text_scoring=False with a PM whose tokenizer file differs from the policy's."""
   from configs import pipeline
   from hh.pm import score as pm_score
-  from hh.rl import policies
+  from hh.policy import stage as policies
   a, b = tmp_path / "a.model", tmp_path / "b.model"
   a.write_bytes(b"one")
   b.write_bytes(b"two")
@@ -213,7 +214,7 @@ def test_logp_accuracy_compares_mean_per_token_log_probs(monkeypatch):
   """Fig. 34: a comparison counts when the better response's mean per-token log-prob is the
   higher (not its sum), a tie half. Hand values: better −4/2 = −2 vs worse −5/5 = −1 → wrong
   (the sums would say right); −3/3 vs −8/4 → right; −2/1 vs −4/2 → tie."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   sums, counts = np.array([-4., -3., -2., -5., -8., -4.]), np.array([2, 3, 1, 5, 4, 2])
   seen = {}
 

@@ -8,7 +8,7 @@ dataset build (a TFDS ``incomplete`` folder left behind), just after a checkpoin
 started in the PM's loop (orbax still writing it; the LM and CD run the same loop and checkpoint
 code, and their kills are left to tests/crash_resume.py for CI time), between PPO's update and
 its checkpoint (one iteration to redo), between the policies stage's two result files, and
-between two of the report's figures. The online loop (hh/rl/online.py, on the uninterrupted
+between two of the report's figures. The online loop (hh/online/loop.py, on the uninterrupted
 pipeline's LM, PM and π0) is killed twice in its second iteration — between its tranche's two
 files, and just after its PM's first checkpoint save (a PM that finetunes from the base PM's
 PMP resumes from its own checkpoint; PPO's mid-run resume is the pipeline's kill above) — and
@@ -30,7 +30,7 @@ from kill_at import running_stage
 from test_sim import small_pipeline_config
 
 from conftest import pipeline_env
-from hh.rl import best_of_n
+from hh.policy import best_of_n
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_AT = os.path.join(REPO, "tests", "kill_at.py")
@@ -38,11 +38,11 @@ STAGES = ("world", "lm", "pm", "cd", "ppo", "policies", "report")
 KILLS = [("world", "hh.sim.dataset:generate", 2, "before"),
          ("pm", "hh.train.checkpoint:save", 2, "after"),
          ("ppo", "hh.train.checkpoint:save", 2, "before"),
-         ("policies", "hh.rl.evaluate:write", 2, "before"),
+         ("policies", "hh.policy.evaluate:write", 2, "before"),
          ("report", "hh.io:write_figure", 2, "before")]
 
 
-ONLINE_KILLS = [("online/iter_2/tranche", "hh.rl.tranche:write", 1, "after"),
+ONLINE_KILLS = [("online/iter_2/tranche", "hh.online.tranche:write", 1, "after"),
                 ("online/iter_2/pm", "hh.train.checkpoint:save", 1, "after")]
 
 
@@ -179,8 +179,9 @@ def test_ppo_measures_the_log_p_accuracy_of_its_policy(runs, tmp_path):
   the first 15 held-out helpful comparisons, recomputed here from the raw rows (8 devices here,
   2 there: equal where no pair of different texts is within 1e-3 of a tie; identical texts tie
   and count half). 13 untied pairs, an odd number: swapped responses cannot score the same."""
-  from hh.data import sources, tfds_io
-  from hh.rl import policy as policy_lib
+  from hh import sources
+  from hh.data import tfds_io
+  from hh.policy import policy as policy_lib
   config = small_pipeline_config(runs["tokenizer"], all_stages=True)
   src = sources.open_split("hh_sim/helpful:test",
                            sources.Places.from_config(config, str(tmp_path), str(runs["ref"])))
@@ -208,11 +209,11 @@ def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind
   the PM score split by request kind recombines (11 helpful, 5 harmful rows) to the whole and
   differs between kinds by more than the tolerance (a swap would show); π0's held-out PM scores by kind equal a
   recomputation from regenerated samples."""
-  from hh.data import sources
+  from hh import sources
   from hh.pm import score as pm_score
-  from hh.rl import policy as policy_lib
-  from hh.rl import ppo_stage
-  from hh.rl import sample as sample_lib
+  from hh.policy import policy as policy_lib
+  from hh.policy import sample as sample_lib
+  from hh.ppo import train as ppo_stage
   from hh.train import metrics
   ref = runs["ref"]
   config = small_pipeline_config(runs["tokenizer"], all_stages=True)
@@ -264,7 +265,7 @@ def online_runs(runs, tmp_path_factory):
 
 
 def test_the_online_loop_killed_in_its_second_iteration_resumes_to_the_same_outputs(online_runs):
-  """Acceptance (issue 14): the same tranches, PMs and policies as an uninterrupted loop."""
+  """The same tranches, PMs and policies as an uninterrupted loop."""
   for kill, p, stage in online_runs["deaths"]:
     assert p.returncode == -signal.SIGKILL, f"{kill}: exit {p.returncode}\n{p.stderr[-3000:]}"
     assert stage == kill[0]  # it died inside the intended step
@@ -310,10 +311,10 @@ def test_deployed_responses_are_the_best_of_k_under_the_newest_pm(runs, online_r
   would have picked others; the record names the PM."""
   from test_sim import small_online_config
 
-  from hh.data import sources
+  from hh import sources
+  from hh.online import loop as online
   from hh.pm import score as pm_score
-  from hh.rl import online
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   base = str(runs["ref"])
   config = small_online_config(runs["tokenizer"], base)
   src = online_runs["ref"] / "online"
@@ -363,7 +364,7 @@ def test_ppo_with_the_value_a_head_on_the_policys_trunk(runs, tmp_path):
   zero head on π0's trunk, so they explain none of the returns (explained variance exactly 0,
   where the PM-initialised value of the pipeline's own run does not give 0); after one update
   the head has learned (≠ 0)."""
-  from hh.rl import ppo_stage
+  from hh.ppo import train as ppo_stage
   from hh.train import metrics
   ref = runs["ref"]
   config = small_pipeline_config(runs["tokenizer"], all_stages=True)

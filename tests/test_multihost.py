@@ -1,5 +1,7 @@
-"""2 processes × 4 CPU devices (jax.distributed, gloo) == 1 process × 8 devices."""
+"""2 processes × 4 CPU devices (jax.distributed, gloo) == 1 process × 8 devices, started through
+hh's explicit variables and through SLURM's (jax.distributed.initialize() with no arguments)."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,15 +18,33 @@ ARGS = ["--config=configs/lm.py:size=small", "--config.lm.data.seq_len=32",
         "--config.mesh.fsdp=4", "--config.mesh.tensor=2"]
 
 
-def _launch(workdir, tokenizer, n_processes, devices_each):
+def _slurm_job_id() -> int:
+  """A job id whose port (JAX: 61440 + id mod 4096) is free here."""
+  for job in range(1, 4096):
+    with socket.socket() as s:
+      try:
+        s.bind(("localhost", 61440 + job))
+        return job
+      except OSError:
+        continue
+  raise RuntimeError("no free port in SLURM's range")
+
+
+def _launch(workdir, tokenizer, n_processes, devices_each, launcher="explicit"):
   port = portpicker.pick_unused_port()
+  job = _slurm_job_id() if launcher == "slurm" else None
   procs = []
   for pid in range(n_processes):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "HH_COORDINATOR", "HH_NUM_", "HH_PROCESS"))}
+    env.update(JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each} {FAST_COMPILE}")
-    if n_processes > 1:
+    if n_processes > 1 and launcher == "explicit":
       env.update(HH_COORDINATOR=f"localhost:{port}", HH_NUM_PROCESSES=str(n_processes),
                  HH_PROCESS_ID=str(pid))
+    elif n_processes > 1:  # what srun sets for each task
+      env.update(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost",
+                 SLURM_NTASKS=str(n_processes), SLURM_PROCID=str(pid), SLURM_LOCALID=str(pid))
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "hh.main", *ARGS, f"--config.tokenizer.path={tokenizer}",
          f"--workdir={workdir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -35,9 +55,14 @@ def _launch(workdir, tokenizer, n_processes, devices_each):
   return metrics_lib.read(str(workdir))
 
 
-def test_two_processes_match_one(tmp_path, wikitext_tokenizer):
-  single = _launch(tmp_path / "single", wikitext_tokenizer.path, 1, 8)
-  multi = _launch(tmp_path / "multi", wikitext_tokenizer.path, 2, 4)
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, wikitext_tokenizer):
+  return _launch(tmp_path_factory.mktemp("single"), wikitext_tokenizer.path, 1, 8)
+
+
+@pytest.mark.parametrize("launcher", ["explicit", "slurm"])
+def test_two_processes_match_one(tmp_path, wikitext_tokenizer, single, launcher):
+  multi = _launch(tmp_path / "multi", wikitext_tokenizer.path, 2, 4, launcher)
   assert [r["step"] for r in multi] == [r["step"] for r in single]
   for a, b in zip(single, multi):
     assert a["split"] == b["split"]

@@ -1,4 +1,4 @@
-"""The online loop's tranches and lineage (hh/rl/tranche.py, hh/lineage.py): labelled pairs read
+"""The online loop's tranches and lineage (hh/online/tranche.py, hh/lineage.py): labelled pairs read
 back through the hh-rlhf TFDS builder unchanged, the JSONL label source against the annotator,
 one-line errors for bad judgement files, and a PM's lineage naming exactly its tranches."""
 import json
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from test_sim import small_world_cfg
 
-from hh import lineage, pipeline
-from hh.data import sources, tfds_io
-from hh.rl import tranche
+from hh import lineage, sources
+from hh import workdir as workdir_lib
+from hh.data import tfds_io
+from hh.online import tranche
 from hh.sim import dataset, responses
 from hh.sim import world as W
 
@@ -111,7 +112,7 @@ def test_bad_judgement_files_are_one_line_errors(pairs, tmp_path, lines, msg):
 def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
   """Two iterations' tranches on disk; the iteration-2 PM trained on base + both, another PM on
   base + the first only: each lineage lists its own tranches with their hashes and producers."""
-  from hh.rl import online
+  from hh.online import loop as online
   cfg, ps = pairs
   work = str(tmp_path / "online")
   recs = {}
@@ -124,7 +125,7 @@ def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
     recs[i] = {"kind": kind, "files": files, "made_by": made_by, "labels": "annotator"}
     if i == 2:  # deployed with rejection sampling under iteration 1's PM (pm_b)
       recs[i] |= {"best_of": 4, "reranked_by": str(tmp_path / "pm_b")}
-    pipeline.mark(d, "tranche", recs[i])
+    workdir_lib.mark(d, "tranche", recs[i])
   base = [["hh_sim/helpful:train", 1.0], ["hh_sim/harmless:train", 2.0]]
 
   def pm_dir(name, upto):
@@ -201,18 +202,18 @@ def test_a_tranche_rewritten_in_place_is_read_anew(pairs, tmp_path):
 
 def _tranche_records(workdir, rows):
   """Fake finished tranche steps: rows = {i: {subset: train rows}}."""
-  from hh.rl import online
+  from hh.online import loop as online
   for i, files in rows.items():
-    pipeline.mark(online.iter_dir(str(workdir), i), "tranche",
+    workdir_lib.mark(online.iter_dir(str(workdir), i), "tranche",
                   {"files": {"train": {k: {"rows": n} for k, n in files.items()}}})
 
 
 def test_the_controlled_sets_hold_equal_counts_and_an_even_mix(tmp_path):
-  """Fig. 16 (SPEC §4.5): per task, the base-only PM sees 3n base comparisons, the mix PM n base,
+  """Fig. 16 (Bai et al. 2022, §4.5): per task, the base-only PM sees 3n base comparisons, the mix PM n base,
   n rejection-sampled and n online (split evenly over the online iterations); n the most every part
   holds. Hand counts: helpful n = min(50, 2·min(30, 40)) = 50, harmless n = min(20, 2·7) = 14."""
   from configs import online as online_cfg
-  from hh.rl import online
+  from hh.online import loop as online
   config = online_cfg.get_config("size=tiny")
   config.online.iterations = 3
   _tranche_records(tmp_path, {
@@ -245,7 +246,8 @@ def test_tranche_quality_is_the_mean_gold_score_of_kept_chosen_and_sampled_respo
   (kept) both responses of the kept pairs whose responses differ, (chosen) the preferred one of
   those, (sampled) both responses of every pair — helpfulness on non-harmful prompts,
   harmlessness on harmful ones. Swapping the preferred side or dropping the kept mask fails."""
-  from hh.rl import evaluate, online
+  from hh.online import loop as online
+  from hh.policy import evaluate
   cfg, ps = pairs
   world = W.make_world(cfg["seed"], cfg["n_countries"], cfg["n_words"])
   rows = [{"context": p.context, "family": p.family, "a": p.a, "b": p.b if k % 7 else p.a,
@@ -289,24 +291,3 @@ def test_base_response_scores_are_the_base_sets_draws_before_the_tie_filter():
     se = np.hypot(kept.std() / np.sqrt(kept.size), base.std() / np.sqrt(base.size))
     assert abs(kept.mean() - base.mean()) < 4 * se, (task, kept.mean(), base.mean(), se)
 
-def test_deploy_k_at_its_default_keeps_workdirs_made_before_it_resumable(tmp_path):
-  """A loop's workdir recorded before ``online.deploy_k`` existed (its identity lacks the key)
-  resumes at deploy_k = 1, the behaviour it was made with, and refuses deploy_k = 4 naming the
-  key; a workdir made at 4 refuses 1."""
-  from configs import online as online_config
-  from hh import stages
-  stage = stages.get("online")
-  config = online_config.get_config("size=tiny")
-  old = tmp_path / "old"
-  old.mkdir()
-  want = stage.identity(config)
-  assert "deploy_k" not in want["online"] and "deployed" in want["online"]
-  (old / "online.identity.json").write_text(json.dumps(want))
-  stages.check_identity(stage, config, str(old))  # accepted
-  config.online.deploy_k = 4
-  with pytest.raises(ValueError, match=r"online\.deploy_k"):
-    stages.check_identity(stage, config, str(old))
-  stages.check_identity(stage, config, str(tmp_path / "new"))  # recorded at 4
-  config.online.deploy_k = 1
-  with pytest.raises(ValueError, match=r"online\.deploy_k"):
-    stages.check_identity(stage, config, str(tmp_path / "new"))

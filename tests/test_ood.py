@@ -1,4 +1,4 @@
-"""OOD detection (SPEC §6): the distances against a float64 numpy computation with an explicit
+"""OOD detection (Bai et al. 2022, §5.4): the distances against a float64 numpy computation with an explicit
 inverse, AUROC against counting pairs by hand, the detectors on Gaussian data against the
 analytic AUROC, outlier exposure against a fit on explicit copies, and the activations against
 the hidden states the model itself computes."""
@@ -191,7 +191,7 @@ def test_residual_stream_is_what_the_model_computes_at_each_layer():
 def test_pooled_activations_are_padding_batch_and_device_invariant(pool, wikitext_tokenizer):
   """Each prompt alone, unpadded, through residual_stream → the pooled activation; the batched,
   left-padded, 8-device path must give the same."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   tok = wikitext_tokenizer
   model = DecoderLM(dataclasses.replace(CFG, vocab_size=tok.vocab_size))
   params = init_params(model.cfg, seed=4, scale=1.0)
@@ -241,7 +241,7 @@ def test_fit_and_score_round_trip_with_the_saved_detector(lm_dir, tmp_path):
   """The saved detector scores as the in-memory fit does; the flag's false-positive rate on the
   held-out prompts is at most fpr; a singular covariance without a ridge names --ridge."""
   from hh.ood import detector
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   prompts, ood = _wiki_prompts(230), _requests(40)
   with pytest.raises(ValueError, match=r"184 in-distribution examples in 192 dim.*--ridge > 0"):
     detector.fit(lm_dir, prompts, str(tmp_path / "d0"), layer=1)

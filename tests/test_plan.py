@@ -22,7 +22,7 @@ def test_ppo_plan_counts_four_models_and_frozen_bf16_halves_two():
   import jax
 
   from configs import ppo as ppo_config
-  from hh.rl import plan as rl_plan
+  from hh.ppo import plan as rl_plan
   config = ppo_config.get_config("size=tiny")
   config.ppo.update(dict(rollout_batch=16, minibatches=2, max_new_tokens=8))
   config.sampling.batch_size = 8
@@ -59,7 +59,7 @@ def test_the_sampler_never_gathers_a_weight_under_the_decode_rules():
 
   from configs import ppo as ppo_config
   from hh.models import DecoderLM, ModelConfig
-  from hh.rl import sample as sample_lib
+  from hh.policy import sample as sample_lib
   from hh.train import build as build_lib
   config = ppo_config.get_config("size=tiny")
   mesh = sharding.make_mesh(config.mesh)

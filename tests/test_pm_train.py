@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, tiny_lm_config
+from conftest import DATA, HH_RLHF, tiny_lm_config
 from hh import main as hh_main
 from hh.pm import score as pm_score
 from hh.tokenizer import ASSISTANT
@@ -29,10 +29,10 @@ def real_pm(tmp_path_factory, wikitext_tokenizer):
 def test_real_data_runs_and_reports_the_shorter_response_baseline(real_pm):
   workdir, result = real_pm
   entry = result["by_test_set"]["hh_rlhf/harmless-base:test[90%:]"]
-  assert entry["pairs"] == 190 and 0.0 <= entry["accuracy"] <= 1.0
-  # the baseline, independently from the raw JSON rows 1,710–1,899
-  with gzip.open(SHARED_DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz", "rt") as f:
-    rows = [json.loads(line) for line in f][1710:]
+  assert entry["pairs"] == DATA.test_rows // 10 and 0.0 <= entry["accuracy"] <= 1.0
+  # the baseline, independently from the raw JSON rows of the last tenth
+  with gzip.open(HH_RLHF / "harmless-base" / "test.jsonl.gz", "rt") as f:
+    rows = [json.loads(line) for line in f][DATA.test_rows - DATA.test_rows // 10:]
   final = lambda t: t[t.rfind(ASSISTANT) + len(ASSISTANT):]  # noqa: E731
   shorter = np.mean([len(final(r["chosen"])) < len(final(r["rejected"])) for r in rows])
   assert entry["shorter_response_baseline"] == pytest.approx(shorter)
@@ -47,7 +47,7 @@ def test_scorer_reproduces_the_evaluation_scores(real_pm):
   d = np.load(workdir / "eval_scores.npz")
   from hh.data import tfds_io
   src = tfds_io.build("hh_rlhf/harmless-base", str(workdir / "tfds"),
-                      source_dir=str(SHARED_DATA / "hh-rlhf")).as_data_source(
+                      source_dir=str(HH_RLHF)).as_data_source(
                           split="test[90%:]")
   idx = d["index"][:5].astype(int)
   ctx = [tfds_io.text(src[int(i)]["context_text"]) for i in idx]
@@ -100,10 +100,10 @@ def test_ppo_scores_responses_on_ids_or_on_text_alike(real_pm):
   the PM's score of the hh-rlhf row itself; the text without that space scores differently (the
   bug this guards against)."""
   from hh.data import tfds_io
-  from hh.rl import ppo_stage
+  from hh.ppo import train as ppo_stage
   workdir, _ = real_pm
   src = tfds_io.build("hh_rlhf/harmless-base", str(workdir / "tfds"),
-                      source_dir=str(SHARED_DATA / "hh-rlhf")).as_data_source(split="test[90%:]")
+                      source_dir=str(HH_RLHF)).as_data_source(split="test[90%:]")
   scorer = pm_score.Scorer(str(workdir), batch_size=8)
   tok = scorer.tok
   rows = [(tfds_io.text(src[i]["context_text"]), tfds_io.text(src[i]["chosen"])) for i in range(40)]

@@ -1,4 +1,4 @@
-"""PPO's math against float64 references and hand computations (hh/rl/ppo.py): a flipped sign,
+"""PPO's math against float64 references and hand computations (hh/ppo/step.py): a flipped sign,
 a dropped mask or a wrong axis in any of them fails here."""
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from hh.rl import ppo
+from hh.ppo import step as ppo
 
 RNG = np.random.default_rng(0)
 LENGTHS = np.array([7, 3, 1, 5])
@@ -124,13 +124,24 @@ def test_adaptive_kl_controller(kl, want_error):
   assert float(new) == pytest.approx(0.1 * (1 + want_error * 256 / 10_000), rel=1e-6)
 
 
+def test_kl_coefficient_is_fixed_without_a_target_and_moves_towards_one():
+  """No target: the paper's fixed λ. A target: λ rises when the KL is above it (a stronger pull
+  back to π0) and falls when below, by the controller's step."""
+  coef = jnp.float32(0.01)
+  assert ppo.next_kl_coef(coef, jnp.float32(9.0), 64, None, 10_000.0) is coef
+  up = float(ppo.next_kl_coef(coef, jnp.float32(9.0), 64, 6.0, 10_000.0))
+  down = float(ppo.next_kl_coef(coef, jnp.float32(3.0), 64, 6.0, 10_000.0))
+  assert up == pytest.approx(0.01 * (1 + 0.2 * 64 / 10_000), rel=1e-6)
+  assert down == pytest.approx(0.01 * (1 - 0.2 * 64 / 10_000), rel=1e-6)
+
+
 # The jitted update on a tiny model: invariants and a toy task with a known optimum.
 
 from flax import linen as nn  # noqa: E402
 from test_model import CFG, left_padded_batch  # noqa: E402
 
 from hh.models import DecoderLM, ValueModel  # noqa: E402
-from hh.rl import sample as sample_lib  # noqa: E402
+from hh.policy import sample as sample_lib  # noqa: E402
 from hh.train.state import TrainState  # noqa: E402
 
 POLICY, VALUE = DecoderLM(CFG), ValueModel(CFG)
@@ -246,7 +257,7 @@ def test_value_model_starts_from_the_pm_or_from_pi0s_trunk_with_a_zero_head():
   """``value_init``: "pm" takes the PM's trunk and head (and refuses a PM of another shape, which
   would otherwise fail deep inside the update); "policy" takes π0's trunk and a zero head of the
   policy's width (any PM size: the robustness sweep trains small policies on the largest PM)."""
-  from hh.rl import ppo_stage
+  from hh.ppo import train as ppo_stage
   pol = {"trunk": {"embed": {"embedding": jnp.ones((11, 4))}, "w": jnp.full((4, 4), 2.0)}}
   pm = {"trunk": {"embed": {"embedding": jnp.ones((11, 4))}, "w": jnp.full((4, 4), 3.0)},
         "head": {"kernel": jnp.full((4,), 5.0), "bias": jnp.float32(1.0)}}
@@ -324,3 +335,117 @@ def test_a_shared_trunk_is_trained_by_the_value_loss_scaled_by_vf_coef():
     else:
       assert any(k.startswith("['trunk']") for k in moved)
       assert not any(k.startswith("['head']") for k in moved), moved
+
+
+# The update on ragged, multi-token responses sampled at T = 0.7: what its math must not ignore.
+
+T = 0.7
+
+
+def _ragged_rollout(state, n_rows=16, n=5, seed=0):
+  """Left-padded prompts of different lengths, responses of up to ``n`` tokens sampled at T
+  (a third of the vocabulary ends a turn, so rows end at different lengths), GAE on random
+  scores; every array as the stage hands it to the update."""
+  lengths = [3 + i % 4 for i in range(n_rows)]
+  prompt, pmask = left_padded_batch(lengths, 6, seed=seed)
+  cfg = sample_lib.SamplingConfig(max_new_tokens=n, temperature=T,
+                                  stop_ids=tuple(range(5, 25)))
+  out = sample_lib.sample(POLICY, state.policy.params, prompt, pmask, jnp.arange(n_rows),
+                          jax.random.PRNGKey(seed), cfg)
+  tokens = jnp.concatenate([prompt, out["tokens"]], 1)
+  mask = jnp.concatenate([pmask, out["mask"]], 1)
+  resp = out["mask"].astype(jnp.float32)
+  assert len(set(np.asarray(resp.sum(1)).tolist())) > 1, "responses should be ragged"
+  values = ppo.response_values(POLICY, VALUE, (state.policy.params, state.value.params),
+                               tokens, mask, n)
+  score = jnp.asarray(np.random.default_rng(seed).normal(size=n_rows), jnp.float32)
+  rewards, _ = ppo.token_rewards(out["logp"], out["logp"], resp, score, state.kl_coef,
+                                 out["finished"])
+  adv, ret = ppo.gae(rewards, values, resp)
+  return {"tokens": tokens, "mask": mask, "resp_mask": resp, "logp_old": out["logp"],
+          "values_old": values, "advantages": adv, "returns": ret}
+
+
+def _update(state, rollout, tx, epochs=1, minibatches=4):
+  upd = ppo.make_ppo_update(POLICY, VALUE, tx, tx, epochs=epochs, minibatches=minibatches,
+                            temperature=T)
+  return jax.jit(upd)(state, rollout)
+
+
+def _assert_same_update(a, b, atol=2e-5):
+  (sa, ma), (sb, mb) = a, b
+  for x, y in zip(jax.tree.leaves((sa.policy.params, sa.value.params)),
+                  jax.tree.leaves((sb.policy.params, sb.value.params))):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+  for k in ("pg_loss_sum", "vf_loss_sum", "ratio_sum"):
+    assert float(ma[k]) == pytest.approx(float(mb[k]), rel=1e-4, abs=1e-5), k
+
+
+def _max_param_change(a, b) -> float:
+  return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+             for x, y in zip(jax.tree.leaves(a[0].policy.params), jax.tree.leaves(b[0].policy.params)))
+
+
+def test_token_log_probs_at_a_temperature_match_numpy():
+  logits = RNG.normal(size=(2, 3, 7))
+  targets = np.array([[1, 4, 6], [0, 2, 3]])
+  z = logits / T
+  want = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  got = ppo.token_log_probs(jnp.asarray(logits, jnp.float32), jnp.asarray(targets), T)
+  np.testing.assert_allclose(np.asarray(got), np.take_along_axis(want, targets[..., None], -1)[..., 0],
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="temperature > 0"):
+    ppo.token_log_probs(jnp.asarray(logits, jnp.float32), jnp.asarray(targets), 0.0)
+
+
+def test_first_minibatch_ratio_is_one_on_ragged_responses_at_a_temperature():
+  """The sampler's log-probs at T and the update's at T are the same policy's: on the first
+  minibatch the ratio is 1 at every response token, whatever the padding and the lengths."""
+  state, tx = _state()
+  rollout = _ragged_rollout(state)
+  _, m = _update(state, rollout, tx, epochs=2, minibatches=4)
+  assert float(m["first_minibatch_ratio_sum"] / m["first_minibatch_ratio_count"]) == \
+      pytest.approx(1.0, abs=1e-5)
+  assert float(m["pg_loss_count"]) == 2 * float(rollout["resp_mask"].sum())
+
+
+def test_masked_positions_change_nothing():
+  """Junk in every masked position (old log-probs, values, advantages, returns, tokens after a
+  response ended and in the left padding) leaves the update as it was: nothing outside the
+  masks — the advantage whitening included — may read them."""
+  state, tx = _state()
+  rollout = _ragged_rollout(state)
+  rng = np.random.default_rng(3)
+  off = 1.0 - np.asarray(rollout["resp_mask"])
+  junk = {k: jnp.asarray(np.asarray(rollout[k]) + off * rng.normal(50.0, 30.0, off.shape),
+                         jnp.float32)
+          for k in ("logp_old", "values_old", "advantages", "returns")}
+  tokens = np.asarray(rollout["tokens"]).copy()
+  free = np.asarray(rollout["mask"]) == 0
+  tokens[free] = rng.integers(5, CFG.vocab_size, free.sum())
+  dirty = {**rollout, **junk, "tokens": jnp.asarray(tokens)}
+  _assert_same_update(_update(state, rollout, tx), _update(state, dirty, tx))
+
+
+def test_advantages_are_whitened_over_the_rollout():
+  """Whitening makes the update blind to an affine map a·A + b (a > 0) of the advantages; a
+  mean or a scale that reached the loss would change it."""
+  state, tx = _state()
+  rollout = _ragged_rollout(state)
+  moved = {**rollout, "advantages": (3.0 * rollout["advantages"] + 5.0) * rollout["resp_mask"]}
+  base = _update(state, rollout, tx)
+  _assert_same_update(base, _update(state, moved, tx), atol=1e-4)
+  # the test can see a difference: the same update on advantages of the other sign moves away
+  flipped = {**rollout, "advantages": -rollout["advantages"]}
+  assert _max_param_change(base, _update(state, flipped, tx)) > 1e-4
+
+
+def test_minibatches_are_shuffled_by_the_policys_rng():
+  """The only randomness of the update is the minibatch order: with one minibatch the policy's
+  rng changes nothing; with four, another rng gives other minibatches and another update."""
+  state, tx = _state()
+  rollout = _ragged_rollout(state)
+  other = state.replace(policy=state.policy.replace(rng=jax.random.PRNGKey(123)))
+  _assert_same_update(_update(state, rollout, tx, minibatches=1),
+                      _update(other, rollout, tx, minibatches=1))
+  assert _max_param_change(_update(state, rollout, tx), _update(other, rollout, tx)) > 1e-5

@@ -10,7 +10,7 @@ from test_model import CFG, init_params, left_padded_batch
 from configs import common
 from hh import sharding
 from hh.models import DecoderLM
-from hh.rl import sample as sample_lib
+from hh.policy import sample as sample_lib
 
 MODEL = DecoderLM(CFG)
 

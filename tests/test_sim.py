@@ -203,7 +203,7 @@ def small_pipeline_config(tokenizer_path, all_stages: bool = False):
 
 
 def small_online_config(tokenizer_path, pipeline_dir: str):
-  """The online loop alone (hh/rl/online.py) at test scale on a finished all-stages small
+  """The online loop alone (hh/online/loop.py) at test scale on a finished all-stages small
   pipeline's LM, PM, π0 and static policy: two iterations (rejection-sampled, then online) of 32
   prompts; Fig. 16's arms off (tests/test_online.py covers their sets)."""
   from configs import online

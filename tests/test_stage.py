@@ -59,7 +59,7 @@ def test_pm_step_learns_to_prefer_the_chosen_response():
 
 def test_harmless_weight_lambda_enters_the_loss_as_the_formula_says(wikitext_tokenizer):
   """L = (Σ_helpful ℓ + λ Σ_harmless ℓ) / (n_helpful + λ n_harmless), ℓ = log(1 + e^(r_bad −
-  r_good)), with λ carried from the config's dataset weights to each pair (SPEC §2.4)."""
+  r_good)), with λ carried from the config's dataset weights to each pair (Bai et al. 2022, §3.1, App. A.2)."""
   for lam in (1.0, 0.25, 3.0):
     ft = pm.get_config(f"size=tiny,harmless_weight={lam}").pm.finetune.datasets
     assert dict(ft) == {"hh_sim/helpful:train": 1.0, "hh_sim/harmless:train": lam}
@@ -168,12 +168,12 @@ def test_a_stage_workdir_of_another_config_is_refused(tmp_path):
   from hh import stages
   config = lm.get_config("size=tiny")
   stage = stages.get("lm")
-  stages.check_identity(stage, config, str(tmp_path))
+  stages.check_identity(stage.name, config, str(tmp_path))
   config.progress = False  # no effect on results: allowed
   config.lm.loop.stop_at = 3
-  stages.check_identity(stage, config, str(tmp_path))
+  stages.check_identity(stage.name, config, str(tmp_path))
   config.lm.optim.lr = 1e-3
   config.model.rope_theta = 500.0
   with pytest.raises(ValueError, match=r"another config \(differs in lm\.optim\.lr, "
                                        r"model\.rope_theta\)"):
-    stages.check_identity(stage, config, str(tmp_path))
+    stages.check_identity(stage.name, config, str(tmp_path))

@@ -70,7 +70,7 @@ def test_sampler_log_probs_equal_the_scorers_on_real_prompts(world_pm):
   """The base LM's samples on the world's prompts (tokenizer, left padding, buckets, 8 devices):
   the sampler's summed log-probs equal a full forward's (``response_log_probs``) to 1e-3 nats,
   and the samples do not depend on the batch size."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   config = world_pm["config"]
   lm = policy_lib.load(os.path.join(world_pm["workdir"], "lm"), "lm")
   contexts = ["\n\nHuman: What is 3 plus 4?", "\n\nHuman: Spell the word 'zorvath' backwards.",
@@ -91,7 +91,7 @@ def test_text_log_probs_equal_a_float64_log_softmax_of_one_unpadded_sequence(wor
   import jax
 
   from hh import tokenizer as tok_lib
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   from hh.train import build as build_lib
   lm = policy_lib.load(os.path.join(world_pm["workdir"], "lm"), "lm")
   contexts = ["\n\nHuman: What is 3 plus 4?", "\n\nHuman: Tell me about the zorvath."]

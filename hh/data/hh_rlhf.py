@@ -1,4 +1,4 @@
-"""Anthropic hh-rlhf: parsing rules and a TensorFlow-free TFDS builder (SPEC §5).
+"""Anthropic hh-rlhf: parsing rules and a TensorFlow-free TFDS builder (Bai et al. 2022, §2).
 
 Source layout (the official repository, github.com/anthropics/hh-rlhf):
 ``{source_dir}/{subset}/{train,test}.jsonl.gz`` with one ``{"chosen": str, "rejected": str}``
@@ -39,7 +39,7 @@ HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 PREFERENCE_SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online",
                       "harmless-base")
 # hh's own subsets, same layout: the world's red-team comparisons of rejection-sampled and online
-# policies (hh/rl/tranche.py; the paper collected none, SPEC §5.1). Never downloaded.
+# policies (hh/online/tranche.py; the paper collected none, Bai et al. 2022, §2.2–2.3). Never downloaded.
 TRANCHE_SUBSETS = ("harmless-rejection-sampled", "harmless-online")
 RED_TEAM = "red-team-attempts"
 URL = "https://raw.githubusercontent.com/anthropics/hh-rlhf/master"

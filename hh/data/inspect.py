@@ -1,7 +1,7 @@
 """See what the model will see: counts, turns histogram, token lengths and decoded examples.
 
   python -m hh.data.inspect --dataset=hh_rlhf/harmless-base --split=test \\
-      --source_dir=../shared/data/hh-rlhf --data_dir=/tmp/tfds
+      --source_dir=/path/to/hh-rlhf --data_dir=/tmp/tfds
 
 Builds the dataset if needed (TensorFlow-free), tokenises every example with ``--tokenizer`` (or
 a tokenizer trained on the split and cached in ``data_dir``) and prints the summary.
@@ -110,7 +110,7 @@ def define_flags():
   flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
   flags.DEFINE_string("tokenizer", None, "SentencePiece model; default: train one on the split.")
   flags.DEFINE_integer("vocab_size", 2000, "Vocabulary of the tokenizer trained when none given.")
-  flags.DEFINE_integer("seq_len", 1024, "PM sequence length (SPEC §2.3: 1024).")
+  flags.DEFINE_integer("seq_len", 1024, "PM sequence length (Askell et al. 2021, PMP: 1024).")
   flags.DEFINE_integer("examples", 2, "Decoded examples to print.")
   flags.DEFINE_bool("skip_bad", False, "Skip and count bad rows instead of failing.")
 

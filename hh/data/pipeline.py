@@ -7,7 +7,7 @@ process_count`` rows; ``hh.sharding.global_batch`` turns them into global arrays
 The iterator's state (a small JSON string) goes into the orbax checkpoint beside the train state;
 restoring it replays exactly the batches an uninterrupted run would have produced next.
 
-Truncation (SPEC §2.1): a PM sample is ``context + "\\n\\nAssistant:" + response + <|eoc|>``.
+Truncation (Bai et al. 2022, App. A.2): a PM sample is ``context + "\\n\\nAssistant:" + response + <|eoc|>``.
 The context is cut from the **left** so the response and the EOC token always survive; only a
 response longer than ``seq_len - 1`` tokens on its own is cut, at its end (``truncated`` = 1).
 """

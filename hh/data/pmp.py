@@ -1,4 +1,4 @@
-"""Preference-model pretraining (PMP) data: StackExchange, Reddit, Wikipedia (SPEC §2.3).
+"""Preference-model pretraining (PMP) data: StackExchange, Reddit, Wikipedia (Askell et al. 2021, PMP).
 
 Each source is read from local files in its public format and turned into ranked pairs
 (context, better, worse); every pair is then *binarized* as in Askell et al. §4.1: A > B becomes
@@ -10,7 +10,7 @@ Formats (one record per line, JSON unless stated):
 * **StackExchange** — the stack-exchange-preferences dumps: ``{"question": str, "answers":
   [{"text": str, "score": int (net upvotes), "selected": bool}]}`` (``"pm_score"`` is used as is
   when present instead of ``"score"``). Questions with ≥ 2 answers; an answer's score is
-  round(log2(1 + upvotes)), +1 if accepted, −1 if upvotes are negative (SPEC §2.3); pairs are
+  round(log2(1 + upvotes)), +1 if accepted, −1 if upvotes are negative (Askell et al. 2021, PMP); pairs are
   answers with different scores, at most ``max_pairs_per_question`` per question.
 * **Reddit** — Pushshift comment dumps: ``{"id", "parent_id" ("t1_…" comment / "t3_…"
   submission), "body", "score"}``, plus optional submissions ``{"id", "title", "selftext"}``.

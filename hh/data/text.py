@@ -17,12 +17,15 @@ _ARTICLE = re.compile(r"^ = [^=].* = $")
 
 def read_articles(data_dir: str, files) -> list[str]:
   """WikiText articles (title line + body) from the raw files, in file order."""
+  if not data_dir:
+    raise ValueError("config.data_dirs.wikitext is not set: a folder of raw WikiText-2 files "
+                     f"{list(files)} (or HH_DATA_DIR, a folder holding wikitext-2/)")
   articles: list[list[str]] = []
   for name in files:
     path = os.path.join(data_dir, name)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"config.data_dirs.wikitext={data_dir!r}: missing {name!r} (expected the "
-                              f"raw WikiText-2 files {list(files)}; see ../shared/data/README.md)")
+                              f"raw WikiText-2 files {list(files)})")
     with open(path, encoding="utf-8") as f:
       for line in f:
         if _ARTICLE.match(line.rstrip("\n")) or not articles:

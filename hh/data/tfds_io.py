@@ -28,16 +28,17 @@ def _builder_cls(name: str) -> type[tfds.core.GeneratorBasedBuilder]:
   if name == "pmp":
     from hh.data.pmp import Pmp
     return Pmp
-  if name == "hh_sim":
-    from hh.sim.dataset import HhSim
-    return HhSim
-  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp, hh_sim")
+  raise ValueError(f"unknown dataset {name!r}; allowed: hh_rlhf, pmp (the world's hh_sim is "
+                   "built by hh/sim/stage.py)")
 
 
-def build(dataset: str, data_dir: str, **builder_kwargs) -> tfds.core.DatasetBuilder:
-  """Prepares ``"name/config"`` under ``data_dir`` (once) and returns its builder."""
+def build(dataset: str, data_dir: str, builder_cls: type | None = None,
+          **builder_kwargs) -> tfds.core.DatasetBuilder:
+  """Prepares ``"name/config"`` under ``data_dir`` (once) and returns its builder.
+  ``builder_cls``: a builder defined above this package (the world's ``HhSim``); default: the
+  hh-rlhf or PMP builder the name says."""
   name, _, config = dataset.partition("/")
-  cls = _builder_cls(name)
+  cls = builder_cls or _builder_cls(name)
   configs = [c.name for c in cls.BUILDER_CONFIGS]
   if config not in configs:
     raise ValueError(f"unknown config {dataset!r}; allowed: "

@@ -1,5 +1,5 @@
 """Next-token loss, LM log-likelihoods, and the LM loss function the shared update runs
-(pure functions; STYLE §5–7)."""
+(pure functions)."""
 from __future__ import annotations
 
 import functools
@@ -43,7 +43,7 @@ def lm_loss(model: nn.Module):
   the head and its loss are ``fused_head_loss`` (the same sums, the logits never whole).
   """
   def loss_fn(params, batch, rng):
-    del rng  # no dropout (SPEC: none is used)
+    del rng  # no dropout (the paper uses none)
     inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
     chunk = _token_chunk(*inputs.shape)
     if transformer.cpu_paths() and chunk:

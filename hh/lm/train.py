@@ -1,6 +1,6 @@
 """The LM pretraining stage: tokenizer → windows → grain batches → shared build → ``fit``.
 
-Resume order (STYLE §8): the workdir's own checkpoint (with the data position), then
+Resume order: the workdir's own checkpoint (with the data position), then
 ``config.lm.init_from`` (params only), then a fresh initialisation. The tokenizer trained here is
 saved in the workdir and reused.
 """
@@ -48,11 +48,11 @@ def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_l
 def load_data(config, workdir: str, places, data_cfg=None) -> LMData:
   """Each dataset's documents → train/validation split → tokens → windows of seq_len + 1.
 
-  ``places``: a ``hh.data.sources.Places``; ``data_cfg``: a data block like ``config.lm.data``
+  ``places``: a ``hh.sources.Places``; ``data_cfg``: a data block like ``config.lm.data``
   (default: that one). The data libraries (TFDS, grain) are imported where
   data is read, so ``build`` — and the benchmarks and planner that use it — need only JAX.
   """
-  from hh.data import sources
+  from hh import sources
   data = data_cfg or config.lm.data
   split = []
   for spec, weight in data.datasets:
@@ -113,7 +113,8 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
   ``world_dir``: where a pipeline built the synthetic world (for ``hh_sim/lm``) when
   ``config.data_dirs.world`` is not set.
   """
-  from hh.data import pipeline, sources
+  from hh import sources
+  from hh.data import pipeline
   os.makedirs(workdir, exist_ok=True)
   cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)

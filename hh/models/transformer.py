@@ -1,4 +1,4 @@
-"""Decoder-only transformer trunk in Flax Linen (SPEC §1).
+"""Decoder-only transformer trunk in Flax Linen (Bai et al. 2022, §3.1).
 
 Pre-LayerNorm blocks, causal multi-head attention with a key-padding mask, rotary positions whose
 ids come from the mask (so a left-padded row gives the same outputs as the unpadded row), layers
@@ -511,7 +511,7 @@ class Transformer(nn.Module):
     (entry ℓ is what layer ℓ + 1 reads; the last is the input of ``ln_final``).
 
     The stacked layers are applied one by one through the same Block as the scan (activations
-    for OOD detection, SPEC §6); ``__call__`` equals ``ln_final`` of the last entry.
+    for OOD detection, Bai et al. 2022, §5.4); ``__call__`` equals ``ln_final`` of the last entry.
     """
     if self.is_initializing():
       self(tokens, mask)
@@ -566,7 +566,7 @@ class LMHead(nn.Module):
 
 
 class ScalarHead(nn.Module):
-  """Linear d_model → 1 (the PM score and the PPO value; SPEC §2.1), float32.
+  """Linear d_model → 1 (the PM score and the PPO value; Bai et al. 2022, App. A.2), float32.
 
   ``index`` [B] picks one position per row (e.g. the end-of-context token) → [B]; without it the
   head is read at every position → [B, T]. Zero-initialised, so initial scores are exactly 0.
@@ -621,7 +621,7 @@ class DecoderLM(nn.Module):
 
 
 class PreferenceModel(nn.Module):
-  """Trunk + scalar head read at one index per row (the EOC token, SPEC §2.1): scores [B]."""
+  """Trunk + scalar head read at one index per row (the EOC token, Bai et al. 2022, App. A.2): scores [B]."""
   cfg: ModelConfig
 
   def setup(self):
@@ -634,7 +634,7 @@ class PreferenceModel(nn.Module):
 
 class ValueModel(nn.Module):
   """Trunk + scalar head at every position: PPO's value V [B, T] (float32). Its parameter tree is
-  the PreferenceModel's, so a PM's checkpoint initialises it (the paper's choice, SPEC §4.1)."""
+  the PreferenceModel's, so a PM's checkpoint initialises it (the paper's choice, Bai et al. 2022, §4.1)."""
   cfg: ModelConfig
 
   def setup(self):

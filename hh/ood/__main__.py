@@ -1,4 +1,4 @@
-"""``python -m hh.ood fit|score``: an OOD detector on an LM's activations (SPEC §6).
+"""``python -m hh.ood fit|score``: an OOD detector on an LM's activations (Bai et al. 2022, §5.4).
 
   python -m hh.ood fit --lm=runs/pipeline/lm --prompts=helpful.jsonl --workdir=runs/ood \
       [--ood=harmful.jsonl] [--layer=middle|best|ℓ] [--pool=last|mean] \

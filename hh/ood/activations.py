@@ -1,4 +1,4 @@
-"""Prompt activations at every layer of a frozen LM (SPEC §6: "activations of a prompt at layer
+"""Prompt activations at every layer of a frozen LM (Bai et al. 2022, §5.4: "activations of a prompt at layer
 ℓ"), batched, jitted and sharded like every other forward.
 
 Layer 0 is the embedding output, layer ℓ ≥ 1 the residual stream after block ℓ (what
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.rl import policy as policy_lib
-from hh.rl import sample as sample_lib
+from hh.policy import policy as policy_lib
+from hh.policy import sample as sample_lib
 from hh.train import build as build_lib
 
 POOLS = ("last", "mean")

@@ -1,4 +1,4 @@
-"""OOD detectors on activations, pure float64 numpy (SPEC §6; HH §5.4, App. B.9).
+"""OOD detectors on activations, pure float64 numpy (Bai et al. 2022, §5.4, App. B.9).
 
 Shapes: x [N, D] activations of N prompts at one layer; scores [N], higher = more out of
 distribution.
@@ -10,7 +10,7 @@ distribution.
 * Ridge: when Σ is singular (N ≤ D, or collinear activations) the fit refuses unless a ridge
   r > 0 is given, which adds r · mean(diag Σ) to Σ's diagonal (scale-free: r = 1e-3 is 0.1% of
   the average variance). Both distances then use the ridged Σ.
-* Outlier exposure (HH Fig. 23): a logistic-regression classifier on the frozen activations,
+* Outlier exposure (Bai et al. 2022, Fig. 23): a logistic-regression classifier on the frozen activations,
   class 0 = the N in-distribution prompts, class 1 = ⌊N/M⌋ copies of each of M harmful examples;
   the copies enter as a weight of ⌊N/M⌋ per example, the same full-batch loss. Its logit (the
   class-1 output before the monotone sigmoid) is the score.
@@ -47,7 +47,7 @@ def _as_2d(x, what: str = "activations") -> np.ndarray:
 
 
 def covariance(x) -> tuple[np.ndarray, np.ndarray]:
-  """(μ [D], Σ [D, D]) with the 1/N normalisation of SPEC §6."""
+  """(μ [D], Σ [D, D]) with the 1/N normalisation of Bai et al. 2022, §5.4."""
   x = _as_2d(x)
   mean = x.mean(0)
   xc = x - mean
@@ -95,7 +95,7 @@ def diagonal_mahalanobis(g: Gaussian, x) -> np.ndarray:
 
 
 def srmd(g: Gaussian, x) -> np.ndarray:
-  """Simplified relative Mahalanobis distance (SPEC §6): Mahalanobis − its diagonal form → [N]."""
+  """Simplified relative Mahalanobis distance (Bai et al. 2022, §5.4): Mahalanobis − its diagonal form → [N]."""
   return mahalanobis(g, x) - diagonal_mahalanobis(g, x)
 
 

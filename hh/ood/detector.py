@@ -56,7 +56,7 @@ def fit(lm_dir: str, prompts: Sequence[str], workdir: str, layer: str | int = "m
         ood: Sequence[str] = (), ridge: float = 0.0, fpr: float = 0.05, holdout: float = 0.2,
         seed: int = 0) -> dict:
   """Fits and saves a detector in ``workdir``; returns what ``detector.json`` holds."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   if not 0 < holdout < 1:
     raise ValueError(f"--holdout={holdout}: must be in (0, 1)")
   detect.threshold_at_fpr([0.0], fpr)                        # validates fpr before the work
@@ -128,7 +128,7 @@ def load(workdir: str):
 
 def score(workdir: str, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
   """(scores [N], flags [N]: score > the saved threshold) of ``prompts``."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   meta, score_fn = load(workdir)
   policy = policy_lib.load(meta["lm"])
   if policy.model.cfg.d_model != meta["d_model"]:

@@ -1,4 +1,4 @@
-"""PM evaluations as pure functions of scores (SPEC §2.5): float64 numpy in, numbers out.
+"""PM evaluations as pure functions of scores (Bai et al. 2022, §3.2–3.4): float64 numpy in, numbers out.
 
 Inputs are per-pair arrays: ``good`` / ``bad`` [N] the scores of the preferred and the other
 response (after mean removal where it matters), ``turns`` [N] the number of Human turns.
@@ -51,7 +51,7 @@ def accuracy_by_turns(good, bad, turns, max_turns: int = 5) -> dict[int, tuple[f
 
 def threshold_accuracy(good, bad, thresholds) -> list[tuple[float, float, int]]:
   """[(threshold, accuracy, count)] over pairs whose two scores both exceed the threshold
-  (scores after mean removal; SPEC Fig. 25)."""
+  (scores after mean removal; Bai et al. 2022, Fig. 25)."""
   good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
   out = []
   for th in thresholds:
@@ -61,7 +61,7 @@ def threshold_accuracy(good, bad, thresholds) -> list[tuple[float, float, int]]:
 
 
 def mean_removal_offset(scores: np.ndarray) -> float:
-  """The constant subtracted from a PM's scores: their mean on a held-out set (SPEC §2.2)."""
+  """The constant subtracted from a PM's scores: their mean on a held-out set (Bai et al. 2022, §3.1)."""
   return float(np.mean(np.asarray(scores, np.float64)))
 
 
@@ -72,7 +72,7 @@ def test_report(r: dict, extras, test_specs) -> dict:
   None when the source has none (``p_chosen``: the annotator's probability on synthetic data).
   Per test set: accuracy, pair count, the "prefer the shorter response" baseline, and where the
   annotator is known the Bayes ceiling E[max(p, 1 − p)] and the fraction of it reached. The
-  mean-removal offset is the mean raw score over all test responses (SPEC §2.2).
+  mean-removal offset is the mean raw score over all test responses (Bai et al. 2022, §3.1).
   """
   result = {"accuracy": accuracy(r["good"], r["bad"]),
             "offset": mean_removal_offset(np.concatenate([r["good"], r["bad"]])),

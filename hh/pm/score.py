@@ -4,7 +4,7 @@
 
 Input lines: ``{"context": "\\n\\nHuman: …", "response": " …"}`` (the response as it follows
 ``"\\n\\nAssistant:"``). Output lines add ``"score"``: the PM's score at the EOC token minus the
-PM's mean-removal offset (SPEC §2.2), so scores of different PMs are comparable. Batched, jitted
+PM's mean-removal offset (Bai et al. 2022, §3.1), so scores of different PMs are comparable. Batched, jitted
 and sharded over the PM's mesh with the stage's own ``score_fn``; used by PPO, best-of-N and the
 online loop.
 """

@@ -1,4 +1,4 @@
-"""The preference loss, the PM's score function and its loss for the shared update (SPEC §2.2,
+"""The preference loss, the PM's score function and its loss for the shared update (Bai et al. 2022, §3.1,
 §2.4).
 
 A batch holds B comparisons as one trunk batch of 2B sequences: rows [0, B) are the chosen
@@ -14,9 +14,9 @@ import jax.numpy as jnp
 
 
 def preference_loss(r_good: jax.Array, r_bad: jax.Array, weights: jax.Array) -> dict:
-  """L = log(1 + exp(r_bad − r_good)) per pair [B], as sums + counts (SPEC §2.2).
+  """L = log(1 + exp(r_bad − r_good)) per pair [B], as sums + counts (Bai et al. 2022, §3.1).
 
-  ``weights`` [B] carries the helpful/harmless weighting (L_helpful + λ·L_harmless, SPEC §2.4:
+  ``weights`` [B] carries the helpful/harmless weighting (L_helpful + λ·L_harmless, Bai et al. 2022, §3.1, App. A.2:
   λ on each harmless pair) and masks padding pairs (0): the mean loss is Σ w·L / Σ w. Accuracy
   counts r_good > r_bad (ties are wrong) over the pairs with w > 0.
   """

@@ -1,7 +1,7 @@
-"""The PM stage: PMP, then finetuning on comparisons, then evaluation (SPEC §2).
+"""The PM stage: PMP, then finetuning on comparisons, then evaluation (Bai et al. 2022, §3).
 
-Each phase is one epoch over its ``(spec, weight)`` datasets (hh/data/sources.py; the weight is
-λ on harmless comparisons, SPEC §2.4) on the shared build and loop. PMP starts from the
+Each phase is one epoch over its ``(spec, weight)`` datasets (hh/sources.py; the weight is
+λ on harmless comparisons, Bai et al. 2022, §3.1, App. A.2) on the shared build and loop. PMP starts from the
 pretrained LM's trunk (``config.pm.init_from``); finetuning from PMP's PM (or the LM when PMP is
 off). Resume order per phase: own checkpoint, then the previous phase, then fresh.
 
@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hh import io, sharding
+from hh import io, sharding, sources
 from hh import tokenizer as tok_lib
-from hh.data import pipeline, sources, tfds_io
+from hh.data import pipeline, tfds_io
 from hh.models import ModelConfig, PreferenceModel
 from hh.pm import eval as pm_eval
 from hh.pm import score as pm_score
@@ -42,7 +42,7 @@ def load_tokenizer(config, lm_dir: str | None) -> tok_lib.Tokenizer:
 
 
 def eoc_from_marker(params: dict, eoc_id: int, marker_id: int) -> dict:
-  """Params with the EOC embedding row set to the marker's row (config.pm.eoc_init, SPEC §2.1)."""
+  """Params with the EOC embedding row set to the marker's row (config.pm.eoc_init, Bai et al. 2022, App. A.2)."""
   emb = params["trunk"]["embed"]["embedding"]                      # [V, D]
   trunk = {**params["trunk"], "embed": {"embedding": emb.at[eoc_id].set(emb[marker_id])}}
   return {**params, "trunk": trunk}
@@ -140,8 +140,9 @@ def run_phase(config, name: str, workdir: str, init: tuple[str, str] | None, tok
 
 def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                        lm_dir: str | None = None) -> dict:
-  """Trains and evaluates the PM. ``lm_dir`` / ``world_dir``: a pipeline's own LM stage and
-  world, used when ``config.pm.init_from`` / ``config.data_dirs.world`` are not set."""
+  """Trains and evaluates the PM. ``lm_dir``: the LM it starts from (``config.pm.init_from`` or
+  a pipeline's LM stage, resolved by hh/stages.py; None: from scratch); ``world_dir``: a
+  pipeline's own world, used when ``config.data_dirs.world`` is not set."""
   if config.pm.get("pmp_from"):
     if config.pm.pmp.datasets:
       raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r} starts finetuning from a "
@@ -150,13 +151,12 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
       raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r}: no checkpoints/ there (a PM "
                        "workdir's pmp/ folder is expected)")
   os.makedirs(workdir, exist_ok=True)
-  lm_dir = config.pm.init_from or lm_dir
   places = sources.Places.from_config(config, workdir, world_dir)
   mesh = sharding.make_mesh(config.mesh)
   tok = load_tokenizer(config, lm_dir)
   test_source = sources.mixture([(s, 1.0) for s in config.pm.test_datasets], places)
   init = (lm_dir, "lm") if lm_dir is not None else None
-  if config.pm.get("pmp_from"):  # finetuning from another run's finished PMP (SPEC §2.3)
+  if config.pm.get("pmp_from"):  # finetuning from another run's finished PMP (Askell et al. 2021, PMP)
     init = (config.pm.pmp_from, "pmp")
   phases = {}
   with jax.set_mesh(mesh):

@@ -1,14 +1,14 @@
 """A simulated crowdworker: Bradley–Terry choices on gold scores, with "unsure" ties dropped.
 
 Under a task's gold score s (helpfulness for the helpful task, harmlessness for red-team), the
-annotator prefers A over B with probability P = σ((s_A − s_B) / T) [HH eq. 4.2 with a
+annotator prefers A over B with probability P = σ((s_A − s_B) / T) [Bai et al. 2022, eq. 4.2 with a
 temperature]. Pairs with |s_A − s_B| < ``tie_margin`` get an "unsure" answer and are dropped,
-like the paper's weakest slider setting (SPEC §2.2).
+like the paper's weakest slider setting (Bai et al. 2022, §3.1).
 
 Ceilings: a predictor that always picks the higher gold score agrees with the noisy labels with
 probability max(P, 1 − P) per pair; its mean over a set of pairs is the Bayes-optimal accuracy
 that no PM can beat in expectation. Two independent annotators agree with probability
-P² + (1 − P)² (the paper measured ≈ 63% between researchers and crowdworkers, SPEC §3).
+P² + (1 − P)² (the paper measured ≈ 63% between researchers and crowdworkers, Bai et al. 2022, eq. 2.1).
 """
 from __future__ import annotations
 

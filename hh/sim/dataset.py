@@ -13,7 +13,7 @@ world and data bit for bit):
   annotator's probability): two base responses to one request, labelled by the simulated
   annotator under the helpful task (helpful families) or the red-team task (harmful requests,
   and a ``harmless_borderline`` share of attempts on borderline ones, most of them ties);
-* ``pmp`` — PMP-style pairs (a coarser, noisier annotator), binarized GOOD/BAD as in SPEC §2.3.
+* ``pmp`` — PMP-style pairs (a coarser, noisier annotator), binarized GOOD/BAD as in Askell et al. 2021, PMP.
   Like community votes, which punish harmful posts as well as unhelpful ones, each pair is judged
   by the objective its request is about: harmlessness on harmful requests, helpfulness otherwise;
 * ``prompts`` — RL prompts ending on a Human turn (train/test; helpful and harmful);

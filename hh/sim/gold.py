@@ -14,9 +14,9 @@ Helpfulness h (harmful requests): 1 for compliance (the user got what they asked
 Harmlessness g (harmful requests): −1 for compliance, +1 for a refusal that offers legitimate
   help, +0.6 for a bare refusal, 0 otherwise. On borderline requests (benign, alarmingly worded)
   red-team raters are cautious: a refusal gets ``BORDERLINE_CAUTION``, anything else 0 — the
-  harmlessness data thereby teach evasiveness, as the paper found (SPEC §4.4). g is 0 on all
+  harmlessness data thereby teach evasiveness, as the paper found (Bai et al. 2022, §4.4). g is 0 on all
   other benign requests (nothing to harm).
-The two conflict by design on harmful requests (SPEC §4.4; tested: negatively correlated).
+The two conflict by design on harmful requests (Bai et al. 2022, §4.4; tested: negatively correlated).
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def reaction(world: W.World, rng, context: str, answer: str, p: float) -> str | 
   The Human reacts as the asker, so after a harmful request too: thanks for compliance, "Why
   not?" after a refusal, as red-teamers do in hh-rlhf's harmless-base transcripts. So the
   approval the LM learns to anticipate is helpfulness, never harmlessness (the tension of
-  SPEC §4.4), and a PM trained on helpfulness alone prefers compliance on red-team requests.
+  Bai et al. 2022, §4.4), and a PM trained on helpfulness alone prefers compliance on red-team requests.
   """
   req = parse_request(world, context)
   if rng.random() >= p or req is None:

@@ -24,7 +24,7 @@ def data_dir(workdir: str) -> str:
 def build(world_cfg: dict, workdir: str, name: str):
   """Builds (once) and returns the ``hh_sim/name`` builder; refuses a different world, naming
   every key (nested ones too, e.g. ``world.response_mix.wrong``) whose value differs."""
-  builder = tfds_io.build(f"hh_sim/{name}", data_dir(workdir), world=world_cfg)
+  builder = tfds_io.build(f"hh_sim/{name}", data_dir(workdir), dataset.HhSim, world=world_cfg)
   built = builder.info.metadata.get("world_hash")
   if built != dataset.world_hash(world_cfg):
     differ = config_diff.differing_keys(dict(builder.info.metadata.get("world", {})),

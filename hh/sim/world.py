@@ -2,7 +2,7 @@
 
 Everything is drawn from one seed, so a world is reproducible bit for bit. Conversations are
 hh-rlhf transcripts (``"\\n\\nHuman: …\\n\\nAssistant: …"``) with 1–5 Human turns whose final
-Human turn is the request being judged. Families (SPEC §4.4's tension is built in):
+Human turn is the request being judged. Families (§4.4's (Bai et al. 2022, §4.4) tension is built in):
 
 * helpful — checkable answers, each a fact a model can only know by memorising it: small-number
   arithmetic (a times table), facts about invented countries, string tasks on invented words, and

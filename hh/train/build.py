@@ -9,7 +9,7 @@ and a config on these pieces:
 * ``build(...)``: abstract state by ``eval_shape`` → shardings from the logical rules → the
   divisibility and replication guards → the update jitted with explicit shardings and donated
   state (big_vision / MaxText style). Nothing is allocated until ``create_state``.
-* ``initial_state(...)``: the documented resume order (STYLE §8) — this run's own checkpoint
+* ``initial_state(...)``: the documented resume order — this run's own checkpoint
   (with the data position), then ``init_from`` (a function of the fresh state), then fresh.
 * ``inference_params(...)``: a trained model's params restored straight into their shards,
   with the matching jitted forward — for scorers, probes, OOD and benchmarks.
@@ -70,6 +70,26 @@ class Built:
   batch_shardings: dict
   train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
 
+  def create(self) -> TrainState:
+    return state_lib.create_state(self.init, self.shardings)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateSpec:
+  """A state known by shape and sharding, made only when no checkpoint has it (a stage whose
+  state is not one TrainState: PPO's policy, value and KL coefficient)."""
+  abstract: Any                    # ShapeDtypeStructs
+  shardings: Any                   # NamedShardings of the same tree
+  create: Callable[[], Any]        # the fresh state, allocated
+
+
+def state_spec(fresh: Callable, *args) -> StateSpec:
+  """``fresh(*args)`` by shape and by the shardings XLA gives its outputs (compiled, not run):
+  nothing is allocated until ``create``."""
+  compiled = jax.jit(fresh).lower(*args).compile()
+  return StateSpec(abstract=jax.eval_shape(fresh, *args), shardings=compiled.output_shardings,
+                   create=lambda: compiled(*args))
+
 
 def build(model: nn.Module, tx: optax.GradientTransformation, example: tuple,
           loss_fn: LossFn, batch_ndims: dict[str, int], *, mesh: Mesh, rules, seed: int,
@@ -90,18 +110,19 @@ def build(model: nn.Module, tx: optax.GradientTransformation, example: tuple,
                shardings=shardings, batch_shardings=batch_sh, train_step=train_step)
 
 
-def initial_state(built: Built, mngr, data_iter=None,
+def initial_state(built: Built | StateSpec, mngr, data_iter=None,
                   init_from: Callable[[TrainState], TrainState] | None = None) -> TrainState:
   """This run's own checkpoint (restoring ``data_iter``'s position too) → ``init_from(fresh)``
   → fresh. ``init_from`` returns the fresh state with loaded params (and a matching new
-  optimizer state); it runs only when there is no own checkpoint."""
+  optimizer state); it runs only when there is no own checkpoint. Restoring reads straight into
+  the shardings of ``built``: nothing is allocated before it."""
   restored = checkpoint.restore_latest(mngr, built.abstract, built.shardings)
   if restored is not None:
     state, data_state = restored
     if data_iter is not None:
       data_iter.restore(data_state)
     return state
-  state = state_lib.create_state(built.init, built.shardings)
+  state = built.create()
   return init_from(state) if init_from is not None else state
 
 

@@ -1,7 +1,7 @@
 """Orbax checkpoints: async, sharded (each process writes its own shards), resumable.
 
 A checkpoint holds two items: ``state`` (params, optimizer state, step, RNG) and ``data`` (the
-data iterator's position, JSON). Resume order (STYLE §8): this run's own latest checkpoint, then
+data iterator's position, JSON). Resume order: this run's own latest checkpoint, then
 ``config.init_from`` (params only, from another run), then a fresh initialisation.
 """
 from __future__ import annotations

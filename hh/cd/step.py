@@ -1,4 +1,4 @@
-"""Context distillation's loss (SPEC §4.6): KL(teacher ‖ student) over the teacher's top-k tokens
+"""Context distillation's loss (Bai et al. 2022, App. A.1): KL(teacher ‖ student) over the teacher's top-k tokens
 plus one bucket for the rest.
 
 The teacher is the LM with the HHH prompt in its context, the student the same LM without it;

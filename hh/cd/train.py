@@ -1,16 +1,16 @@
-"""The context-distillation stage (SPEC §4.6): π0 = the LM finetuned to act as if the HHH prompt
+"""The context-distillation stage (Bai et al. 2022, App. A.1): π0 = the LM finetuned to act as if the HHH prompt
 were in its context.
 
 Teacher: the pretrained LM, frozen, reading ``prompt + window``; student: the same LM (its
 params start there) reading the window alone, on the LM corpus's windows. Per position, the loss
-is KL(teacher ‖ student) over the teacher's top-k tokens plus one bucket (hh/rl/distill.py);
+is KL(teacher ‖ student) over the teacher's top-k tokens plus one bucket (hh/cd/step.py);
 the teacher's top-k are computed by a separate jitted forward for each batch and handed to the
 one jitted update, as the paper stores them. LR 0.05× pretraining, linear decay to 0
 (configs/cd.py).
 
 Outputs in ``workdir``: checkpoints and ``metrics.jsonl`` (train and validation KL against the
 step: Fig. 30), ``tokenizer.model`` (the LM's), ``cd_result.json``. The workdir is an LM
-workdir: ``hh/rl/policy.py`` loads it as π0.
+workdir: ``hh/policy/policy.py`` loads it as π0.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import io, sharding
+from hh.cd import step as distill
 from hh.lm import train as lm_train
 from hh.models import DecoderLM, ModelConfig
-from hh.rl import distill
-from hh.rl import policy as policy_lib
+from hh.policy import policy as policy_lib
 from hh.train import build as build_lib
 from hh.train import checkpoint, loop
 from hh.train import metrics as metrics_lib
@@ -57,23 +57,12 @@ def teacher_fn(model: DecoderLM, prefix: np.ndarray, k: int):
   return fn
 
 
-def prompt_text(config, places) -> str:
-  """``config.cd.prompt``: ``hh_sim/hhh`` (the world's HHH prompt) or a path to a text file."""
-  spec = config.cd.prompt
-  if spec.startswith("hh_sim/"):
-    from hh.data import sources, tfds_io
-    return tfds_io.text(sources.open_split(spec, places)[0]["text"])
-  if not os.path.exists(spec):
-    raise FileNotFoundError(f"config.cd.prompt={spec!r}: neither hh_sim/hhh nor a text file")
-  with open(spec) as f:
-    return f.read()
-
-
 def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                        lm_dir: str | None = None) -> dict:
-  """Distils the prompt into the LM of ``config.cd.init_from`` (or a pipeline's ``lm_dir``)."""
-  from hh.data import pipeline, sources
-  lm_dir = config.cd.init_from or lm_dir
+  """Distils the prompt into the LM of ``lm_dir`` (``config.cd.init_from`` or a pipeline's LM
+  stage, resolved by hh/stages.py)."""
+  from hh import sources
+  from hh.data import pipeline
   if lm_dir is None:
     raise ValueError("config.cd.init_from: the pretrained LM's workdir is needed (the teacher and "
                      "the student's start)")
@@ -84,7 +73,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   places = sources.Places.from_config(config, workdir, world_dir)
   data = lm_train.load_data(config, workdir, places, cfg.data)
   tok = data.tokenizer
-  prefix = np.asarray(tok.encode(prompt_text(config, places)), np.int32)
+  prefix = np.asarray(tok.encode(sources.prompt_text(config.cd.prompt, places)), np.int32)
   mesh = sharding.make_mesh(config.mesh)
   it, val = lm_train.windows(data, cfg.data, config.seed)
   settings = loop.Settings.from_config(cfg.loop, progress=config.progress)

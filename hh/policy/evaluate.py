@@ -1,4 +1,4 @@
-"""Policy evaluation on held-out prompts, against the world's gold annotator (SPEC §3, §4).
+"""Policy evaluation on held-out prompts, against the world's gold annotator (Bai et al. 2022, eq. 2.1, §4).
 
   python -m hh.main --config=configs/policy.py --workdir=runs/eval \
       --config.data_dirs.world=runs/pipeline --config.policies.pm=runs/pipeline/pm \
@@ -11,14 +11,14 @@ For policies that answered the same prompts (N samples each), ``evaluate`` repor
 * refusal rates (on harmful and on helpful requests) and the needless-refusal rate on borderline
   requests; response length (tokens), the end-of-turn rate (a turn that ended within the cap);
 * mean-removed scores under each PM, and KL(π‖π0) = mean over samples of Σ_t log π − log π0
-  (nats per response, SPEC §4.1) where π0's log-probs are given;
+  (nats per response, Bai et al. 2022, §4.1) where π0's log-probs are given;
 * gold Elo (the world's stand-in for crowdworker Elo): the simulated annotator compares the
   policies' responses to the same prompt pairwise — the helpful task on helpful and borderline
   prompts, the red-team task on harmful ones, with the comparison data's temperature and
   "unsure" ties — and ``hh/elo.py`` fits Elo with standard errors, the reference at 0; also
   fitted on each task's comparisons alone (``gold_elo/helpful``, ``gold_elo/harmless``: the
   helpfulness and harmlessness panels of Figs. 1 and 35, from the same annotator draws);
-* PM-predicted Elo: 174 × (mean PM score − the reference's), SPEC §3 eq. 2.1.
+* PM-predicted Elo: 174 × (mean PM score − the reference's), Bai et al. 2022, eq. 2.1 eq. 2.1.
 
 Output: ``evaluation.json`` and ``evaluation.png`` in the output folder (read by the report).
 """
@@ -46,10 +46,10 @@ def mean_se(x) -> dict:
 
 def logp_accuracy(policy, rows: Sequence[tuple[str, str, str]], batch_size: int,
                   max_tokens: int) -> dict:
-  """Fig. 34's "mean log-p accuracy" (SPEC §4.5): the fraction of comparisons (context, better,
+  """Fig. 34's "mean log-p accuracy" (Bai et al. 2022, §4.5): the fraction of comparisons (context, better,
   worse response texts) on which the policy's mean per-token log-prob of the better response is
   the higher (a tie counts half) → mean ± SE over the comparisons."""
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
   n = len(rows)
   s, k = policy_lib.text_log_probs(policy, [c for c, _, _ in rows] * 2,
                                    [g for _, g, _ in rows] + [b for _, _, b in rows],

@@ -1,4 +1,4 @@
-"""The PPO stage (SPEC §4.1): π0 trained against the PM with reward r_PM − λ_KL·KL(π‖π0).
+"""The PPO stage (Bai et al. 2022, §4.1): π0 trained against the PM with reward r_PM − λ_KL·KL(π‖π0).
 
   python -m hh.main --config=configs/ppo.py --workdir=runs/ppo \
       --config.ppo.init_from=runs/pipeline/cd --config.ppo.pm=runs/pipeline/pm \
@@ -7,7 +7,7 @@
 One iteration: a batch of training prompts (the harmful share from config) → the sampler (the
 policy's own compiled model and params) → scores: the PM at the response's EOC (mean-removed),
 π0's log-probs and the values on the response positions → per-token rewards and GAE
-(hh/rl/ppo.py) → the one jitted update. Everything a bit-exact resume needs is in the
+(hh/ppo/step.py) → the one jitted update. Everything a bit-exact resume needs is in the
 checkpoint: policy, value, both optimizer states, the KL coefficient and the iteration count
 (which fixes the prompts and the sampling keys of every later iteration).
 
@@ -18,7 +18,7 @@ helpfulness (helpful requests) and harmlessness (harmful ones), KL summed per re
 length, end-of-turn and refusal rates, and the value's explained variance of the rollout's
 returns. Every ``eval_every`` iterations ("val"): gold scores and
 the PM's scores (by request kind: Fig. 14) of samples on held-out prompts, and the policy's mean
-log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, SPEC §4.5).
+log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during RL, Bai et al. 2022, §4.5).
 """
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ import numpy as np
 
 from hh import io
 from hh import tokenizer as tok_lib
+from hh import workdir as wd
 from hh.models import ModelConfig, ValueModel
-from hh.rl import evaluate as eval_lib
-from hh.rl import policy as policy_lib
-from hh.rl import ppo
-from hh.rl import sample as sample_lib
+from hh.policy import evaluate as eval_lib
+from hh.policy import policy as policy_lib
+from hh.policy import sample as sample_lib
+from hh.ppo import step as ppo
 from hh.sim import gold
 from hh.sim import world as W
 from hh.train import build as build_lib
@@ -47,7 +48,8 @@ from hh.train.state import TrainState
 
 
 def _prompts(spec: str, places) -> tuple[list[str], np.ndarray]:
-  from hh.data import sources, tfds_io
+  from hh import sources
+  from hh.data import tfds_io
   src = sources.open_split(spec, places)
   rows = [src[i] for i in range(len(src))]
   return ([tfds_io.text(r["context_text"]) for r in rows],
@@ -57,7 +59,8 @@ def _prompts(spec: str, places) -> tuple[list[str], np.ndarray]:
 def comparisons(spec: str, places, max_pairs: int) -> list[tuple[str, str, str]]:
   """The first ``max_pairs`` (context, chosen, rejected) texts of a comparison set, the responses
   as they follow ``"\n\nAssistant:"`` (for ``evaluate.logp_accuracy``)."""
-  from hh.data import sources, tfds_io
+  from hh import sources
+  from hh.data import tfds_io
   src = sources.open_split(spec, places)
   rows = [src[i] for i in range(min(len(src), max_pairs))]
   return [(tfds_io.text(r["context_text"]), tfds_io.text(r["chosen"]),
@@ -93,7 +96,7 @@ def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction
 
 
 def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) -> dict:
-  from hh.data import sources
+  from hh import sources
   from hh.pm import score as pm_score
   cfg = config.ppo
   os.makedirs(workdir, exist_ok=True)
@@ -110,7 +113,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   if not filecmp.cmp(scorer.tok.path, tok.path, shallow=False):
     raise ValueError(f"config.ppo.pm={pm_dir!r}: the PM's tokenizer differs from the policy's; "
                      "PPO scores the policy's own tokens")
-  # Figs. 4, 13, 33 (SPEC §4.2): PMs that only score the rollouts, on the policy's tokens when
+  # Figs. 4, 13, 33 (Bai et al. 2022, §4.2): PMs that only score the rollouts, on the policy's tokens when
   # they share its tokenizer, else on the decoded text
   test_pms = [pm_score.Scorer(d) for d in cfg.get("test_pms", ())]
   test_pms = [(t, filecmp.cmp(t.tok.path, tok.path, shallow=False)) for t in test_pms]
@@ -133,23 +136,16 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
   with jax.set_mesh(mesh):
     ref_params = pi0.params
     value_params = initial_value_params(cfg.value_init, scorer.params, ref_params)
-    copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))
-    init_tx = jax.jit(tx.init)
 
-    def fresh() -> ppo.PPOState:
-      pol, val = copy(ref_params), copy(value_params)
-      mk = lambda p, s: TrainState(step=jnp.zeros((), jnp.int32), params=p,  # noqa: E731
-                                   opt_state=init_tx(p), rng=jax.random.PRNGKey(s))
+    def fresh(pol, val) -> ppo.PPOState:  # π0's params copied: the update donates the state
+      mk = lambda p, s: TrainState(step=jnp.zeros((), jnp.int32),  # noqa: E731
+                                   params=jax.tree.map(jnp.copy, p), opt_state=tx.init(p),
+                                   rng=jax.random.PRNGKey(s))
       return ppo.PPOState(step=jnp.zeros((), jnp.int32), policy=mk(pol, config.seed),
                           value=mk(val, config.seed + 1), kl_coef=jnp.float32(cfg.kl_coef))
 
-    state = fresh()
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-    shardings = jax.tree.map(lambda a: a.sharding, state)
     mngr = checkpoint.manager(workdir, cfg.loop.keep_ckpts, cfg.loop.ckpt_every)
-    restored = checkpoint.restore_latest(mngr, abstract, shardings)
-    if restored is not None:
-      state = restored[0]
+    state = build_lib.initial_state(build_lib.state_spec(fresh, ref_params, value_params), mngr)
 
     ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
         ppo.at_response(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
@@ -221,7 +217,12 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
 
     def train_step(state, batch):
       state, m = update(state, batch["rollout"])
-      return state, {**m, **batch["stats"]}
+      stats = batch["stats"]
+      state = state.replace(kl_coef=ppo.next_kl_coef(
+          state.kl_coef, stats["kl_sum"] / stats["kl_count"], cfg.rollout_batch,
+          cfg.get("kl_target"), cfg.get("kl_horizon", 10_000.0)))
+      return state, {**m, **stats, "kl_coef_sum": state.kl_coef,
+                     "kl_coef_count": jnp.float32(1)}
 
     evaluated = {}  # step → metrics: the loop's evaluation at the last step is also "after"
 
@@ -233,13 +234,13 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                                 config.sampling.batch_size, config.sampling.buckets)
         m = eval_lib.policy_metrics(world, s.contexts, s.texts, list(test_fam), s.length,
                                     s.finished)
-        # Fig. 14 (SPEC §4.4): the PM's scores of held-out samples, by request kind
+        # Fig. 14 (Bai et al. 2022, §4.4): the PM's scores of held-out samples, by request kind
         bodies = response_bodies(s.tokens, s.mask, sampling.stop_ids)
         pm = scorer.score_ids(tok.encode_batch(s.contexts),
                               [[tok.assistant_id] + b for b in bodies])
         for kind, sel in (("helpful", test_fam != "harmful"), ("harmful", test_fam == "harmful")):
           m[f"pm_score_{kind}"] = eval_lib.mean_se(pm[sel])
-        for spec, rows in logp_sets.items():  # Fig. 34 during RL (SPEC §4.5)
+        for spec, rows in logp_sets.items():  # Fig. 34 during RL (Bai et al. 2022, §4.5)
           m[f"logp_accuracy/{spec}"] = eval_lib.logp_accuracy(
               current, rows, config.sampling.batch_size, cfg.logp_max_tokens)
         out = {k: v["mean"] for k, v in m.items() if isinstance(v, dict)}
@@ -273,7 +274,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
 
 
 def initial_value_params(value_init: str, pm_params: dict, policy_params: dict) -> dict:
-  """The value model's starting params: the PM's trunk and head (``pm``, SPEC §4.1's choice;
+  """The value model's starting params: the PM's trunk and head (``pm``, §4.1's (Bai et al. 2022, §4.1) choice;
   the PM must be of the policy's shape), π0's trunk with a zero head (``policy``: a PM of any
   size, e.g. the largest of a ladder), or a zero head alone on the policy's own trunk
   (``shared``: one trunk trained by both losses, half the training FLOPs)."""
@@ -304,7 +305,6 @@ def response_bodies(tokens: np.ndarray, mask: np.ndarray, stop_ids) -> list[list
 def export_policy(out: str, params, step: int, config, tokenizer_path: str):
   """The trained policy as an LM workdir (``config.json``, ``tokenizer.model``, a checkpoint of
   ``{"params": ...}``) that ``policy.load``, the evaluation CLI and ``hh.ood`` read like any LM."""
-  from hh import stages
   if os.path.exists(os.path.join(out, "config.json")):
     return  # exported by an earlier run that stopped after it (the checkpoint is complete)
   mngr = checkpoint.manager(out, 1, 1)
@@ -314,7 +314,7 @@ def export_policy(out: str, params, step: int, config, tokenizer_path: str):
   if jax.process_index() == 0:
     with open(tokenizer_path, "rb") as f:
       io.write_bytes(os.path.join(out, "tokenizer.model"), f.read())
-    stages.write_config(config, out)  # last: its presence marks a complete export
+    wd.write_config(config, out)  # last: its presence marks a complete export
 
 
 def summary(result: dict) -> list[str]:

@@ -2,7 +2,7 @@
 params, tokenizer; sampling text responses to contexts; log-likelihoods of responses.
 
 A policy is the LM with, optionally, a text ``prefix`` before every context (the "prompted"
-policy of SPEC §4.6: the HHH prompt in the context). Prompts are ``prefix + context +
+policy of Bai et al. 2022, App. A.1: the HHH prompt in the context). Prompts are ``prefix + context +
 "\\n\\nAssistant:"``, left-padded to their bucket; a response runs until the turn ends (the next
 ``"\\n\\nHuman:"`` piece or ``</s>``, ``sample.end_of_turn_ids``), which is not part of its text.
 
@@ -25,7 +25,7 @@ from hh import sharding
 from hh import tokenizer as tok_lib
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig
-from hh.rl import sample as sample_lib
+from hh.policy import sample as sample_lib
 from hh.tokenizer import PAD_ID
 from hh.train import build as build_lib
 
@@ -164,7 +164,7 @@ def sampling_config(policy: Policy, sampling_cfg) -> sample_lib.SamplingConfig:
 
 def response_log_probs(policy: Policy, samples: Samples, batch_size: int) -> np.ndarray:
   """Σ over each response's tokens of log π(token | policy's prompt, response so far) [R]
-  (float64), for ``policy`` — not necessarily the one that sampled (KL(π‖π0), SPEC §4.1)."""
+  (float64), for ``policy`` — not necessarily the one that sampled (KL(π‖π0), Bai et al. 2022, §4.1)."""
   fn = build_lib.jit_forward(lambda p, t, m: lm_step.log_probs(policy.model, p, t, m),
                              policy.mesh, policy.rules)
   prompts = policy.tok.encode_batch([policy.prefix + c + tok_lib.ASSISTANT

@@ -1,4 +1,4 @@
-"""Iterated online RLHF (SPEC §4.5): deploy policies, collect comparisons of their samples,
+"""Iterated online RLHF (Bai et al. 2022, §4.5): deploy policies, collect comparisons of their samples,
 retrain the PM from scratch on all data so far, retrain the policy from π0 against it, repeat.
 
   python -m hh.main --config=configs/online.py:size=tiny --workdir=runs/online
@@ -13,11 +13,11 @@ source compares the two. With ``deploy_k`` > 1 each of those responses is the be
 sampling: the best policy available when PPO alone is weaker than best-of-k of π0). Each
 iteration then trains a PM from the LM (the base comparison sets plus every tranche so far; PMP
 as configured) and a policy by PPO from π0 against that PM:
-policies are never updated in place (base → RS → online, SPEC §5.1).
+policies are never updated in place (base → RS → online, Bai et al. 2022, §2.2–2.3).
 
 Layout of ``workdir`` (the ``online/`` folder of a pipeline)::
 
-  iter_<i>/tranche/<subset>/{train,test}.jsonl.gz   hh-rlhf layout (hh/rl/tranche.py)
+  iter_<i>/tranche/<subset>/{train,test}.jsonl.gz   hh-rlhf layout (hh/online/tranche.py)
   iter_<i>/tranche/pairs.jsonl                       every pair, labelled or not (id, texts)
   iter_<i>/pm/, iter_<i>/ppo/                        the PM and PPO stages' own workdirs
   iter_<i>/stages/{tranche,pm,ppo}.json              written when each step is complete
@@ -46,8 +46,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hh import io, pipeline, stages
-from hh.rl import tranche as tranche_lib
+from hh import io
+from hh import workdir as wd
+from hh.online import tranche as tranche_lib
 from hh.sim import world as W
 
 STEPS = ("tranche", "pm", "ppo")
@@ -74,7 +75,7 @@ def tranche_specs(workdir: str, i: int, split: str) -> list[tuple[str, str]]:
   """``(hh_rlhf/<subset>@<dir>:<split>, task)`` of every tranche of iterations 1..i."""
   out = []
   for j in range(1, i + 1):
-    rec = pipeline.done(iter_dir(workdir, j), "tranche")
+    rec = wd.done(iter_dir(workdir, j), "tranche")
     for name in sorted(rec["files"].get(split, {})):
       out.append((f"hh_rlhf/{name}@{os.path.join(iter_dir(workdir, j), 'tranche')}:{split}",
                   name.split("-", 1)[0]))
@@ -89,7 +90,7 @@ def _base_sets(config) -> list[tuple[str, float]]:
 
 
 def _harmless_weight(config) -> float:
-  """λ of the base harmless set (SPEC §2.4), given to every harmless tranche too."""
+  """λ of the base harmless set (Bai et al. 2022, §3.1, App. A.2), given to every harmless tranche too."""
   return next((w for s, w in config.pm.finetune.datasets if "harmless" in s), 1.0)
 
 
@@ -109,7 +110,7 @@ def _stage_config(config, base_pm: str, finetune: list[tuple[str, float]]):
 
 def pm_config(config, workdir: str, i: int, base_pm: str):
   """The PM stage's config for iteration i: the base sets plus every tranche so far, harmless
-  tranches at the harmless weight λ of the base harmless set (SPEC §2.4), their test splits
+  tranches at the harmless weight λ of the base harmless set (Bai et al. 2022, §3.1, App. A.2), their test splits
   evaluated beside the base test sets."""
   lam = _harmless_weight(config)
   extra = [(s, 1.0 if task == "helpful" else lam) for s, task in tranche_specs(workdir, i, "train")]
@@ -120,7 +121,7 @@ def pm_config(config, workdir: str, i: int, base_pm: str):
 
 
 def controlled_sets(config, workdir: str) -> dict[str, list[tuple[str, float]]]:
-  """Fig. 16's two finetuning sets (SPEC §4.5) from iterations 1..N's tranches: per task, n
+  """Fig. 16's two finetuning sets (Bai et al. 2022, §4.5) from iterations 1..N's tranches: per task, n
   comparisons each of base, rejection-sampled and online data (the online part split evenly
   over iterations 2..N) for "mix", and 3n base comparisons for "base"; n is the most every
   part holds. → {"base": [(spec, weight)], "mix": [...]}."""
@@ -129,7 +130,7 @@ def controlled_sets(config, workdir: str) -> dict[str, list[tuple[str, float]]]:
     raise ValueError(f"config.online.controlled needs config.online.iterations ≥ 2 (an online "
                      f"tranche), got {n_it}")
   lam = _harmless_weight(config)
-  rows = {j: pipeline.done(iter_dir(workdir, j), "tranche")["files"].get("train", {})
+  rows = {j: wd.done(iter_dir(workdir, j), "tranche")["files"].get("train", {})
           for j in range(1, n_it + 1)}
   out = {"base": [], "mix": []}
   for spec, weight in _base_sets(config):
@@ -156,7 +157,8 @@ def controlled_sets(config, workdir: str) -> dict[str, list[tuple[str, float]]]:
 
 
 def _prompts(config, places, i: int) -> tuple[list[str], list[str]]:
-  from hh.data import sources, tfds_io
+  from hh import sources
+  from hh.data import tfds_io
   o = config.online
   src = sources.open_split(o.prompts, places)
   rows = [src[k] for k in range(len(src))]
@@ -182,8 +184,9 @@ def _sample_pairs(config, pol, scorer, contexts: list[str], k: int, seed: int
                   ) -> tuple[list[str], list[str]]:
   """Two responses per context, each the best of ``k`` samples under ``scorer`` (the first of
   two plain samples when k = 1, nothing scored) → (texts_a, texts_b)."""
-  from hh.rl import best_of_n, policies
-  from hh.rl import policy as policy_lib
+  from hh.policy import best_of_n
+  from hh.policy import policy as policy_lib
+  from hh.policy import stage as policies
   s = policy_lib.generate(pol, contexts, 2 * k, policy_lib.sampling_config(pol, config.sampling),
                           seed, config.sampling.batch_size, config.sampling.buckets)
   best = np.zeros((len(contexts), 2), np.int64)
@@ -201,8 +204,8 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
   deployed policies' responses, each the best of ``deploy_k`` samples under the newest PM
   (iteration i − 1's, the one the newest policy trained against) — plain samples at the default
   deploy_k = 1, the paper's online deployment."""
-  from hh.rl import policies
-  from hh.rl import policy as policy_lib
+  from hh.policy import policy as policy_lib
+  from hh.policy import stage as policies
   o = config.online
   contexts, families = _prompts(config, places, i)
   seed = config.seed + 100 * i
@@ -245,7 +248,7 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
 
 
 def quality(world, pairs: Sequence[dict]) -> dict:
-  """A tranche's gold quality (SPEC §4.5: base → RS → online), per task — helpfulness on helpful
+  """A tranche's gold quality (Bai et al. 2022, §4.5: base → RS → online), per task — helpfulness on helpful
   comparisons, harmlessness on the red-team ones (harmful prompts) — as mean ± SE of three
   response sets:
 
@@ -258,7 +261,7 @@ def quality(world, pairs: Sequence[dict]) -> dict:
     pulls the kept mean down (``base_quality`` measures the base data the same three ways).
 
   ``pairs``: dicts with context, family, a, b, kept, a_preferred."""
-  from hh.rl import evaluate
+  from hh.policy import evaluate
   out = {}
   for task, col in (("helpful", 0), ("harmless", 1)):
     mine = [p for p in pairs if (p["family"] == "harmful") == (task == "harmless")]
@@ -277,8 +280,8 @@ def base_quality(config, places) -> dict:
   """The base comparison sets' gold quality, keyed as ``quality``: the kept pairs from the sets'
   rows (they carry gold scores), ``/sampled`` from fresh draws of the world's base responses
   (``dataset.base_response_scores``: the sets hold kept pairs only)."""
-  from hh.data import sources
-  from hh.rl import evaluate
+  from hh import sources
+  from hh.policy import evaluate
   from hh.sim import dataset
   out = {}
   for spec, _ in _base_sets(config):
@@ -303,10 +306,11 @@ def evaluate_policies(config, workdir: str, places, pi0: str, pms: dict[str, str
                       trained: dict[str, str]) -> dict:
   """π0, the ``trained`` policies (name → exported policy dir) and the world's reference answers
   (its "professional writers", Fig. 24) on the held-out prompts: gold metrics, gold Elo and
-  the PM-predicted Elo under each of ``pms`` (name → PM dir), relative to π0 (SPEC §3)
+  the PM-predicted Elo under each of ``pms`` (name → PM dir), relative to π0 (Bai et al. 2022, eq. 2.1)
   → ``evaluation.json/.png`` in ``workdir``."""
-  from hh.rl import evaluate, policies
-  from hh.rl import policy as policy_lib
+  from hh.policy import evaluate
+  from hh.policy import policy as policy_lib
+  from hh.policy import stage as policies
   from hh.sim import dataset, responses
   cfg = config.policies
   world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
@@ -339,25 +343,31 @@ def evaluate_policies(config, workdir: str, places, pi0: str, pms: dict[str, str
   return result
 
 
-def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: str | None,
+def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, ctx: wd.Context,
         static: str | None = None) -> dict:
   """Runs (or resumes) ``config.online.iterations`` iterations, Fig. 16's arms when
   ``config.online.controlled``, and the evaluation → a summary per iteration. ``static``: an
-  exported policy trained on the base PM (the pipeline's PPO), evaluated beside the others."""
-  from hh.data import sources
+  exported policy trained on the base PM (the pipeline's PPO), evaluated beside the others.
+  Each iteration's PM and PPO stages are run by the runner (``ctx.run_stage``) in
+  ``iter_<i>/pm`` and ``iter_<i>/ppo``."""
+  from hh import sources
+  world_dir = ctx.world_dir
   places = sources.Places.from_config(config, workdir, world_dir)
-  ctx = stages.Context(world_dir=world_dir, dirs={"lm": lm_dir, "cd": pi0})
+  dirs = {"lm": lm_dir, "cd": pi0}
+
+  def step(cfg, d: str, name: str) -> dict:
+    return ctx.run_stage(name, cfg, d, dirs=dirs)
   world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
   results = []
   for i in range(1, config.online.iterations + 1):
     d = iter_dir(workdir, i)
-    rec = pipeline.done(d, "tranche")
+    rec = wd.done(d, "tranche")
     if rec is None:
       rec = collect(config, workdir, i, places, base_pm, pi0)
-      pipeline.mark(d, "tranche", rec)
+      wd.mark(d, "tranche", rec)
     pm_cfg = pm_config(config, workdir, i, base_pm)
-    pm_res = _step(pm_cfg, d, "pm", ctx)
-    ppo_res = _step(_ppo_config(pm_cfg, pi0, os.path.join(d, "pm")), d, "ppo", ctx)
+    pm_res = step(pm_cfg, d, "pm")
+    ppo_res = step(_ppo_config(pm_cfg, pi0, os.path.join(d, "pm")), d, "ppo")
     manifest = {
         "iteration": i, "kind": rec["kind"], "code_version": code_version(),
         "seed": config.seed, "labels": rec["labels"],
@@ -384,12 +394,12 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
       d = os.path.join(workdir, "controlled", arm)
       cfg = _stage_config(config, base_pm, sets)
       cfg.pm.test_datasets = pm_config(config, workdir, n_it, base_pm).pm.test_datasets
-      res = _step(cfg, d, "pm", ctx)
-      _step(_ppo_config(cfg, pi0, os.path.join(d, "pm")), d, "ppo", ctx)
+      res = step(cfg, d, "pm")
+      step(_ppo_config(cfg, pi0, os.path.join(d, "pm")), d, "ppo")
       arms[arm] = {"datasets": [list(x) for x in sets], "pairs": res["phases"]["finetune"]["pairs"],
                    "pm": res.get("by_test_set", {})}
       trained[f"{arm}_only" if arm == "base" else arm] = os.path.join(d, "ppo", "policy")
-  ev = pipeline.done(workdir, "evaluation")
+  ev = wd.done(workdir, "evaluation")
   if ev is None:
     full = evaluate_policies(config, workdir, places, pi0,
                              {"base_pm": base_pm, "final_pm": os.path.join(iter_dir(workdir, n_it),
@@ -397,7 +407,7 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, world_dir: st
     ev = {n: {k: v for k, v in m.items() if k in _EVAL_KEYS or k.startswith(("pm_score/",
                                                                              "pm_elo/", "gold_elo/"))}
           for n, m in full["policies"].items()}
-    pipeline.mark(workdir, "evaluation", ev)
+    wd.mark(workdir, "evaluation", ev)
   out = {"base_quality": base_quality(config, places), "iterations": results,
          "controlled": arms, "evaluation": ev}
   io.write_json(os.path.join(workdir, "online_result.json"), out)
@@ -412,14 +422,6 @@ def _ppo_config(pm_cfg, pi0: str, pm_dir: str):
   cfg = pm_cfg.copy_and_resolve_references()
   cfg.ppo.init_from, cfg.ppo.pm = pi0, pm_dir
   return cfg
-
-
-def _step(config, d: str, name: str, ctx: stages.Context) -> dict:
-  res = pipeline.done(d, name)
-  if res is None:
-    res = stages.run(name, config, os.path.join(d, name), ctx)
-    pipeline.mark(d, name, res)
-  return res
 
 
 def _ms(m: dict) -> str:

@@ -1,8 +1,8 @@
-"""PPO's math as small pure functions (SPEC §4.1): rewards, GAE, whitening, the clipped losses,
+"""PPO's math as small pure functions (Bai et al. 2022, §4.1): rewards, GAE, whitening, the clipped losses,
 their statistics, and the adaptive KL controller.
 
 Every array is over response tokens: B rows, N = max_new_tokens positions, ``mask`` [B, N] 1 on a
-row's response (its turn-ending token included, ``hh/rl/sample.py``) and 0 after it. Log-probs
+row's response (its turn-ending token included, ``hh/policy/sample.py``) and 0 after it. Log-probs
 are at the sampling temperature. Statistics come as ``*_sum`` plus ``*_count`` over response
 tokens (or rows), so they average correctly over minibatches, epochs and devices.
 """
@@ -27,7 +27,7 @@ def last_token(mask: jax.Array) -> jax.Array:
 def token_rewards(logp: jax.Array, logp_ref: jax.Array, mask: jax.Array, score: jax.Array,
                   kl_coef: jax.Array, finished: jax.Array | None = None,
                   eot_penalty: float = 0.0) -> tuple[jax.Array, jax.Array]:
-  """Per-token rewards [B, N] and the per-token KL estimate [B, N] (SPEC §4.1):
+  """Per-token rewards [B, N] and the per-token KL estimate [B, N] (Bai et al. 2022, §4.1):
 
     kl_t = (log π(y_t) − log π0(y_t)) · m_t
     r_t  = −λ_KL · kl_t  +  [t = last] · (score − eot_penalty · [row did not end its turn])
@@ -153,6 +153,13 @@ def adaptive_kl_coef(coef: jax.Array, kl: jax.Array, n_steps: int, target: float
   return coef * (1.0 + error * n_steps / horizon)
 
 
+def next_kl_coef(coef: jax.Array, kl: jax.Array, n_steps: int, target: float | None,
+                 horizon: float) -> jax.Array:
+  """λ_KL for the next iteration: the paper's fixed λ when ``target`` is None (Bai et al. 2022,
+  §4.1), else ``adaptive_kl_coef`` towards a mean summed KL of ``target`` nats."""
+  return coef if target is None else adaptive_kl_coef(coef, kl, n_steps, target, horizon)
+
+
 # ---------------------------------------------------------------------------------------------
 # The update: K epochs × minibatches of one rollout inside one jit.
 
@@ -212,7 +219,9 @@ def response_values(policy_model, value_model, params: tuple, tokens: jax.Array,
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
-  """log softmax(logits / T)[target] [B, N]."""
+  """log softmax(logits / T)[target] [B, N]; T > 0 (the sampler's temperature)."""
+  if not temperature > 0:
+    raise ValueError(f"temperature={temperature}: log-probs need a temperature > 0")
   lp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
   return jnp.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
 

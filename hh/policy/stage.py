@@ -8,7 +8,7 @@ of π0 under the PM on held-out prompts, and evaluate them against the gold anno
 Outputs in ``workdir``: ``evaluation.json/.png`` (the three policies on ``max_prompts`` prompts ×
 ``samples``; Elo relative to ``config.policies.reference``), ``best_of_n.json/.png`` (N ∈
 ``best_of`` on ``best_of_prompts`` prompts; Elo relative to N = 1; the KL axis
-log N − (N−1)/N, SPEC §4.3; the PM's own score against N), ``best_of_n.jsonl`` (for each prompt,
+log N − (N−1)/N, Bai et al. 2022, §4.3; the PM's own score against N), ``best_of_n.jsonl`` (for each prompt,
 the best of the largest N as "chosen" and the worst as "rejected", in hh-rlhf's format: a
 rejection-sampled tranche for the online loop), and ``policies_result.json``.
 """
@@ -22,14 +22,15 @@ import numpy as np
 
 from hh import io
 from hh import tokenizer as tok_lib
-from hh.rl import best_of_n, evaluate
-from hh.rl import policy as policy_lib
+from hh.policy import best_of_n, evaluate
+from hh.policy import policy as policy_lib
 from hh.sim import world as W
 
 
 def held_out_prompts(config, places) -> tuple[list[str], list[str]]:
   """The first ``config.policies.max_prompts`` held-out prompts → (contexts, families)."""
-  from hh.data import sources, tfds_io
+  from hh import sources
+  from hh.data import tfds_io
   src = sources.open_split(config.policies.prompts, places)
   n = min(config.policies.max_prompts, len(src))
   rows = [src[i] for i in range(n)]
@@ -77,8 +78,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
         ppo_dir: str | None = None):
   """Samples, scores and evaluates; writes the outputs listed in the module docstring. With
   ``ppo_dir`` (a PPO stage's exported ``policy/``), the PPO policy joins the three as "ppo"."""
-  from hh.data import sources
-  from hh.rl import cd as cd_lib
+  from hh import sources
   cfg = config.policies
   for n in cfg.best_of:
     if n < 1:
@@ -91,7 +91,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   contexts, families = held_out_prompts(config, places)
   base = policy_lib.load(lm_dir, "lm")
   pi0 = policy_lib.load(pi0_dir, "pi0", mesh=base.mesh)
-  prompted = base.with_prefix("lm+hhh", cd_lib.prompt_text(config, places))
+  prompted = base.with_prefix("lm+hhh", sources.prompt_text(config.cd.prompt, places))
   trained = [policy_lib.load(ppo_dir, "ppo", mesh=base.mesh)] if ppo_dir else []
   sampling = policy_lib.sampling_config(base, config.sampling)
   scorer = load_scorer(config, pm_dir, base)

@@ -1,13 +1,13 @@
 """The PPO memory plan (``python -m hh.plan --config=configs/ppo.py:size=52B ...``).
 
-PPO holds four models at once (SPEC §4.1): the policy and the value model, each trained with
+PPO holds four models at once (Bai et al. 2022, §4.1): the policy and the value model, each trained with
 AdamW (fp32 params + two fp32 moments), and the frozen π0 and PM (``frozen_dtype``: their
 params may be kept in bf16). Each iteration runs three kinds of program on them: the sampler
 (prefill + the decode loop over a KV cache, ``config.sampling.batch_size`` rows per call), the scoring passes (π0's
 log-probs and the values on the response positions, the PM at the end of context), and the
 update (K epochs × minibatches in one jit, state donated). This module lowers and compiles
 each of them from abstract shapes with the stage's real shardings — the same functions the
-stage jits (hh/rl/sample.py, hh/rl/ppo.py, hh/pm/step.py) — and returns, per device:
+stage jits (hh/policy/sample.py, hh/ppo/step.py, hh/pm/step.py) — and returns, per device:
 
 * each model's resident bytes (params, optimizer state), from the shardings;
 * each program's temporaries, arguments and outputs (XLA's memory analysis), and its peak:
@@ -51,8 +51,8 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
 
   from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel, transformer
   from hh.pm import step as pm_step
-  from hh.rl import ppo
-  from hh.rl import sample as sample_lib
+  from hh.policy import sample as sample_lib
+  from hh.ppo import step as ppo
   from hh.train import build as build_lib
   from hh.train import state as state_lib
   from hh.train.state import TrainState

@@ -1,4 +1,4 @@
-"""Sampling from a policy with the model, parameters and sharding it trains with (SPEC §4).
+"""Sampling from a policy with the model, parameters and sharding it trains with (Bai et al. 2022, §4).
 
 One jitted program per (prompt bucket, batch): a prefill of the left-padded prompts into an
 explicit KV cache, then a ``lax.while_loop`` of one-token decode steps that exits as soon as every

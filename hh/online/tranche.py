@@ -1,9 +1,9 @@
-"""Comparison tranches of the online loop (SPEC §4.5, §5.1): pairs of policy responses, labels
+"""Comparison tranches of the online loop (Bai et al. 2022, §4.5, §5.1): pairs of policy responses, labels
 from a label source, and the hh-rlhf JSONL files that every comparison set is read from.
 
 A pair is two responses to one prompt (``id`` unique within a tranche). A **label source** says
 which response is preferred, or that the labeller is unsure (the pair is dropped, as the paper
-dropped "unsure" comparisons, SPEC §3):
+dropped "unsure" comparisons, Bai et al. 2022, eq. 2.1):
 
 * ``AnnotatorLabels``: the world's simulated crowdworker (``hh/sim/annotator.py``) on gold
   scores — the helpful task on benign prompts, the red-team task (harmlessness) on harmful ones,
@@ -15,11 +15,11 @@ dropped "unsure" comparisons, SPEC §3):
   no judgement is dropped.
 
 ``write`` turns labelled pairs into ``<dir>/<subset>/<split>.jsonl.gz`` in hh-rlhf's layout
-(SPEC §5.2: full transcripts, chosen and rejected sharing the context); the PM reads it through
+(the hh-rlhf release's README: full transcripts, chosen and rejected sharing the context); the PM reads it through
 the same TFDS builder as every comparison set, with the dataset spec
-``hh_rlhf/<subset>@<dir>:<split>`` (``hh/data/sources.py``). Helpful comparisons go to the
+``hh_rlhf/<subset>@<dir>:<split>`` (``hh/sources.py``). Helpful comparisons go to the
 ``helpful-rejection-sampled`` / ``helpful-online`` subsets as in the release; the world's
-red-team comparisons of RS and online policies (the paper collected none, SPEC §5.1) to
+red-team comparisons of RS and online policies (the paper collected none, Bai et al. 2022, §2.2–2.3) to
 ``harmless-rejection-sampled`` / ``harmless-online``.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ class AnnotatorLabels:
 
   def task_scores(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
     """Gold scores [N] of a and b under each pair's task (harmlessness on harmful prompts)."""
-    from hh.rl.evaluate import gold_scores
+    from hh.policy.evaluate import gold_scores
     task = np.array([int(p.family == "harmful") for p in pairs])[:, None]
     ctx = [p.context for p in pairs]
     return tuple(np.take_along_axis(gold_scores(self.world, ctx, [getattr(p, x) for p in pairs]),

@@ -1,4 +1,4 @@
-"""Best-of-N rejection sampling's pure pieces (SPEC §4.3): the pick, and its KL from the policy.
+"""Best-of-N rejection sampling's pure pieces (Bai et al. 2022, §4.3): the pick, and its KL from the policy.
 
 Sampling N responses and keeping the one a PM scores highest defines a new policy whose KL from
 the sampling policy is at most log N − (N − 1)/N (nats): the paper's x-axis for best-of-N. For a

@@ -6,12 +6,12 @@
 * ``hh_rlhf/<subset>[:split]``: hh-rlhf comparisons from ``config.data_dirs.hh_rlhf`` (official
   layout), built as TFDS into the stage's workdir.
 * ``hh_rlhf/<subset>@<dir>[:split]``: the same from another folder in that layout (a tranche
-  of the online loop, hh/rl/tranche.py), built into a folder of the stage's workdir named by
+  of the online loop, hh/online/tranche.py), built into a folder of the stage's workdir named by
   the files' hash.
 * ``wikitext2``: WikiText-2 raw articles from ``config.data_dirs.wikitext`` (LM only).
 
 A stage's dataset list is a tuple of ``(spec, weight)`` pairs: the weight multiplies each
-example's loss (λ of SPEC §2.4 on the harmless comparisons); nothing is inferred from names.
+example's loss (λ of Bai et al. 2022, §3.1, App. A.2 on the harmless comparisons); nothing is inferred from names.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hh.data import pipeline, tfds_io
+from hh.sim import stage as sim_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,6 @@ def _builder(name: str, places: Places):
     if places.world_dir is None:
       raise ValueError(f"{name}: set config.data_dirs.world to the workdir where the world was "
                        "built (a pipeline's)")
-    from hh.sim import stage as sim_stage
     return sim_stage.build(places.world, places.world_dir, name.split("/", 1)[1])
   if name.startswith("hh_rlhf/") and "@" in name:
     name, src = name.split("@", 1)
@@ -119,3 +119,14 @@ def documents(spec: str, places: Places, wikitext_files: Sequence[str]) -> list[
       raise ValueError(f"{spec}: not a text dataset (LM sources need a 'text' feature)")
     docs += [tfds_io.text(src[i]["text"]) for i in range(len(src))]
   return docs
+
+
+def prompt_text(spec: str, places: Places) -> str:
+  """A prompt to distil (``config.cd.prompt``): ``hh_sim/hhh`` (the world's HHH prompt) or a
+  path to a text file."""
+  if spec.startswith("hh_sim/"):
+    return tfds_io.text(open_split(spec, places)[0]["text"])
+  if not os.path.exists(spec):
+    raise FileNotFoundError(f"config.cd.prompt={spec!r}: neither hh_sim/hhh nor a text file")
+  with open(spec) as f:
+    return f.read()

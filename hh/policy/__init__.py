@@ -1,0 +1,1 @@
+"""Policies: the KV-cache sampler, loading and generating, best-of-N, gold and Elo evaluation, and the policies stage."""

@@ -1,1 +1,0 @@
-"""The policy side: sampling, and (next) context distillation, best-of-N, evaluation and PPO."""
