@@ -71,11 +71,15 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       init_std=0.02,        # GPT-2 style; residual output projections get init_std/sqrt(2·n_layer)
       dtype="bfloat16" if big else "float32",  # compute dtype (activations, matmuls)
       param_dtype="float32",  # master weights and AdamW state stay fp32
-      # jax.checkpoint policy for each scanned layer: none | full | dots | dots_no_batch.
+      # jax.checkpoint policy for each scanned layer: none | full | dots | dots_no_batch |
+      # save_dots_except_mlp (MaxText's: recompute the MLP) | offload (those to host memory).
       remat_policy="full" if big else "none",
       # GELU: exact (erf) for paper sizes, 14% faster on CPU for the 13M PM step; the CPU sizes
       # keep tanh, with which every recorded CPU run was made.
       gelu_approximate=not big,
+      # "auto" (the reference on CPU, cuDNN flash attention on GPU, Pallas on TPU), "reference"
+      # (einsum), "xla" (jax.nn.dot_product_attention's XLA form), "cudnn", "pallas"
+      attention="auto",
       # Full forwards split the queries into blocks of this many tokens that skip the keys the
       # causal mask hides (about half the attention work at long contexts); 0: one block.
       attn_chunk=128,

@@ -4,7 +4,8 @@
       --config.mesh.fsdp=16 --config.mesh.tensor=4 --device_memory_gib=32
 
 On CPU with ``--devices`` simulated devices and abstract shapes only (nothing is allocated), it
-lowers and compiles the jitted LM train step with its real shardings and prints, per device, the
+lowers and compiles the jitted LM train step (a PM config: the PM's finetuning step; a PPO
+config: hh/ppo/plan.py's programs) with its real shardings and prints, per device, the
 bytes of parameters, optimizer state and batch (from the shardings) and the compiled step's
 temporaries (XLA's memory analysis). CPU XLA is not TPU XLA, so the temporaries are an estimate
 of the same program, not the TPU compiler's exact figure.
@@ -23,19 +24,40 @@ from hh import cli
 GiB = 2**30
 
 
-def plan(config, mesh) -> dict[str, float]:
-  """Compiles the LM train step of ``config`` on ``mesh`` from abstract shapes; returns bytes."""
+def _step_and_batch(config, mesh):
+  """The train step ``config.stage`` runs (the LM's, or a PM phase's: finetuning) built on
+  ``mesh``, and its batch as abstract arrays → (built, batch, what a row is)."""
   from hh import sharding
-  from hh.lm import train as lm_train
+  vocab = config.tokenizer.vocab_size
+  if config.get("stage") == "pm":
+    from hh.pm import train as pm_train
+    phase = config.pm.finetune
+    built = pm_train.build(config, phase, mesh, vocab, phase.loop.get("steps") or 1000)
+    rows, t = 2 * phase.batch_pairs, phase.seq_len
+    shapes = {"tokens": ((rows, t), jnp.int32), "mask": ((rows, t), jnp.int32),
+              "eoc": ((rows,), jnp.int32), "weight": ((phase.batch_pairs,), jnp.float32)}
+    what = f"{phase.batch_pairs} pairs × {t}"
+  else:
+    from hh.lm import train as lm_train
+    built = lm_train.build(config, mesh, vocab)
+    shape = (config.lm.data.batch_size, config.lm.data.seq_len)
+    shapes = {k: (shape, jnp.float32 if k == "weights" else jnp.int32)
+              for k in ("inputs", "targets", "weights")}
+    what = f"{shape[0]}×{shape[1]}"
+  batch = {k: jax.ShapeDtypeStruct(shp, dt, sharding=sharding.batch_sharding(mesh, len(shp)))
+           for k, (shp, dt) in shapes.items()}
+  return built, batch, what
+
+
+def plan(config, mesh) -> dict[str, float]:
+  """Compiles the train step of ``config`` (an LM or PM config) on ``mesh`` from abstract shapes;
+  returns bytes per device."""
+  from hh import sharding
   from hh.models import transformer
 
   with jax.set_mesh(mesh):
-    built = lm_train.build(config, mesh, config.tokenizer.vocab_size)
+    built, batch, what = _step_and_batch(config, mesh)
     abstract, shardings = built.abstract, built.shardings
-    batch_shape = (config.lm.data.batch_size, config.lm.data.seq_len)
-    batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.float32 if k == "weights" else jnp.int32,
-                                     sharding=sharding.batch_sharding(mesh))
-             for k in ("inputs", "targets", "weights")}
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          abstract, shardings)
     t0 = time.perf_counter()
@@ -54,6 +76,7 @@ def plan(config, mesh) -> dict[str, float]:
       "temporaries": mem.temp_size_in_bytes,
       "n_params": n_params,
       "compile_s": compile_s,
+      "batch_shape": what,
   }
   # Donated state is aliased to the output, so the peak is arguments + temporaries + the outputs
   # that are not aliased (the metrics).
@@ -64,7 +87,7 @@ def plan(config, mesh) -> dict[str, float]:
 def format_plan(config, mesh, result: dict, memory_gib: float) -> str:
   m = config.model
   lines = [f"size {m.size}: {result['n_params'] / 1e9:.2f}B params, mesh {dict(mesh.shape)}, "
-           f"batch {config.lm.data.batch_size}×{config.lm.data.seq_len}, compute {m.dtype}, params "
+           f"{config.get('stage', 'lm')} step, batch {result['batch_shape']}, compute {m.dtype}, params "
            f"{m.param_dtype}, remat {m.remat_policy} (compiled in {result['compile_s']:.0f}s)"]
   for key in ("params", "opt_state", "batch", "temporaries", "peak"):
     lines.append(f"  {key:<12} {result[key] / GiB:8.2f} GiB/device")

@@ -105,10 +105,13 @@ def test_left_padding_invariance():
   assert np.isfinite(np.asarray(logits)).all()  # pad queries see no key: uniform, not NaN
 
 
-def test_cached_decoding_equals_full_forward():
-  """Prefill a left-padded prompt, then feed one token at a time: logits == full forward."""
+@pytest.mark.parametrize("attention", ["auto", "xla"])
+def test_cached_decoding_equals_full_forward(attention):
+  """Prefill a left-padded prompt, then feed one token at a time: logits == full forward (the
+  full forward by either attention implementation)."""
+  import dataclasses
   params = init_params(seed=5)
-  model = DecoderLM(CFG)
+  model = DecoderLM(dataclasses.replace(CFG, attention=attention))
   tokens, mask = left_padded_batch([10, 6], 10, seed=2)
   prompt_len, total = 6, 10
   full = model.apply({"params": params}, tokens, mask)
@@ -148,7 +151,8 @@ def test_scalar_head_reads_chosen_position():
   np.testing.assert_allclose(per_position[:, 7], got, rtol=1e-6)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_dots_except_mlp",
+                                    "offload"])
 def test_remat_policies_do_not_change_gradients(policy):
   import dataclasses
   params = init_params(seed=7, scale=1.0)
@@ -389,3 +393,68 @@ def test_an_unrolled_layer_scan_computes_the_same_logits_and_gradients():
   np.testing.assert_allclose(got, want, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(want_g), jax.tree.leaves(got_g)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+# Attention by implementation: the fused forms that run here against the reference.
+
+def _attention_case(seed=3, t_len=12, s_len=12, lengths=(12, 8, 3)):
+  rng = np.random.default_rng(seed)
+  q = jnp.asarray(rng.normal(size=(3, t_len, 2, 8)) / np.sqrt(8), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(3, s_len, 2, 8)), jnp.float32) for _ in range(2))
+  kv_mask = np.zeros((3, s_len), np.int32)
+  for i, n in enumerate(lengths):
+    kv_mask[i, s_len - n:] = 1                                 # left padding
+  return q, k, v, kv_mask
+
+
+@pytest.mark.parametrize("t_len,chunk", [(12, 0), (12, 4), (1, 0)])
+def test_xla_fused_attention_matches_the_reference_and_float64_with_its_gradients(t_len, chunk):
+  """jax.nn.dot_product_attention's XLA form (what "xla" and, on GPU, "cudnn" call) on hh's
+  layout: values at every query that sees a key against float64 numpy, and the q, k, v
+  gradients through those queries against the reference's, under left padding and the causal
+  mask; one query over 12 keys is the PM's read-out."""
+  from hh.models.transformer import attend, attention_mask
+  q, k, v, kv_mask = _attention_case(t_len=t_len)
+  mask = attention_mask(jnp.asarray(kv_mask), t_len, 12 - t_len)
+  seen = np.asarray(mask).any(-1)[:, 0]                          # [B, T]: queries with a key
+  want = _attention_reference(q, k, v, mask, 0)
+  w = jnp.asarray(seen[..., None, None] * np.random.default_rng(0).normal(size=q.shape),
+                  jnp.float32)
+  outs = {}
+  for impl in ("reference", "xla"):
+    out, vjp = jax.vjp(lambda q, k, v, i=impl: attend(q, k, v, mask, chunk, i), q, k, v)
+    np.testing.assert_allclose(np.asarray(out, np.float64)[seen], want[seen], atol=1e-5)
+    outs[impl] = vjp(w)
+  for a, b in zip(outs["reference"], outs["xla"]):
+    assert np.abs(np.asarray(a)).max() > 1e-2
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+
+
+def test_models_with_xla_attention_match_the_reference_forward_read_out_and_decode():
+  """A whole LM and PM with config.model.attention="xla" against the reference model: logits
+  at real positions and the PM's score at the EOC token (the cached decode:
+  test_cached_decoding_equals_full_forward)."""
+  import dataclasses
+  xla = dataclasses.replace(CFG, attention="xla")
+  params = init_params(seed=4, scale=1.0)
+  tokens, mask = left_padded_batch([9, 6, 2], 9, seed=4)
+  ref = DecoderLM(CFG).apply({"params": params}, tokens, mask)
+  got = DecoderLM(xla).apply({"params": params}, tokens, mask)
+  real = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(ref)[real], atol=1e-4)
+  pm = PreferenceModel(CFG)
+  pm_params = pm.init(jax.random.key(0), tokens, mask, jnp.zeros(3, jnp.int32))["params"]
+  index = jnp.array([8, 8, 8])
+  np.testing.assert_allclose(PreferenceModel(xla).apply({"params": pm_params}, tokens, mask, index),
+                             pm.apply({"params": pm_params}, tokens, mask, index), atol=1e-5)
+
+
+def test_attention_implementations_are_chosen_by_backend_and_named_when_unknown():
+  from hh.models import attention
+  assert attention.resolve("auto", "cpu", jnp.float32) == "reference"
+  assert attention.resolve("auto", "gpu", jnp.bfloat16) == "cudnn"
+  assert attention.resolve("auto", "gpu", jnp.float32) == "xla"
+  assert attention.resolve("auto", "tpu", jnp.bfloat16) == "pallas"
+  assert attention.resolve("xla", "tpu", jnp.bfloat16) == "xla"
+  with pytest.raises(ValueError, match=r"config\.model\.attention='flash'; allowed: auto"):
+    attention.resolve("flash", "cpu", jnp.float32)

@@ -3,6 +3,23 @@ from configs import lm
 from hh import plan, sharding
 
 
+def test_a_pm_config_plans_its_finetuning_step():
+  """A PM config plans the PM's step (two sequences per pair, the scalar head), not the LM's."""
+  from configs import pm
+  config = pm.get_config("size=small")
+  config.mesh.fsdp, config.mesh.tensor = 4, 2
+  config.pm.finetune.batch_pairs, config.pm.finetune.seq_len = 8, 64
+  mesh = sharding.make_mesh(config.mesh)
+  result = plan.plan(config, mesh)
+  n = result["n_params"]
+  assert abs(result["params"] - 4 * n / 8) / (4 * n / 8) < 0.02
+  # tokens and mask of 16 sequences × 64, their EOC positions and the 8 pair weights, split over
+  # the batch axes (data × fsdp = 4)
+  assert result["batch"] == (2 * 16 * 64 * 4 + 16 * 4 + 8 * 4) / 4
+  text = plan.format_plan(config, mesh, result, 32.0)
+  assert "pm step, batch 8 pairs × 64" in text
+
+
 def test_aot_compile_197m_on_fsdp_tensor_mesh():
   config = lm.get_config("size=197M")
   config.mesh.fsdp, config.mesh.tensor = 4, 2

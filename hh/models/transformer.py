@@ -14,26 +14,37 @@ F d_ff, V vocab, L layers.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from hh.models import attention, cpu_ops
+from hh.models.attention import attend_cached, attention_mask  # noqa: F401 (the model's API)
+from hh.models.cpu_ops import accelerator_paths, contract, cpu_paths, einsum_f32acc  # noqa: F401
 
 Array = jax.Array
 # One (k, v) pair per layer, each [B, H, S, K] (head-major): separate buffers, so a decode loop updates each
 # layer's slot in place instead of rewriting a stacked [L, ...] array.
 KVCache = tuple[tuple[Array, Array], ...]
 
+# Activations named inside a layer (``checkpoint_name``), for the remat policies that save some
+_SAVED_DOTS = ("qkv", "attn_out")
 _REMAT_POLICIES = {
     "full": None,  # save nothing but the layer input: recompute the whole layer
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    # MaxText's choice: keep the attention projections' outputs, recompute the MLP (its [B, T, F]
+    # hidden layer is the largest activation of a layer)
+    "save_dots_except_mlp": jax.checkpoint_policies.save_only_these_names(*_SAVED_DOTS),
+    # the same activations moved to host memory between the forward and the backward
+    "offload": jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=[], names_which_can_be_offloaded=list(_SAVED_DOTS),
+        offload_src="device", offload_dst="pinned_host"),
 }
 
 
@@ -53,6 +64,7 @@ class ModelConfig:
   gelu_approximate: bool = True  # tanh GELU; False: exact (erf) GELU, 14% faster on CPU
   attn_chunk: int = 0  # full forward: query blocks of this many tokens skip the masked keys; 0: off
   scan_unroll: int = 1  # layers per iteration of the scan over layers (≥ L: no loop at all)
+  attention: str = "auto"  # attention.IMPLEMENTATIONS; auto: by backend (attention.resolve)
 
   @property
   def d_head(self) -> int:
@@ -68,6 +80,7 @@ class ModelConfig:
     if model_cfg.remat_policy not in ("none", *_REMAT_POLICIES):
       raise ValueError(f"config.model.remat_policy={model_cfg.remat_policy!r}; allowed: none, "
                        f"{', '.join(_REMAT_POLICIES)}")
+    attention.resolve(model_cfg.get("attention", "auto"), "cpu", model_cfg.dtype)  # a valid name
     if model_cfg.attn_chunk < 0:
       raise ValueError(f"config.model.attn_chunk={model_cfg.attn_chunk}; expected ≥ 0 (0: off)")
     if model_cfg.get("scan_unroll", 1) < 1:
@@ -81,7 +94,8 @@ class ModelConfig:
                param_dtype=jnp.dtype(model_cfg.param_dtype),
                remat_policy=model_cfg.remat_policy,
                gelu_approximate=model_cfg.gelu_approximate,
-               attn_chunk=model_cfg.attn_chunk, scan_unroll=model_cfg.get("scan_unroll", 1))
+               attn_chunk=model_cfg.attn_chunk, scan_unroll=model_cfg.get("scan_unroll", 1),
+               attention=model_cfg.get("attention", "auto"))
 
 
 def positions_from_mask(mask: Array) -> Array:
@@ -109,217 +123,35 @@ def rope(x: Array, tables: tuple[Array, Array]) -> Array:
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
 
-
-_ACCELERATOR_PATHS = contextvars.ContextVar("hh_accelerator_paths", default=False)
-
-
-@contextlib.contextmanager
-def accelerator_paths():
-  """Within it, functions traced on a CPU backend take the paths they take on accelerators:
-  ``contract`` and ``attend`` skip their bf16-on-CPU forms. ``hh.plan`` compiles a TPU or GPU
-  step on CPU devices to estimate its memory, and needs the accelerator's program. jit caches
-  by function and arguments, not by this switch: trace a fresh function inside it."""
-  token = _ACCELERATOR_PATHS.set(True)
-  try:
-    yield
-  finally:
-    _ACCELERATOR_PATHS.reset(token)
-
-
-def cpu_paths() -> bool:
-  """Tracing for a CPU backend, outside ``accelerator_paths``: the CPU-only forms apply."""
-  return jax.default_backend() == "cpu" and not _ACCELERATOR_PATHS.get()
-
-
-def _cpu_bf16(*arrays: Array) -> bool:
-  """bf16 operands on a CPU backend: the case with its own float32-accumulating products."""
-  return all(a.dtype == jnp.bfloat16 for a in arrays) and cpu_paths()
-
-
-def contract(spec: str, a: Array, b: Array, out_dtype=None, split: int = 2) -> Array:
-  """``jnp.einsum(spec, a, b)`` for 2-D operands (every index in two of the three terms).
-
-  bf16 operands on CPU go through ``_contract_f32acc``: every product (forward and both
-  gradients) accumulates in float32 and is rounded once to ``out_dtype`` (default: the operands'
-  dtype). On a CPU with bf16 dot products (AMX; checked in ``benchmarks/common.py``) XLA runs a
-  bf16 × bf16 → f32 dot ~5× faster than an f32 dot, but a bf16 → bf16 dot no faster (2048²:
-  ~500 against ~110 and ~85 GFLOP/s); and autodiff's gradient dots would be bf16 → bf16.
-  ``split``: how a gradient contracting over a's leading axis splits it (``einsum_f32acc``);
-  rows flattened from [B, T, ...] run fastest split by B. On accelerators and for float32
-  operands this is plain einsum (float32 results are unchanged). Attention's batched products
-  have their own bf16 path (``attend``)."""
-  out_dtype = out_dtype or a.dtype
-  if _cpu_bf16(a, b):
-    return _contract_f32acc(spec, jnp.dtype(out_dtype), split, a, b)
-  return jnp.einsum(spec, a, b).astype(out_dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _contract_f32acc(spec: str, out_dtype, split: int, a: Array, b: Array) -> Array:
-  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
-
-
-def _contract_f32acc_fwd(spec, out_dtype, split, a, b):
-  return _contract_f32acc(spec, out_dtype, split, a, b), (a, b)
-
-
-def _contract_f32acc_bwd(spec, out_dtype, split, res, g):
-  """For C = Σ A·B: dA = Σ g·B and dB = Σ A·g, each a bf16 × bf16 → f32 product."""
-  a, b = res
-  ins, out = spec.split("->")
-  sa, sb = ins.split(",")
-  g = g.astype(a.dtype)
-  da = einsum_f32acc(f"{out},{sb}->{sa}", g, b, split)
-  db = einsum_f32acc(f"{sa},{out}->{sb}", a, g, split)
-  return da.astype(a.dtype), db.astype(b.dtype)
-
-
-def einsum_f32acc(spec: str, x: Array, y: Array, split: int = 2) -> Array:
-  """``jnp.einsum(spec, x, y)`` of 2-D operands (bf16: ``contract``'s gradients; float32 too: the
-  fused LM head's, ``lm.step``), accumulated and returned in float32.
-
-  XLA:CPU hands a bf16 dot to its bf16 kernels (YNNPACK) only when the left operand's
-  contracted axis is its last; any other it runs as a float32 dot on upcast copies, ~4× slower.
-  That is every dense layer's weight gradient, Σ_t x[t, i] y[t, o]. Splitting that leading
-  contracted axis in two, (split, n / split), makes a two-axis contraction, which XLA
-  canonicalises with a bf16 transpose of ``x`` and runs on those kernels: the 13M W1 step's
-  weight gradients 3–4.5× faster (``benchmarks/profile_step.py``). The transpose is fast when
-  the split matches the rows' own leading axis (B of [B, T, D] flattened; split 2 of such rows:
-  ~5× slower transposes), so ``_dense`` passes it. The same sum, associated otherwise."""
-  (sx, sy), out = spec.split("->")[0].split(","), spec.split("->")[1]
-  c, n = sx[0], x.shape[0]
-  split = split if split > 1 and n % split == 0 else 2
-  if c in out or n % split or out != sx[1] + sy.replace(c, ""):
-    return jnp.einsum(spec, x, y, preferred_element_type=jnp.float32)
-  j = sy.index(c)                      # the contracted axis of y, split the same way
-  x2 = x.reshape(split, n // split, x.shape[1])
-  y2 = y.reshape(*y.shape[:j], split, n // split, *y.shape[j + 1:])
-  dims = (((0, 1), (j, j + 1)), ((), ()))
-  return jax.lax.dot_general(x2, y2, dims, preferred_element_type=jnp.float32)
-
-
-_contract_f32acc.defvjp(_contract_f32acc_fwd, _contract_f32acc_bwd)
-
-
-def attention_mask(kv_mask: Array, q_len: int, q_offset: Array | int) -> Array:
-  """Boolean [B, 1, T, S]: query t (at cache slot q_offset + t) sees real keys at slots ≤ it."""
-  s_len = kv_mask.shape[-1]
-  q_slot = q_offset + jnp.arange(q_len)[:, None]                   # [T, 1]
-  causal = jnp.arange(s_len)[None, :] <= q_slot                     # [T, S]
-  return (causal[None] & kv_mask[:, None, :].astype(bool))[:, None]  # [B, 1, T, S]
-
-
 def take_rows(x: Array, index: Array) -> Array:
   """x [B, T, ...] at one position per row, index [B] → [B, 1, ...]."""
   index = index.astype(jnp.int32).reshape(-1, 1, *([1] * (x.ndim - 2)))
   return jnp.take_along_axis(x, index, axis=1)
 
 
-def _query_blocks(t_len: int, s_len: int, chunk: int) -> list[tuple[int, int, int]]:
-  """(lo, hi, keys) per query block: queries [lo, hi) attend to keys [0, keys).
-
-  With ``chunk`` > 0 and a full causal forward (S = T, query t at slot t) there are T / chunk
-  blocks and block i sees keys up to its end, skipping the masked upper triangle; otherwise one
-  block of every query over every key."""
-  if not chunk or t_len != s_len or t_len <= chunk or t_len % chunk:
-    return [(0, t_len, s_len)]
-  return [(lo, lo + chunk, lo + chunk) for lo in range(0, t_len, chunk)]
+def _backend() -> str:
+  """The backend the program is traced for: the default one, or the accelerator's under
+  ``accelerator_paths`` (hh.plan compiles a TPU/GPU step on CPU devices: XLA's fused attention,
+  which compiles anywhere, stands in for cuDNN's and Pallas's kernels there)."""
+  return jax.default_backend() if cpu_ops.cpu_paths() or jax.default_backend() != "cpu" else "plan"
 
 
-def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0) -> Array:
-  """Softmax attention: q [B, T, H, K] (already scaled by 1/√K), k, v [B, S, H, K], mask
-  [B, 1, T, S] → [B, T, H, K], scores and softmax in float32.
-
-  The softmax is normalised after the value matmul (one division over [B, T, H, K] instead of
-  over the [B, H, T, S] probabilities). With ``chunk`` > 0 and a full causal forward, query
-  blocks skip the masked upper triangle (``_query_blocks``): on CPU the 13M PM step's attention
-  is 30% faster (``benchmarks/pm_step.py``). A fully masked row (a pad query) gives the uniform
-  average of v. bf16 on CPU goes through ``_attend_f32acc`` (same math, its own backward).
-  """
-  if _cpu_bf16(q, k, v):
-    return _attend_f32acc(q, k, v, mask, chunk)
-  outs = []
-  for lo, hi, keys in _query_blocks(q.shape[1], k.shape[1], chunk):
-    s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys]).astype(jnp.float32)
-    # A finite minimum, not -inf: a fully masked row softmaxes to uniform, not NaN.
-    s = jnp.where(mask[:, :, lo:hi, :keys], s, jnp.finfo(jnp.float32).min)
-    e = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))      # [B, H, t, s]
-    out = jnp.einsum("bhts,bshk->bthk", e.astype(q.dtype), v[:, :keys])
-    norm = jnp.transpose(e.sum(-1), (0, 2, 1))[..., None]                 # [B, t, H, 1]
-    outs.append((out.astype(jnp.float32) / norm).astype(q.dtype))
-  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
-
-
-def _by_key_block(parts: list[Array], blocks, dtype) -> Array:
-  """Sums per-query-block key gradients [B, keys_i, H, K] into [B, S, H, K]: key block j
-  collects the query blocks i ≥ j that saw it (one fused sum per block, no scatter)."""
-  if len(parts) == 1:
-    return parts[0].astype(dtype)
-  return jnp.concatenate([sum(parts[i][:, lo:hi] for i in range(j, len(parts))).astype(dtype)
-                          for j, (lo, hi, _) in enumerate(blocks)], axis=1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attend_f32acc(q: Array, k: Array, v: Array, mask: Array, chunk: int) -> Array:
-  """``attend`` for bf16 q, k, v on CPU: every product bf16 × bf16 → f32, probabilities P
-  rounded to bf16 once and kept for the standard softmax-attention backward: with
-  D = rowsum(dO ⊙ O), dV = Pᵀ dO, dS = P ⊙ (dO Vᵀ − D) (0 where masked), dQ = dS K,
-  dK = dSᵀ Q. Autodiff's backward of ``attend`` runs bf16 → bf16 batched dots (~50 GFLOP/s on
-  this CPU against ~90 for bf16 → f32) and several passes over the [B, H, T, S] scores; this
-  takes the 13M PM step's attention (one layer's forward and backward) from ~430 to ~200 ms."""
-  return _attend_f32acc_fwd(q, k, v, mask, chunk)[0]
-
-
-def _attend_f32acc_fwd(q, k, v, mask, chunk):
-  f32 = jnp.float32
-  outs, probs = [], []
-  for lo, hi, keys in _query_blocks(q.shape[1], k.shape[1], chunk):
-    s = jnp.einsum("bthk,bshk->bhts", q[:, lo:hi], k[:, :keys], preferred_element_type=f32)
-    s = jnp.where(mask[:, :, lo:hi, :keys], s, jnp.finfo(f32).min)
-    e = jnp.exp(s - s.max(-1, keepdims=True))
-    p = (e / e.sum(-1, keepdims=True)).astype(q.dtype)                    # [B, H, t, s]
-    outs.append(jnp.einsum("bhts,bshk->bthk", p, v[:, :keys],
-                           preferred_element_type=f32).astype(q.dtype))
-    probs.append(p)
-  out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
-  return out, (q, k, v, mask, out, tuple(probs))
-
-
-def _attend_f32acc_bwd(chunk, res, d_out):
-  f32 = jnp.float32
-  q, k, v, mask, out, probs = res
-  blocks = _query_blocks(q.shape[1], k.shape[1], chunk)
-  d_out = d_out.astype(q.dtype)
-  dd = jnp.einsum("bthk,bthk->bht", d_out, out, preferred_element_type=f32)  # D [B, H, T]
-  dq, dk, dv = [], [], []
-  for (lo, hi, keys), p in zip(blocks, probs):
-    g = d_out[:, lo:hi]
-    dv.append(jnp.einsum("bhts,bthk->bshk", p, g, preferred_element_type=f32))
-    dp = jnp.einsum("bthk,bshk->bhts", g, v[:, :keys], preferred_element_type=f32)
-    ds = p.astype(f32) * (dp - dd[:, :, lo:hi, None])
-    # masked scores get no gradient (a fully masked row's uniform P is not a function of them)
-    ds = jnp.where(mask[:, :, lo:hi, :keys], ds, 0).astype(q.dtype)
-    dq.append(jnp.einsum("bhts,bshk->bthk", ds, k[:, :keys],
-                         preferred_element_type=f32).astype(q.dtype))
-    dk.append(jnp.einsum("bhts,bthk->bshk", ds, q[:, lo:hi], preferred_element_type=f32))
-  dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=1)
-  return dq, _by_key_block(dk, blocks, k.dtype), _by_key_block(dv, blocks, v.dtype), None
-
-
-_attend_f32acc.defvjp(_attend_f32acc_fwd, _attend_f32acc_bwd)
-
-
-def attend_cached(q: Array, k: Array, v: Array, mask: Array) -> Array:
-  """``attend`` over a KV cache stored head-major: q [B, T, H, K] (scaled), k, v [B, H, S, K],
-  mask [B, 1, T, S] → [B, T, H, K]. Head-major makes each (row, head) a contiguous [S, K] block:
-  a decode step's scores and outputs are batched matrix-vector products that read the cache in
-  place (with a [B, S, H, K] cache XLA on CPU transposed every layer's cache each step)."""
-  s = jnp.einsum("bthk,bhsk->bhts", q, k).astype(jnp.float32)
-  s = jnp.where(mask, s, jnp.finfo(jnp.float32).min)
-  e = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))          # [B, H, T, S]
-  out = jnp.einsum("bhts,bhsk->bthk", e.astype(q.dtype), v)
-  norm = jnp.transpose(e.sum(-1), (0, 2, 1))[..., None]                     # [B, T, H, 1]
-  return (out.astype(jnp.float32) / norm).astype(q.dtype)
+def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0,
+           implementation: str = "reference") -> Array:
+  """Attention of a full forward by ``implementation`` (``attention.resolve``'s result):
+  q [B, T, H, K] (scaled), k, v [B, S, H, K], mask [B, 1, T, S] → [B, T, H, K]. The reference
+  takes hh's own form for bf16 on CPU (``cpu_ops.attend_f32acc``); ``chunk``: the reference's
+  causal query blocks. The Pallas kernel needs a full causal forward (T = S), whose last mask
+  row is the key padding; anything else falls back to XLA's fused form."""
+  if implementation == "reference":
+    if cpu_ops.cpu_bf16(q, k, v):
+      return cpu_ops.attend_f32acc(q, k, v, mask, chunk)
+    return attention.attend(q, k, v, mask, chunk)
+  if implementation == "pallas":
+    if q.shape[1] == k.shape[1]:
+      return attention.pallas_tpu(q, k, v, mask[:, 0, -1, :])
+    implementation = "xla"
+  return attention.fused(q, k, v, mask, implementation)
 
 
 def _dense_init(std: float):
@@ -367,6 +199,7 @@ class Attention(nn.Module):
     q = _dense(xq, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))  # [B, T, H, K]
     k = _dense(x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
     v = _dense(x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
+    q, k, v = (checkpoint_name(t, "qkv") for t in (q, k, v))
     q = rope(q, q_rotary) * jnp.asarray(cfg.d_head ** -0.5, cfg.dtype)  # [B, T, H, K], scaled
     k = rope(k, rotary)
     q = nn.with_logical_constraint(q, ("act_batch", "act_len", "act_heads", "act_kv"))
@@ -383,10 +216,11 @@ class Attention(nn.Module):
       k = nn.with_logical_constraint(k, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
       v = nn.with_logical_constraint(v, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
       chunk = cfg.attn_chunk if q_index is None else 0
-      out = attend(q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask, chunk)  # [B, T, H, K]
+      impl = attention.resolve(cfg.attention, _backend(), cfg.dtype)
+      out = attend(q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask, chunk, impl)  # [B,T,H,K]
     w_out = _weight(self, "out", (cfg.n_head, cfg.d_head, cfg.d_model), ("heads", "kv", "embed"),
                     out_std)
-    return _dense(out, w_out, n_in=2), cache
+    return checkpoint_name(_dense(out, w_out, n_in=2), "attn_out"), cache
 
 
 class Mlp(nn.Module):
