@@ -29,5 +29,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "portpicker>=1.6"],
+        # accelerators: JAX's own builds for a Cloud TPU VM and for NVIDIA GPUs (CUDA 13)
+        "tpu": ["jax[tpu]>=0.7"],
+        "cuda": ["jax[cuda13]>=0.7"],
     },
 )

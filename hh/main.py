@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,6 +28,11 @@ def run(config, workdir: str):
   if config.stage != pipeline.PIPELINE:
     stages.get(config.stage)
   multihost.maybe_initialize(config.get("distributed", "auto"))
+  if "://" in workdir:
+    scheme = workdir.split("://", 1)[0]
+    raise ValueError(f"--workdir={workdir}: hh writes a workdir through the local filesystem; "
+                     f"{scheme}:// is not one (mount the bucket, e.g. gcsfuse for gs://, or use a "
+                     "shared filesystem; docs/launch.md)")
   created = not os.path.exists(workdir)
   try:
     # One job per workdir: process 0 holds the lock (the other hosts of a job share its workdir).
@@ -46,8 +52,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  from hh import preemption
+  preemption.install()  # SIGTERM: checkpoint at the next step, exit with preemption.EXIT_CODE
   with cli.user_errors("hh"):
-    run(flags.FLAGS.config, flags.FLAGS.workdir)
+    try:
+      run(flags.FLAGS.config, flags.FLAGS.workdir)
+    except preemption.Preempted as e:
+      print(f"hh: {e}", file=sys.stderr, flush=True)
+      sys.exit(preemption.EXIT_CODE)
 
 
 def define_flags():

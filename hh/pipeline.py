@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 
-from hh import stages, validate
+from hh import preemption, stages, validate
 from hh import workdir as wd
 
 PIPELINE = "pipeline"  # config.stage of a chain of stages (configs/pipeline.py)
@@ -67,6 +67,8 @@ def run(config, workdir: str) -> dict[str, dict]:
   results = {}
   for name in config.stages:
     stage = stages.REGISTRY[name]
+    if preemption.requested():  # between stages: nothing to save
+      raise preemption.Preempted(f"before stage {name}")
     result = wd.done(workdir, name)
     if result is None or stage.always_rerun:
       logging.info("stage %s: running", name)

@@ -274,8 +274,9 @@ def write(config, workdir: str) -> str:
 
 
 def main(argv):
-  from absl import app
+  from absl import app, logging
   from ml_collections import config_dict
+  logging.set_verbosity(logging.WARNING)
 
   from hh import cli
   if len(argv) != 2:

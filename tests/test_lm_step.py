@@ -1,4 +1,6 @@
 """The LM loss against float64 numpy, the LR schedule by hand, and 1-device == 8-device steps."""
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,9 +223,10 @@ def test_fused_head_loss_and_its_gradients_match_float64(dtype, chunk):
                                atol=tol * np.abs(ref).max())
 
 
-def test_lm_loss_on_cpu_gives_the_plain_heads_loss_and_gradients():
-  """``lm_loss`` on CPU runs the fused head loss; its loss, metrics and every parameter's
-  gradient equal the plain head's (the logits whole: what ``accelerator_paths`` traces)."""
+def test_lm_loss_gives_the_plain_heads_loss_and_gradients_on_every_backends_path():
+  """``lm_loss`` runs the fused head loss on CPU and on the accelerators' path (its chunks of
+  another size); its loss, metrics and every parameter's gradient equal the plain head's (the
+  logits whole, ``eval_metrics``)."""
   from test_model import CFG, init_params
 
   from hh.models import DecoderLM, transformer
@@ -234,14 +237,18 @@ def test_lm_loss_on_cpu_gives_the_plain_heads_loss_and_gradients():
            "weights": rng.choice([0.0, 1.0], (4, 8)).astype(np.float32)}
   model = DecoderLM(CFG)
 
-  def grads():  # a fresh function per trace: jit caches by function, not by the switch
-    return jax.jit(jax.grad(lambda p: lm_step.lm_loss(model)(p, batch, None), has_aux=True))(
-        params)
+  def plain(p):
+    m = lm_step.eval_metrics(model, p, batch)
+    return m["loss_sum"] / m["loss_count"], m
 
-  fused_g, fused_m = grads()
-  with transformer.accelerator_paths():
-    plain_g, plain_m = grads()
-  for k in plain_m:
-    assert float(fused_m[k]) == pytest.approx(float(plain_m[k]), rel=1e-5), k
-  for a, b in zip(jax.tree.leaves(fused_g), jax.tree.leaves(plain_g)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  def grads(fn):  # a fresh function per trace: jit caches by function, not by the switch
+    return jax.jit(jax.grad(fn, has_aux=True))(params)
+
+  plain_g, plain_m = grads(plain)
+  for path in ("cpu", "accelerator"):
+    with transformer.accelerator_paths() if path == "accelerator" else contextlib.nullcontext():
+      fused_g, fused_m = grads(lambda p: lm_step.lm_loss(model)(p, batch, None))
+    for k in plain_m:
+      assert float(fused_m[k]) == pytest.approx(float(plain_m[k]), rel=1e-5), (path, k)
+    for a, b in zip(jax.tree.leaves(fused_g), jax.tree.leaves(plain_g)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -69,3 +69,52 @@ def test_two_processes_match_one(tmp_path, wikitext_tokenizer, single, launcher)
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), (a, b)
   # both processes wrote their shards into one checkpoint (step 4 exists and is complete)
   assert (tmp_path / "multi" / "checkpoints" / "4").is_dir()
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_ends_as_an_uninterrupted_run(
+    tmp_path, wikitext_tokenizer):
+  """A SIGTERM while the LM trains: the process saves a checkpoint at its next step and exits
+  with preemption.EXIT_CODE; the same command again resumes there and ends with the final
+  validation loss of the uninterrupted run, bit for bit."""
+  import json
+  import signal
+  import time
+
+  from hh import preemption
+  args = [a for a in ARGS if "loop.steps" not in a and "eval_every" not in a] + [
+      "--config.lm.loop.steps=40", "--config.lm.loop.eval_every=40",
+      "--config.lm.loop.ckpt_every=100", "--config.mesh.fsdp=8", "--config.mesh.tensor=1"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
+  cmd = [sys.executable, "-m", "hh.main", *args, f"--config.tokenizer.path={wikitext_tokenizer.path}"]
+
+  def run(workdir, term_after=None):
+    p = subprocess.Popen([*cmd, f"--workdir={workdir}"], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if term_after is not None:  # once a few steps are logged
+      metrics = workdir / "metrics.jsonl"
+      deadline = time.time() + 300
+      while time.time() < deadline and p.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= term_after:
+          p.send_signal(signal.SIGTERM)
+          break
+        time.sleep(0.05)
+    out, err = p.communicate(timeout=600)
+    return p.returncode, err
+
+  rc, err = run(tmp_path / "straight")
+  assert rc == 0, err[-2000:]
+  rc, err = run(tmp_path / "preempted", term_after=5)
+  assert rc == preemption.EXIT_CODE, err[-2000:]
+  assert "preempted at step" in err and "run the same command again" in err
+  saved = sorted(int(d.name) for d in (tmp_path / "preempted" / "checkpoints").iterdir()
+                 if d.name.isdigit())
+  assert saved and 5 <= saved[-1] < 40
+  rc, err = run(tmp_path / "preempted")
+  assert rc == 0, err[-2000:]
+
+  def final_val(d):
+    rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == "val"][-1]
+  a, b = final_val(tmp_path / "straight"), final_val(tmp_path / "preempted")
+  assert a["step"] == b["step"] == 40 and a["loss"] == b["loss"], (a, b)

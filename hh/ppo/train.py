@@ -221,7 +221,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       state = state.replace(kl_coef=ppo.next_kl_coef(
           state.kl_coef, stats["kl_sum"] / stats["kl_count"], cfg.rollout_batch,
           cfg.get("kl_target"), cfg.get("kl_horizon", 10_000.0)))
-      return state, {**m, **stats, "kl_coef_sum": state.kl_coef,
+      # (a copy: the next update donates the state, and the loop keeps metrics across steps)
+      return state, {**m, **stats, "kl_coef_sum": jnp.array(state.kl_coef, copy=True),
                      "kl_coef_count": jnp.float32(1)}
 
     evaluated = {}  # step → metrics: the loop's evaluation at the last step is also "after"

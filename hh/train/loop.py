@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import tqdm
 
+from hh import preemption
 from hh.train import checkpoint
 from hh.train import metrics as metrics_lib
 
@@ -55,7 +56,8 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
   """Runs from ``state.step`` to ``settings.steps`` (or ``settings.stop_at``); returns the state.
 
   Raises FloatingPointError naming the step and the quantities when any train metric (loss,
-  gradient norm, a stage's reward or KL) stops being finite, before that state is checkpointed.
+  gradient norm, a stage's reward or KL) stops being finite, before that state is checkpointed;
+  raises ``preemption.Preempted`` after checkpointing the step at which a preemption arrived.
   """
   step = int(jax.device_get(state.step))
   last = settings.last
@@ -81,10 +83,21 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
       acc, t_start, steps_in_interval = None, time.perf_counter(), 0
     if step % settings.eval_every == 0 or step == settings.steps or step in settings.eval_at:
       writer.write(step, "val", evaluate(state))
-    if step % settings.ckpt_every == 0 or step == last:
+    stop = step < last and preemption.requested(step)
+    if step % settings.ckpt_every == 0 or step == last or stop:
       if acc is not None:  # never checkpoint a state whose interval went non-finite
         _check_finite(metrics_lib.reduce(acc), step, mngr)
       checkpoint.save(mngr, step, state, data_state(), force=True)
+    if stop:  # the interval so far is logged as it stands; the rerun starts the next one here
+      if acc is not None:
+        logged = metrics_lib.reduce(acc)
+        elapsed = time.perf_counter() - t_start
+        logged["steps_per_sec"] = steps_in_interval / elapsed
+        logged["tokens_per_sec"] = steps_in_interval * tokens_per_step / elapsed
+        writer.write(step, "train", logged)
+      bar.close()
+      mngr.wait_until_finished()
+      raise preemption.Preempted(f"{settings.steps}-step loop", step)
   bar.close()
   mngr.wait_until_finished()
   return state
