@@ -172,7 +172,8 @@ def _locked(folder):
 
 
 def _init_from_missing(folder):
-  _config("lm", {"lm.init_from": os.path.join(folder, "nowhere")})(folder)
+  _config("lm", {"lm.init_from": os.path.join(folder, "nowhere"), "tokenizer.vocab_size": 512})(
+      folder)
 
 
 def _ood_layer(folder):
