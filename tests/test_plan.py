@@ -3,14 +3,19 @@ from configs import lm
 from hh import plan, sharding
 
 
+def _plan_on_8(config):
+  """``config``'s step planned on 8 simulated devices as fsdp 4 × tensor 2 → (mesh, bytes)."""
+  config.mesh.fsdp, config.mesh.tensor = 4, 2
+  mesh = sharding.make_mesh(config.mesh)
+  return mesh, plan.plan(config, mesh)
+
+
 def test_a_pm_config_plans_its_finetuning_step():
   """A PM config plans the PM's step (two sequences per pair, the scalar head), not the LM's."""
   from configs import pm
   config = pm.get_config("size=small")
-  config.mesh.fsdp, config.mesh.tensor = 4, 2
   config.pm.finetune.batch_pairs, config.pm.finetune.seq_len = 8, 64
-  mesh = sharding.make_mesh(config.mesh)
-  result = plan.plan(config, mesh)
+  mesh, result = _plan_on_8(config)
   n = result["n_params"]
   assert abs(result["params"] - 4 * n / 8) / (4 * n / 8) < 0.02
   # tokens and mask of 16 sequences × 64, their EOC positions and the 8 pair weights, split over
@@ -22,10 +27,8 @@ def test_a_pm_config_plans_its_finetuning_step():
 
 def test_aot_compile_197m_on_fsdp_tensor_mesh():
   config = lm.get_config("size=197M")
-  config.mesh.fsdp, config.mesh.tensor = 4, 2
   config.lm.data.batch_size, config.lm.data.seq_len = 8, 256
-  mesh = sharding.make_mesh(config.mesh)
-  result = plan.plan(config, mesh)
+  mesh, result = _plan_on_8(config)
   n = result["n_params"]
   # fp32 params split 8 ways (norms replicated: a few KiB), AdamW's two moments twice that
   assert abs(result["params"] - 4 * n / 8) / (4 * n / 8) < 0.01

@@ -71,10 +71,7 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
     acc = metrics_lib.accumulate(acc, step_metrics)
     bar.update(1)
     if step % settings.log_every == 0 or step == last:
-      logged = metrics_lib.reduce(acc)  # the one host sync per interval
-      elapsed = time.perf_counter() - t_start
-      logged["steps_per_sec"] = steps_in_interval / elapsed
-      logged["tokens_per_sec"] = steps_in_interval * tokens_per_step / elapsed
+      logged = _interval(acc, steps_in_interval, tokens_per_step, t_start)  # one host sync
       if lr_fn is not None:
         logged["lr"] = float(lr_fn(step))
       _check_finite(logged, step, mngr)
@@ -90,17 +87,22 @@ def fit(*, state: Any, train_step: Callable, batches: Callable[[Any], Any],
       checkpoint.save(mngr, step, state, data_state(), force=True)
     if stop:  # the interval so far is logged as it stands; the rerun starts the next one here
       if acc is not None:
-        logged = metrics_lib.reduce(acc)
-        elapsed = time.perf_counter() - t_start
-        logged["steps_per_sec"] = steps_in_interval / elapsed
-        logged["tokens_per_sec"] = steps_in_interval * tokens_per_step / elapsed
-        writer.write(step, "train", logged)
+        writer.write(step, "train", _interval(acc, steps_in_interval, tokens_per_step, t_start))
       bar.close()
       mngr.wait_until_finished()
       raise preemption.Preempted(f"{settings.steps}-step loop", step)
   bar.close()
   mngr.wait_until_finished()
   return state
+
+
+def _interval(acc, steps: int, tokens_per_step: int, t_start: float) -> dict:
+  """A log interval's means (from the accumulated sums + counts) and its throughput."""
+  logged = metrics_lib.reduce(acc)
+  elapsed = time.perf_counter() - t_start
+  logged["steps_per_sec"] = steps / elapsed
+  logged["tokens_per_sec"] = steps * tokens_per_step / elapsed
+  return logged
 
 
 def _check_finite(logged: dict, step: int, mngr):
