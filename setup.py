@@ -26,9 +26,15 @@ setuptools.setup(
         "array-record>=0.5",
         "grain>=0.2.10",
         "importlib_resources>=6",
+        # Hugging Face interop (hh/convert.py, hh/tokenizer.py): tensors and tokenizer.json
+        "safetensors>=0.4",
+        "tokenizers>=0.19",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "portpicker>=1.6"],
+        # torch and transformers (CPU) are the reference the checkpoint conversion is tested
+        # against; pinned so that reference does not move under the tests
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "portpicker>=1.6",
+                 "torch==2.13.0", "transformers==5.23.0"],
         # accelerators: JAX's own builds for a Cloud TPU VM and for NVIDIA GPUs (CUDA 13)
         "tpu": ["jax[tpu]>=0.7"],
         "cuda": ["jax[cuda13]>=0.7"],

@@ -56,10 +56,15 @@ def pretrain_lr(size: str) -> float:
 
 
 def model_config(size: str) -> ml_collections.ConfigDict:
-  """The ``config.model`` block for a size name (one of ``configs.sizes.SIZES``)."""
-  n_layer, d_model, n_head, d_ff, _ = sizes.lookup(size)
+  """The ``config.model`` block for a size name (``configs.sizes.SIZES`` or ``PUBLIC``)."""
+  if size in sizes.PUBLIC:
+    arch = sizes.PUBLIC[size]
+    n_layer, d_model, n_head, d_ff = (arch[k] for k in ("n_layer", "d_model", "n_head", "d_ff"))
+  else:
+    arch = {}
+    n_layer, d_model, n_head, d_ff, _ = sizes.lookup(size)
   big = paper_scale(size)
-  return ml_collections.ConfigDict(dict(
+  out = ml_collections.ConfigDict(dict(
       size=size,            # name in configs/sizes.py; the four numbers below come from it
       n_layer=n_layer,
       d_model=d_model,
@@ -84,7 +89,23 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       # causal mask hides (about half the attention work at long contexts); 0: one block.
       attn_chunk=128,
       scan_unroll=1,           # layers per scan iteration; = n_layer unrolls (faster on CPU)
+      # Architecture (hh/models/transformer.py:ModelConfig); the defaults are hh's own model,
+      # the public sizes (configs/sizes.py:PUBLIC) set GPT-NeoX's or Llama's.
+      vocab_size=0,            # embedding rows; 0: the tokenizer's size (a checkpoint may pad)
+      norm="layernorm",        # layernorm | rmsnorm
+      norm_eps=1e-6,
+      mlp="gelu",              # gelu | swiglu
+      n_kv_head=0,             # 0: n_head; a divisor of it: grouped-query attention
+      head_dim=0,              # 0: d_model / n_head
+      rotary_pct=1.0,          # fraction of each head rotated
+      rope_scaling=(),         # () or ("llama3", factor, low_freq_factor, high_freq_factor, len)
+      parallel_residual=False,
+      attn_bias=False,
+      mlp_bias=False,
+      tie_embeddings=False,
   ))
+  out.update(arch)
+  return out
 
 
 def optim(lr: float, warmup_steps: int, schedule: str) -> ml_collections.ConfigDict:

@@ -1,4 +1,5 @@
-"""SentencePiece tokenizer: train from text, load from a path, reserved special tokens.
+"""Tokenizers: hh's SentencePiece model (train from text, load from a path) and a Hugging Face
+``tokenizer.json``, both with hh's reserved pieces; ``load(path)`` picks by the file.
 
 Reserved ids: 0 ``<pad>``, 1 ``<unk>``, 2 ``<s>``, 3 ``</s>``, 4 ``<|eoc|>`` (the end-of-context
 token the PM reads its score on, Bai et al. 2022, App. A.2; a control symbol, so no text ever encodes to it).
@@ -7,6 +8,11 @@ pieces: each always encodes to one token, so turn boundaries are token boundarie
 
 Normalisation is the identity with whitespace kept and byte fallback on, so
 ``decode(encode(text)) == text`` for any Unicode text (tested).
+
+A public model's tokenizer (a ``tokenizer.json`` or a SentencePiece ``tokenizer.model``) gets the
+same pieces appended by ``add_reserved`` (``python -m hh.convert`` does it on import): the EOC as
+a special token, the turn markers and ``"\n"`` as ordinary added tokens, so the model's own ids
+stay where they were.
 """
 from __future__ import annotations
 
@@ -35,15 +41,22 @@ class Tokenizer:
     self.eoc_id = self.sp.piece_to_id(EOC)
     self.human_id = self.sp.piece_to_id(HUMAN)
     self.assistant_id = self.sp.piece_to_id(ASSISTANT)
-    if self.eoc_id == UNK_ID or self.human_id == UNK_ID:
-      raise ValueError(f"tokenizer {path or '<proto>'} lacks the reserved {EOC!r}/turn-marker "
-                       "pieces; train it with hh.tokenizer.train")
+    ids = {EOC: self.eoc_id, HUMAN: self.human_id, ASSISTANT: self.assistant_id}
+    missing = [p for p, i in ids.items() if i == self.sp.unk_id()]
+    if missing:
+      raise ValueError(f"tokenizer {path or '<proto>'} lacks the reserved piece {missing[0]!r}; "
+                       "allowed: a tokenizer trained by hh.tokenizer.train or made by "
+                       "hh.tokenizer.add_reserved (python -m hh.convert import does it)")
+    self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else EOS_ID
 
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
+    """A SentencePiece ``.model`` or a Hugging Face ``tokenizer.json`` (``HFTokenizer``)."""
     if not os.path.isfile(path):
       raise FileNotFoundError(f"config.tokenizer.path={path!r}: no such file (a SentencePiece "
-                              ".model trained by hh.tokenizer.train was expected)")
+                              ".model or a Hugging Face tokenizer.json was expected)")
+    if path.endswith(".json"):
+      return HFTokenizer.load(path)
     with open(path, "rb") as f:
       return cls(f.read(), os.path.abspath(path))
 
@@ -66,6 +79,88 @@ class Tokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     ids = [int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID, EOS_ID, self.eoc_id)]
     return self.sp.decode(ids)
+
+
+class HFTokenizer:
+  """A Hugging Face ``tokenizer.json`` (the ``tokenizers`` library) with hh's reserved pieces,
+  the same interface as ``Tokenizer``. The model's own special tokens (its end-of-text) are
+  dropped by ``decode`` as hh's are."""
+
+  def __init__(self, spec: str, path: str | None = None):
+    import tokenizers
+    self.path = path
+    self._spec = spec
+    self.tk = tokenizers.Tokenizer.from_str(spec)
+    self.tk.no_padding()
+    self.tk.no_truncation()
+    self.tk.encode_special_tokens = True  # a special token's text is text: nothing encodes to EOC
+    ids = {p: self.tk.token_to_id(p) for p in (EOC, HUMAN, ASSISTANT)}
+    missing = [p for p, i in ids.items() if i is None]
+    if missing:
+      raise ValueError(f"tokenizer {path or '<json>'} lacks the reserved piece {missing[0]!r}; "
+                       "allowed: a tokenizer.json made by hh.tokenizer.add_reserved (python -m "
+                       "hh.convert import does it)")
+    self.eoc_id, self.human_id, self.assistant_id = ids[EOC], ids[HUMAN], ids[ASSISTANT]
+    self.eos_id = self._eos()
+
+  def _eos(self) -> int:
+    for piece in ("<|endoftext|>", "<|end_of_text|>", "</s>", "<|eot_id|>"):
+      if (i := self.tk.token_to_id(piece)) is not None:
+        return i
+    return self.eoc_id  # no end-of-text token: the EOC (never produced by text) stands in
+
+  @classmethod
+  def load(cls, path: str) -> "HFTokenizer":
+    with open(path, encoding="utf-8") as f:
+      return cls(f.read(), os.path.abspath(path))
+
+  def __getstate__(self):
+    return {"spec": self._spec, "path": self.path}
+
+  def __setstate__(self, state):
+    self.__init__(state["spec"], state["path"])
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tk.get_vocab_size(with_added_tokens=True)
+
+  def encode(self, text: str) -> list[int]:
+    return self.tk.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self.tk.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def add_reserved(src: str, dst: str) -> str:
+  """Writes ``src`` (a ``tokenizer.json`` or SentencePiece ``.model``) to ``dst`` with hh's
+  reserved pieces appended after the existing ids (those already there are kept); returns dst.
+
+  The EOC is a special (control) token, so no text encodes to it; the turn markers and ``"\n"``
+  are added tokens, each one id."""
+  from hh import io
+  if src.endswith(".json"):
+    import tokenizers
+    tk = tokenizers.Tokenizer.from_file(src)
+    tk.add_special_tokens([tokenizers.AddedToken(EOC, special=True, normalized=False)])
+    tk.add_tokens([tokenizers.AddedToken(p, special=False, normalized=False)
+                   for p in USER_SYMBOLS])
+    io.write_text(dst, tk.to_str())
+    return dst
+  from sentencepiece import sentencepiece_model_pb2 as pb
+  proto = pb.ModelProto()
+  with open(src, "rb") as f:
+    proto.ParseFromString(f.read())
+  have = {p.piece for p in proto.pieces}
+  kinds = [(EOC, pb.ModelProto.SentencePiece.CONTROL)] + [
+      (p, pb.ModelProto.SentencePiece.USER_DEFINED) for p in USER_SYMBOLS]
+  for piece, kind in kinds:
+    if piece not in have:
+      proto.pieces.add(piece=piece, score=0.0, type=kind)
+  io.write_bytes(dst, proto.SerializeToString())
+  return dst
 
 
 def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: int = 2_000_000,

@@ -34,8 +34,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "vocab_size": (lambda v: v >= 16, "≥ 16"), "init_std": _POS,
     "kl_target": _POS, "kl_horizon": _POS,
 }
-# full paths whose rule differs from their key's: PPO takes log-probs at its temperature
-PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {"config.ppo.temperature": _POS}
+# full paths whose rule differs from their key's (PPO takes log-probs at its temperature), or
+# that only one block has
+PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "config.ppo.temperature": _POS,
+    "config.model.vocab_size": (lambda v: v == 0 or v >= 16, "0 (the tokenizer's) or ≥ 16"),
+    "config.model.n_kv_head": _NONNEG, "config.model.head_dim": _NONNEG,
+    "config.model.norm_eps": _POS,
+}
 
 
 def _leaves(tree: Any, prefix: str = "config") -> Iterator[tuple[str, Any]]:

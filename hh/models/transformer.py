@@ -65,10 +65,32 @@ class ModelConfig:
   attn_chunk: int = 0  # full forward: query blocks of this many tokens skip the masked keys; 0: off
   scan_unroll: int = 1  # layers per iteration of the scan over layers (≥ L: no loop at all)
   attention: str = "auto"  # attention.IMPLEMENTATIONS; auto: by backend (attention.resolve)
+  # Architecture options: the defaults are hh's own model; GPT-NeoX (Pythia) and Llama set them
+  # as ``configs/sizes.py:PUBLIC`` does (``hh/convert.py`` reads them from a config.json).
+  norm: str = "layernorm"  # layernorm | rmsnorm
+  norm_eps: float = 1e-6
+  mlp: str = "gelu"  # gelu: wo(gelu(wi x)); swiglu: wo(silu(wg x) * wi x)
+  n_kv_head: int = 0  # key/value heads; 0: n_head; fewer: grouped-query attention
+  head_dim: int = 0  # 0: d_model / n_head
+  rotary_pct: float = 1.0  # fraction of each head's dimensions rotated (GPT-NeoX: 0.25)
+  rope_scaling: tuple = ()  # () or ("llama3", factor, low_freq_factor, high_freq_factor, orig_len)
+  parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x) (GPT-NeoX)
+  attn_bias: bool = False  # biases on the query, key, value and output projections
+  mlp_bias: bool = False   # biases on the MLP's projections
+  tie_embeddings: bool = False  # the LM head multiplies by the embedding's transpose
 
   @property
   def d_head(self) -> int:
-    return self.d_model // self.n_head
+    return self.head_dim or self.d_model // self.n_head
+
+  @property
+  def kv_heads(self) -> int:
+    return self.n_kv_head or self.n_head
+
+  @property
+  def rotary_dim(self) -> int:
+    """The leading dimensions of each head that rotary positions turn (even)."""
+    return int(self.d_head * self.rotary_pct) // 2 * 2
 
   @classmethod
   def from_config(cls, model_cfg, vocab_size: int) -> "ModelConfig":
@@ -85,17 +107,40 @@ class ModelConfig:
       raise ValueError(f"config.model.attn_chunk={model_cfg.attn_chunk}; expected ≥ 0 (0: off)")
     if model_cfg.get("scan_unroll", 1) < 1:
       raise ValueError(f"config.model.scan_unroll={model_cfg.scan_unroll}; expected ≥ 1")
-    if model_cfg.d_model % model_cfg.n_head:
+    get = model_cfg.get
+    if model_cfg.d_model % model_cfg.n_head and not get("head_dim", 0):
       raise ValueError(f"config.model.d_model={model_cfg.d_model} is not divisible by "
                        f"config.model.n_head={model_cfg.n_head}")
-    return cls(vocab_size=vocab_size, n_layer=model_cfg.n_layer, d_model=model_cfg.d_model,
+    for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("mlp", ("gelu", "swiglu"))):
+      if get(key, allowed[0]) not in allowed:
+        raise ValueError(f"config.model.{key}={get(key)!r}; allowed: {', '.join(allowed)}")
+    n_kv = get("n_kv_head", 0)
+    if n_kv < 0 or (n_kv and model_cfg.n_head % n_kv):
+      raise ValueError(f"config.model.n_kv_head={n_kv} does not divide config.model.n_head="
+                       f"{model_cfg.n_head}; allowed: 0 (= n_head) or a divisor of it")
+    if not 0 < get("rotary_pct", 1.0) <= 1:
+      raise ValueError(f"config.model.rotary_pct={get('rotary_pct')}; allowed: (0, 1]")
+    scaling = tuple(get("rope_scaling", ()) or ())
+    if scaling and (scaling[0] != "llama3" or len(scaling) != 5):
+      raise ValueError(f"config.model.rope_scaling={scaling!r}; allowed: () or ('llama3', factor, "
+                       "low_freq_factor, high_freq_factor, original_max_len)")
+    model_vocab = get("vocab_size", 0) or vocab_size
+    if model_vocab < vocab_size:
+      raise ValueError(f"config.model.vocab_size={model_vocab} is smaller than the tokenizer's "
+                       f"{vocab_size} pieces; allowed: 0 (the tokenizer's) or ≥ {vocab_size}")
+    return cls(vocab_size=model_vocab, n_layer=model_cfg.n_layer, d_model=model_cfg.d_model,
                n_head=model_cfg.n_head, d_ff=model_cfg.d_ff, rope_theta=model_cfg.rope_theta,
                init_std=model_cfg.init_std, dtype=jnp.dtype(model_cfg.dtype),
                param_dtype=jnp.dtype(model_cfg.param_dtype),
                remat_policy=model_cfg.remat_policy,
                gelu_approximate=model_cfg.gelu_approximate,
-               attn_chunk=model_cfg.attn_chunk, scan_unroll=model_cfg.get("scan_unroll", 1),
-               attention=model_cfg.get("attention", "auto"))
+               attn_chunk=model_cfg.attn_chunk, scan_unroll=get("scan_unroll", 1),
+               attention=get("attention", "auto"), norm=get("norm", "layernorm"),
+               norm_eps=get("norm_eps", 1e-6), mlp=get("mlp", "gelu"), n_kv_head=n_kv,
+               head_dim=get("head_dim", 0), rotary_pct=get("rotary_pct", 1.0),
+               rope_scaling=scaling, parallel_residual=get("parallel_residual", False),
+               attn_bias=get("attn_bias", False), mlp_bias=get("mlp_bias", False),
+               tie_embeddings=get("tie_embeddings", False))
 
 
 def positions_from_mask(mask: Array) -> Array:
@@ -103,25 +148,57 @@ def positions_from_mask(mask: Array) -> Array:
   return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def rope_tables(positions: Array, d_head: int, theta: float) -> tuple[Array, Array]:
-  """(sin, cos) [B, T, 1, K/2] of the rotary angles; computed once per forward, shared by layers.
+def rope_frequencies(dim: int, theta: float, scaling: tuple = ()) -> Array:
+  """The rotary frequencies [dim/2]: theta^(−2i/dim); with ``("llama3", factor, low, high,
+  original_len)`` the long wavelengths divided by ``factor`` and the band between low and high
+  interpolated, as Llama 3.1 does (Meta's reference implementation)."""
+  half = dim // 2
+  freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)   # [dim/2]
+  if not scaling:
+    return freq
+  _, factor, low, high, original = scaling
+  wavelen = 2 * math.pi / freq
+  smooth = (original / wavelen - low) / (high - low)
+  mid = (1 - smooth) * freq / factor + smooth * freq
+  return jnp.where(wavelen > original / low, freq / factor,
+                   jnp.where(wavelen < original / high, freq, mid))
+
+
+def rope_tables(positions: Array, d_head: int, theta: float,
+                scaling: tuple = ()) -> tuple[Array, Array]:
+  """(sin, cos) [B, T, 1, R/2] of the rotary angles (R = ``d_head``, the rotated dimensions);
+  computed once per forward, shared by layers.
 
   The optimization barrier keeps them computed once: without it XLA on CPU fuses sin and cos
   into every rotation and evaluates them per element of q and k (H times over, forward and
   backward, every layer)."""
-  half = d_head // 2
-  freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)   # [K/2]
-  angle = positions[..., None].astype(jnp.float32) * freq          # [B, T, K/2]
+  freq = rope_frequencies(d_head, theta, scaling)                    # [R/2]
+  angle = positions[..., None].astype(jnp.float32) * freq          # [B, T, R/2]
   sin, cos = jax.lax.optimization_barrier((jnp.sin(angle), jnp.cos(angle)))
   return sin[:, :, None, :], cos[:, :, None, :]
 
 
 def rope(x: Array, tables: tuple[Array, Array]) -> Array:
-  """Rotary embedding (Su et al. 2021), half-split form. x [B, T, H, K]; tables from rope_tables."""
+  """Rotary embedding (Su et al. 2021), half-split form, on the first R dimensions of each head
+  (the rest pass through: partial rotary). x [B, T, H, K]; tables [B, T, 1, R/2]."""
   sin, cos = tables
+  rot = 2 * sin.shape[-1]
+  if rot < x.shape[-1]:
+    return jnp.concatenate([rope(x[..., :rot], tables), x[..., rot:]], axis=-1)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+def _rotary(cfg: "ModelConfig", positions: Array) -> tuple[Array, Array]:
+  return rope_tables(positions, cfg.rotary_dim, cfg.rope_theta, cfg.rope_scaling)
+
+
+def repeat_kv(x: Array, n_head: int, axis: int) -> Array:
+  """Grouped-query attention: each of x's key/value heads (on ``axis``) repeated for the
+  n_head / kv_heads query heads that share it; unchanged when they are equal."""
+  groups = n_head // x.shape[axis]
+  return x if groups == 1 else jnp.repeat(x, groups, axis=axis)
+
 
 def take_rows(x: Array, index: Array) -> Array:
   """x [B, T, ...] at one position per row, index [B] → [B, 1, ...]."""
@@ -180,6 +257,19 @@ def _weight(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[st
   return w.astype(module.cfg.dtype)
 
 
+def _project(module: nn.Module, x: Array, name: str, shape: tuple[int, ...],
+             axes: tuple[str, ...], std: float, bias: bool, n_in: int = 1) -> Array:
+  """x times the kernel ``name`` [in..., out...], plus a zero-initialised bias ``name_bias``
+  [out...] when ``bias`` (GPT-NeoX's projections carry one)."""
+  y = _dense(x, _weight(module, name, shape, axes, std), n_in)
+  if not bias:
+    return y
+  b = module.param(f"{name}_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                axes[n_in:]),
+                   shape[n_in:], module.cfg.param_dtype)
+  return y + b.astype(y.dtype)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -189,6 +279,7 @@ class Attention(nn.Module):
     """x [B, T, D] → [B, T, D]; with ``q_index`` [B] only that query per row → [B, 1, D]."""
     cfg = self.cfg
     qkv_shape, qkv_axes = (cfg.d_model, cfg.n_head, cfg.d_head), ("embed", "heads", "kv")
+    kv_shape = (cfg.d_model, cfg.kv_heads, cfg.d_head)
     out_std = cfg.init_std / (2 * cfg.n_layer) ** 0.5
     x = x.astype(cfg.dtype)
     q_rotary = rotary
@@ -196,9 +287,10 @@ class Attention(nn.Module):
       q_rotary = tuple(take_rows(t, q_index) for t in rotary)
       mask = take_rows(jnp.swapaxes(mask, 1, 2), q_index).swapaxes(1, 2)  # [B, 1, 1, S]
     xq = x if q_index is None else take_rows(x, q_index)
-    q = _dense(xq, _weight(self, "query", qkv_shape, qkv_axes, cfg.init_std))  # [B, T, H, K]
-    k = _dense(x, _weight(self, "key", qkv_shape, qkv_axes, cfg.init_std))
-    v = _dense(x, _weight(self, "value", qkv_shape, qkv_axes, cfg.init_std))
+    bias = cfg.attn_bias
+    q = _project(self, xq, "query", qkv_shape, qkv_axes, cfg.init_std, bias)  # [B, T, H, K]
+    k = _project(self, x, "key", kv_shape, qkv_axes, cfg.init_std, bias)  # [B, S, Hkv, K]
+    v = _project(self, x, "value", kv_shape, qkv_axes, cfg.init_std, bias)
     q, k, v = (checkpoint_name(t, "qkv") for t in (q, k, v))
     q = rope(q, q_rotary) * jnp.asarray(cfg.d_head ** -0.5, cfg.dtype)  # [B, T, H, K], scaled
     k = rope(k, rotary)
@@ -211,16 +303,18 @@ class Attention(nn.Module):
       k = nn.with_logical_constraint(k, CACHE_AXES)
       v = nn.with_logical_constraint(v, CACHE_AXES)
       cache = (k, v)
+      k, v = (repeat_kv(t, cfg.n_head, 1) for t in (k, v))
       out = attend_cached(q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask)
     else:
+      k, v = (repeat_kv(t, cfg.n_head, 2) for t in (k, v))
       k = nn.with_logical_constraint(k, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
       v = nn.with_logical_constraint(v, ("act_batch", "act_kv_len", "act_heads", "act_kv"))
       chunk = cfg.attn_chunk if q_index is None else 0
       impl = attention.resolve(cfg.attention, _backend(), cfg.dtype)
       out = attend(q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask, chunk, impl)  # [B,T,H,K]
-    w_out = _weight(self, "out", (cfg.n_head, cfg.d_head, cfg.d_model), ("heads", "kv", "embed"),
-                    out_std)
-    return checkpoint_name(_dense(out, w_out, n_in=2), "attn_out"), cache
+    out = _project(self, out, "out", (cfg.n_head, cfg.d_head, cfg.d_model),
+                   ("heads", "kv", "embed"), out_std, bias, n_in=2)
+    return checkpoint_name(out, "attn_out"), cache
 
 
 class Mlp(nn.Module):
@@ -229,17 +323,26 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
-    wi = _weight(self, "wi", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std)
-    wo = _weight(self, "wo", (cfg.d_ff, cfg.d_model), ("mlp", "embed"),
-                 cfg.init_std / (2 * cfg.n_layer) ** 0.5)
-    h = jax.nn.gelu(_dense(x.astype(cfg.dtype), wi), approximate=cfg.gelu_approximate)  # [B,T,F]
+    x = x.astype(cfg.dtype)
+    up = (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg.init_std, cfg.mlp_bias
+    h = _project(self, x, "wi", *up)                                         # [B, T, F]
+    if cfg.mlp == "swiglu":
+      h = jax.nn.silu(_project(self, x, "wg", *up)) * h
+    else:
+      h = jax.nn.gelu(h, approximate=cfg.gelu_approximate)
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_mlp"))
-    return _dense(h, wo)
+    return _project(self, h, "wo", (cfg.d_ff, cfg.d_model), ("mlp", "embed"),
+                    cfg.init_std / (2 * cfg.n_layer) ** 0.5, cfg.mlp_bias)
 
 
-def _layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.LayerNorm:
-  return nn.LayerNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+def _layer_norm(cfg: ModelConfig, name: str | None = None) -> nn.Module:
+  """The config's norm: LayerNorm (scale and bias) or RMSNorm (scale only)."""
+  scale = nn.with_logical_partitioning(nn.initializers.ones, ("norm",))
+  if cfg.norm == "rmsnorm":
+    return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      name=name, scale_init=scale)
+  return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      name=name, scale_init=scale,
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
 
 
@@ -255,8 +358,11 @@ class Block(nn.Module):
     attn, cache = Attention(self.cfg, name="attn")(h, rotary, mask, cache, cache_index, q_index)
     if q_index is not None:
       x = take_rows(x, q_index)
-    x = x + attn
-    x = x + Mlp(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln_mlp")(x))
+    if self.cfg.parallel_residual:  # both branches read the layer's input (GPT-NeoX)
+      x = x + attn + Mlp(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln_mlp")(x))
+    else:
+      x = x + attn
+      x = x + Mlp(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln_mlp")(x))
     x = nn.with_logical_constraint(x, ("act_batch", "act_len", "act_embed"))
     return x, cache
 
@@ -312,7 +418,7 @@ class Transformer(nn.Module):
 
   def __call__(self, tokens: Array, mask: Array) -> Array:
     """Full forward: tokens, mask [B, T] → hidden [B, T, D]."""
-    rotary = rope_tables(positions_from_mask(mask), self.cfg.d_head, self.cfg.rope_theta)
+    rotary = _rotary(self.cfg, positions_from_mask(mask))
     x, _ = self.layers(self._embed(tokens), None, rotary,
                        attention_mask(mask, tokens.shape[1], 0), None)
     return self.ln_final(x)
@@ -328,7 +434,7 @@ class Transformer(nn.Module):
     decode step 3× its matmul time).
     """
     cfg = self.cfg
-    rotary = rope_tables(positions, cfg.d_head, cfg.rope_theta)
+    rotary = _rotary(cfg, positions)
     mask = attention_mask(kv_mask, tokens.shape[1], cache_index)
     x = self._embed(tokens)
     layers = nn.unbox(self.variables["params"]["layers"])
@@ -350,7 +456,7 @@ class Transformer(nn.Module):
     if self.is_initializing():
       self(tokens, mask)
     cfg = self.cfg
-    rotary = rope_tables(positions_from_mask(mask), cfg.d_head, cfg.rope_theta)
+    rotary = _rotary(cfg, positions_from_mask(mask))
     attn_mask = attention_mask(mask, tokens.shape[1], 0)
     x = self._embed(tokens)
     stacked = nn.unbox(self.variables["params"]["layers"])               # leaves [L, ...]
@@ -372,7 +478,7 @@ class Transformer(nn.Module):
     if self.is_initializing():  # create the parameters through the full forward
       return take_rows(self(tokens, mask), index)
     cfg = self.cfg
-    rotary = rope_tables(positions_from_mask(mask), cfg.d_head, cfg.rope_theta)
+    rotary = _rotary(cfg, positions_from_mask(mask))
     attn_mask = attention_mask(mask, tokens.shape[1], 0)
     x = self._embed(tokens)
     stacked = nn.unbox(self.variables["params"]["layers"])               # leaves [L, ...]
@@ -387,16 +493,21 @@ class Transformer(nn.Module):
 
 
 class LMHead(nn.Module):
-  """Untied projection to the vocabulary; logits in float32 [B, T, V]."""
+  """Projection to the vocabulary; logits in float32 [B, T, V]. Its own kernel [D, V], or with
+  ``cfg.tie_embeddings`` the embedding's transpose, passed in as ``tied`` [D, V]."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    w = _weight(self, "kernel", (self.cfg.d_model, self.cfg.vocab_size), ("embed", "vocab"),
-                self.cfg.init_std)
+  def __call__(self, x: Array, tied: Array | None = None) -> Array:
+    w = tied.astype(self.cfg.dtype) if tied is not None else self.kernel()
     logits = _dense(x.astype(self.cfg.dtype), w)
     logits = nn.with_logical_constraint(logits, ("act_batch", "act_len", "act_vocab"))
     return logits.astype(jnp.float32)
+
+  @nn.nowrap
+  def kernel(self) -> Array:
+    return _weight(self, "kernel", (self.cfg.d_model, self.cfg.vocab_size), ("embed", "vocab"),
+                   self.cfg.init_std)
 
 
 class ScalarHead(nn.Module):
@@ -426,21 +537,36 @@ class DecoderLM(nn.Module):
 
   def setup(self):
     self.trunk = Transformer(self.cfg)
-    self.head = LMHead(self.cfg)
+    if not self.cfg.tie_embeddings:
+      self.head = LMHead(self.cfg)
 
-  def __call__(self, tokens: Array, mask: Array) -> Array:
-    return self.head(self.trunk(tokens, mask))
+  def _logits(self, x: Array) -> Array:
+    if self.cfg.tie_embeddings:
+      return LMHead(self.cfg, parent=None).apply({}, x, self._tied())
+    return self.head(x)
+
+  def _tied(self) -> Array:
+    return nn.unbox(self.trunk.embed.variables["params"]["embedding"]).T  # [D, V]
+
+  def __call__(self, tokens: Array, mask: Array | None = None) -> Array:
+    """tokens [B, T], mask [B, T] (default: all real) → logits [B, T, V] float32."""
+    if mask is None:
+      mask = jnp.ones(tokens.shape, jnp.int32)
+    return self._logits(self.trunk(tokens, mask))
 
   def head_inputs(self, tokens: Array, mask: Array) -> tuple[Array, Array]:
     """(the trunk's output [B, T, D], the head's kernel [D, V]), both in the compute dtype: what
     ``__call__`` multiplies, for ``lm.step``'s fused head loss."""
+    x = self.trunk(tokens, mask).astype(self.cfg.dtype)
+    if self.cfg.tie_embeddings:
+      return x, self._tied().astype(self.cfg.dtype)
     w = nn.unbox(self.head.variables["params"]["kernel"])
-    return self.trunk(tokens, mask).astype(self.cfg.dtype), w.astype(self.cfg.dtype)
+    return x, w.astype(self.cfg.dtype)
 
   def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
              kv_mask: Array) -> tuple[Array, KVCache]:
     x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
-    return self.head(x), cache
+    return self._logits(x), cache
 
   def residual_stream(self, tokens: Array, mask: Array) -> tuple[Array, ...]:
     """The trunk's residual stream, L + 1 arrays [B, T, D] (``Transformer.residual_stream``)."""
@@ -451,7 +577,7 @@ class DecoderLM(nn.Module):
     """``decode`` with the LM head at the last position only: (logits [B, V], cache) — the
     prefill of a sampler needs no logits for the prompt."""
     x, cache = self.trunk.decode(tokens, positions, cache, cache_index, kv_mask)
-    return self.head(x[:, -1:])[:, 0], cache
+    return self._logits(x[:, -1:])[:, 0], cache
 
 
 class PreferenceModel(nn.Module):
@@ -485,9 +611,9 @@ UNSTACKED = "0"  # ``decode_params`` keys the layers "0" … "L−1"
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
-  """Zeros for one (k, v) pair per layer, each [B, H, max_len, K], in the compute dtype by
+  """Zeros for one (k, v) pair per layer, each [B, Hkv, max_len, K], in the compute dtype by
   default, constrained to the cache's logical axes (``CACHE_AXES``) under a mesh and rules."""
-  shape = (batch, cfg.n_head, max_len, cfg.d_head)
+  shape = (batch, cfg.kv_heads, max_len, cfg.d_head)
   dtype = dtype or cfg.dtype
   return tuple(tuple(nn.with_logical_constraint(jnp.zeros(shape, dtype), CACHE_AXES)
                      for _ in range(2)) for _ in range(cfg.n_layer))

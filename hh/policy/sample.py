@@ -52,8 +52,9 @@ class SamplingConfig:
 
 
 def end_of_turn_ids(tok) -> tuple[int, ...]:
-  """The tokens that end an Assistant turn in hh's format: the next Human marker, or </s>."""
-  return (tok.human_id, EOS_ID)
+  """The tokens that end an Assistant turn in hh's format: the next Human marker, or the
+  tokenizer's end of text."""
+  return (tok.human_id, tok.eos_id)
 
 
 def sampling_logits(logits: jax.Array, temperature: float, top_k: int,
