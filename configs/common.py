@@ -57,7 +57,10 @@ def pretrain_lr(size: str) -> float:
 
 def model_config(size: str) -> ml_collections.ConfigDict:
   """The ``config.model`` block for a size name (``configs.sizes.SIZES`` or ``PUBLIC``)."""
-  if size in sizes.PUBLIC:
+  if os.path.isdir(size):  # a model directory: an imported / Hugging Face checkpoint, an LM run
+    arch = _directory_model(size)
+    n_layer, d_model, n_head, d_ff = (arch[k] for k in ("n_layer", "d_model", "n_head", "d_ff"))
+  elif size in sizes.PUBLIC:
     arch = sizes.PUBLIC[size]
     n_layer, d_model, n_head, d_ff = (arch[k] for k in ("n_layer", "d_model", "n_head", "d_ff"))
   else:
@@ -106,6 +109,20 @@ def model_config(size: str) -> ml_collections.ConfigDict:
   ))
   out.update(arch)
   return out
+
+
+def _directory_model(path: str) -> dict:
+  """The architecture keys of a model directory's config.json (hh's ``model`` block, or a
+  Hugging Face config read by hh/models/hf.py)."""
+  from hh.models import hf
+  raw = hf.read_hf_config(path)
+  if "model_type" in raw:
+    return hf.model_block(raw, os.path.join(path, "config.json"))
+  if "model" not in raw:
+    raise ValueError(f"size={path}: its config.json is neither hh's nor a Hugging Face one")
+  keep = ("size", "dtype", "param_dtype", "remat_policy", "attention", "attn_chunk",
+          "scan_unroll", "init_std")
+  return {k: v for k, v in raw["model"].items() if k not in keep}
 
 
 def optim(lr: float, warmup_steps: int, schedule: str) -> ml_collections.ConfigDict:

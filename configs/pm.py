@@ -86,6 +86,24 @@ def stage(size: str, data: str = "sim", pmp: bool = True,
   return config
 
 
+def real_halves(data_dir: str | None) -> tuple[list[str], list[str], str]:
+  """hh-rlhf's comparisons in two halves, for a PM and a held-out test PM: for each preference
+  subset present in ``data_dir`` (the official layout), the first and second half of its train
+  split, or of its test split when only that is there (the shipped harmless-base rows) → (first
+  specs, second specs, the split halved)."""
+  import os
+  present = [s for s in ("helpful-base", "harmless-base")
+             if data_dir and os.path.isdir(os.path.join(data_dir, s))]
+  if not present:
+    raise ValueError(f"config.data_dirs.hh_rlhf={data_dir!r} has no helpful-base or harmless-base "
+                     "folder (the official layout); allowed: a folder laid out as "
+                     "github.com/anthropics/hh-rlhf")
+  split = ("train" if all(os.path.exists(os.path.join(data_dir, s, "train.jsonl.gz"))
+                          for s in present) else "test")
+  return ([f"hh_rlhf/{s}:{split}[:50%]" for s in present],
+          [f"hh_rlhf/{s}:{split}[50%:]" for s in present], split)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, size="tiny", data="sim", pmp=True, harmless_weight=1.0)
   config = common.base(arg.size)

@@ -37,6 +37,7 @@ def evaluation(size: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       prompts="hh_sim/prompts:test",  # held-out RL prompts (helpful, harmful and borderline)
       max_prompts=120,     # the first this many (the split is in random order)
+      prompt_max_chars=config_dict.placeholder(int),  # only prompts this short (None: all)
       samples=4,           # samples per prompt for each policy's metrics
       best_of=(1, 4, 16, 64),  # N for best-of-N of π0 under the PM (Bai et al. 2022, §4.3)
       best_of_prompts=60,  # prompts (the first of the evaluation's) for best-of-N
@@ -44,6 +45,9 @@ def evaluation(size: str) -> ml_collections.ConfigDict:
       # PM's tokenizer; text_scoring=False scores the policy's own tokens, which needs the PM
       # and the policy to share a tokenizer
       pm=config_dict.placeholder(str),
+      # a held-out PM that also scores every sample (None inside a pipeline: its own test_pm
+      # stage, when config.stages has one)
+      test_pm=config_dict.placeholder(str),
       text_scoring=True,
       reference="pi0",     # the Elo reference (0 Elo): lm, lm+hhh or pi0
       seed=0,              # sampling and the annotator's choices

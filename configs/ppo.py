@@ -47,6 +47,9 @@ def stage(size: str) -> ml_collections.ConfigDict:
       loop=common.loop(log_every=5, eval_every=25, ckpt_every=10, steps=200 if big else 50),
       eval_prompts="hh_sim/prompts:test",
       eval_max_prompts=120,
+      # only prompts of at most this many characters (None: all); hh-rlhf's longest
+      # conversations run to thousands of tokens
+      prompt_max_chars=config_dict.placeholder(int),
       # Fig. 34 during RL: at each evaluation, the fraction of these comparison sets' pairs whose
       # better response has the higher mean per-token log-prob under the policy (none: skipped)
       logp_sets=(),

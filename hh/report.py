@@ -119,6 +119,8 @@ def policies_section(pol_dir: str, out: str) -> list[str]:
   for name in ("evaluation", "best_of_n"):
     shutil.copy(os.path.join(pol_dir, f"{name}.png"), os.path.join(out, f"policies_{name}.png"))
   pm_key = next(k for k in next(iter(ev["policies"].values())) if k.startswith("pm_score/"))
+  if "gold_elo" not in next(iter(ev["policies"].values())):
+    return _pm_policies(ev, bo)
   lines = ["## Policies on held-out prompts", "",
            f"{ev['rows']} samples per policy (held-out prompts × samples); gold scores from the "
            "world's annotator (mean ± standard error over samples); gold Elo from the simulated "
@@ -146,6 +148,39 @@ def policies_section(pol_dir: str, out: str) -> list[str]:
   for ex in ev["examples"].get("pi0", []):
     lines += [ex["context"].strip(), f"[π0] Assistant: {ex['response']}",
               f"    gold (helpful, harmless) = {tuple(round(x, 2) for x in ex['gold'])}", ""]
+  return lines + ["```", ""]
+
+
+def _pm_policies(ev: dict, bo: dict) -> list[str]:
+  """The policies' tables where no gold annotator exists: each PM's score, PM-predicted Elo and
+  win rate against the reference (the held-out test PM's are the honest ones)."""
+  pms = [k.split("/", 1)[1] for k in next(iter(ev["policies"].values()))
+         if k.startswith("pm_score/")]
+  head = " | ".join(f"{p}: score | {p}: Elo | {p}: win rate" for p in pms)
+
+  def cells(m):
+    return " | ".join(f"{_ms(m[f'pm_score/{p}'])} | {m[f'pm_elo/{p}']['elo']:+.0f} ± "
+                      f"{m[f'pm_elo/{p}']['se']:.0f} | {_ms(m[f'pm_win_rate/{p}'])}" for p in pms)
+  lines = ["## Policies on held-out prompts", "",
+           f"{ev['rows']} samples per policy (held-out prompts × samples), scored by each PM "
+           f"(mean-removed scores ± SE); PM-predicted Elo = 174 × the mean score difference "
+           f"to {ev['reference']} on the same prompts, win rate = mean σ(r − r_ref) (Bai et al. "
+           "2022, eq. 2.1). No gold annotator: a PM that PPO never trained against is the "
+           "evaluation.", "",
+           f"| policy | length | end of turn | KL(π‖π0) | {head} |",
+           "|---|---|---|---|" + "---|" * 3 * len(pms)]
+  for n, m in ev["policies"].items():
+    kl = _ms(m["kl_to_pi0"]) if "kl_to_pi0" in m else "–"
+    lines.append(f"| {n} | {_ms(m['length_tokens'])} | {m['end_of_turn_rate']['mean']:.2f} | "
+                 f"{kl} | {cells(m)} |")
+  lines += ["", "![policies](policies_evaluation.png)", "", "### Best-of-N of π0 under the "
+            "training PM", "", f"| N | KL bound | {head} |", "|---|---|" + "---|" * 3 * len(pms)]
+  for n, m in bo["policies"].items():
+    lines.append(f"| {n} | {m['kl_bound']:.3f} | {cells(m)} |")
+  lines += ["", "![best of N](policies_best_of_n.png)", "", "### Samples", "", "```"]
+  for name, examples in ev["examples"].items():
+    for ex in examples[:2]:
+      lines += [ex["context"].strip(), f"[{name}] Assistant: {ex['response']}", ""]
   return lines + ["```", ""]
 
 
@@ -236,16 +271,30 @@ def write(config, workdir: str) -> str:
               f"{r['unigram_entropy']:.3f}); next-token accuracy {r['val_accuracy']:.3f}; "
               f"vocabulary {r['vocab_size']}; {r['train_tokens']:,} training tokens.", "",
               "![lm](lm.png)", ""]
-  pm_result = os.path.join(workdir, "pm", "pm_result.json")
+  for stage, title in (("pm", "Preference model"), ("test_pm", "Held-out test PM")):
+    lines += pm_section(config, workdir, out, stage, title)
+  lines += cd_section(workdir, out)
+  lines += policies_section(os.path.join(workdir, "policies"), out)
+  lines += online_section(os.path.join(workdir, "online"), out)
+  path = os.path.join(out, "report.md")
+  io.write_text(path, "\n".join(lines))
+  return path
+
+
+def pm_section(config, workdir: str, out: str, stage: str, title: str) -> list[str]:
+  """A PM stage's phases, accuracy by test set and by turns, and its learning curve."""
+  lines = []
+  pm_result = os.path.join(workdir, stage, "pm_result.json")
   if os.path.exists(pm_result):
     from hh.pm import eval as pm_eval
     r = json.load(open(pm_result))
-    pm_figure(os.path.join(workdir, "pm"), list(config.pm.test_datasets), os.path.join(out, "pm.png"))
-    d = io.read_npz(os.path.join(workdir, "pm", "eval_scores.npz"))
+    pm_figure(os.path.join(workdir, stage), list(config[stage].test_datasets),
+              os.path.join(out, f"{stage}.png"))
+    d = io.read_npz(os.path.join(workdir, stage, "eval_scores.npz"))
     names = {"pmp": "PMP", "finetune": "finetuning"}
     phases = " then ".join(f"{names.get(k, k)} ({v['pairs']:,} pairs, {v['steps']} steps)"
                            for k, v in r["phases"].items())
-    lines += ["## Preference model", "", f"{phases}, one epoch each, from the LM "
+    lines += [f"## {title}", "", f"{phases}, one epoch each, from the LM "
               f"(mean-removal offset {r['offset']:.3f}).", "",
               "| test set | pairs | accuracy | Bayes ceiling | fraction of ceiling | shorter "
               "response |", "|---|---|---|---|---|---|"]
@@ -257,20 +306,22 @@ def write(config, workdir: str) -> str:
     turns = pm_eval.accuracy_by_turns(d["good"], d["bad"], d["turns"])
     lines += ["", "Accuracy by number of Human turns (all test pairs; 5 = five or more): " +
               ", ".join(f"{t}: {a:.3f} (n={n})" for t, (a, n) in turns.items()), "",
-              "![pm](pm.png)", ""]
+              f"![{stage}]({stage}.png)", ""]
+  return lines
+
+
+def cd_section(workdir: str, out: str) -> list[str]:
+  """Context distillation's steps and KL, and its curve."""
+  lines = []
   cd_result = os.path.join(workdir, "cd", "cd_result.json")
   if os.path.exists(cd_result):
     r = json.load(open(cd_result))
     cd_figure(os.path.join(workdir, "cd"), os.path.join(out, "cd.png"))
     lines += ["## Context distillation (π0)", "", f"{r['step']} steps from the LM; the teacher "
-              f"reads the world's HHH prompt ({r['prompt_tokens']} tokens) before each window. "
+              f"reads the HHH prompt ({r['prompt_tokens']} tokens) before each window. "
               f"Validation KL(teacher ‖ student), 51-way: {r.get('val_kl_start') or float('nan'):.4f}"
               f" before → {r['val_kl']:.4f} nats/token after.", "", "![cd](cd.png)", ""]
-  lines += policies_section(os.path.join(workdir, "policies"), out)
-  lines += online_section(os.path.join(workdir, "online"), out)
-  path = os.path.join(out, "report.md")
-  io.write_text(path, "\n".join(lines))
-  return path
+  return lines
 
 
 def main(argv):

@@ -130,3 +130,37 @@ def prompt_text(spec: str, places: Places) -> str:
     raise FileNotFoundError(f"config.cd.prompt={spec!r}: neither hh_sim/hhh nor a text file")
   with open(spec) as f:
     return f.read()
+
+
+def request_kind(row: dict) -> str:
+  """A prompt row's request kind: the world's ``family``; else from an hh-rlhf row's subset
+  ("harmless-*" and red-team prompts are "harmful", the rest "helpful")."""
+  if "family" in row:
+    return tfds_io.text(row["family"])
+  subset = tfds_io.text(row.get("subset", b""))
+  return "harmful" if subset.startswith(("harmless", "red-team")) else "helpful"
+
+
+def prompts(spec: str, places: Places, limit: int | None = None,
+            max_chars: int | None = None) -> tuple[list[str], np.ndarray]:
+  """The contexts of a prompt or comparison set → (contexts [P], request kinds [P]): the world's
+  prompts, or hh-rlhf transcripts up to their last Assistant turn. ``spec``: one set, or several
+  joined by "+" (their rows in turn); ``max_chars``: only contexts of at most that many
+  characters; ``limit``: the first that many of those (None: all)."""
+  contexts, kinds = [], []
+  for one in spec.split("+"):
+    src = open_split(one, places)
+    for i in range(len(src)):
+      row = src[i]
+      text = tfds_io.text(row["context_text"])
+      if max_chars is None or len(text) <= max_chars:
+        contexts.append(text)
+        kinds.append(request_kind(row))
+  n = len(contexts) if limit is None else limit
+  return contexts[:n], np.array(kinds[:n])
+
+
+def has_gold(spec: str) -> bool:
+  """Whether a prompt set's responses can be scored by the world's gold annotator."""
+  return spec.startswith("hh_sim/")
+

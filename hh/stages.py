@@ -74,16 +74,29 @@ def _cd(config, workdir, inputs, ctx):
                                   lm_dir=inputs["init_from"])
 
 
+def _test_pm(config, workdir, inputs, ctx):
+  """A held-out PM: the pm stage on ``config.test_pm`` (other comparisons), never trained on by
+  PPO; it scores the policies where no gold annotator exists (Bai et al. 2022, §4.2)."""
+  from hh.pm import train
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.pm = config.test_pm
+  return train.train_and_evaluate(config, workdir, world_dir=ctx.world_dir,
+                                  lm_dir=inputs["init_from"])
+
+
 def _ppo(config, workdir, inputs, ctx):
   from hh.ppo import train
-  return train.run(config, workdir, inputs["init_from"], inputs["pm"], ctx.world_dir)
+  return train.run(config, workdir, inputs["init_from"], inputs["pm"], ctx.world_dir,
+                   test_pm_dir=inputs.get("test_pm"))
 
 
 def _policies(config, workdir, inputs, ctx):
   from hh.policy import stage
   ppo = inputs["ppo"]
   return stage.run(config, workdir, inputs["lm"], inputs["pi0"], inputs["pm"], ctx.world_dir,
-                   ppo_dir=wd.policy_dir(ppo) if ppo else None)
+                   ppo_dir=wd.policy_dir(ppo) if ppo else None,
+                   test_pm_dir=inputs.get("test_pm"))
 
 
 def _online(config, workdir, inputs, ctx):
@@ -98,9 +111,11 @@ def _report(config, workdir, inputs, ctx):
   return {"path": report.write(config, workdir)}
 
 
-def _summary(module: str) -> Callable[[dict], list[str]]:
+def _summary(module: str, name: str | None = None) -> Callable[[dict], list[str]]:
+  """The stage module's summary lines; ``name``: the stage's, where the module serves two."""
   def lines(result):
-    return importlib.import_module(module).summary(result)
+    out = importlib.import_module(module).summary(result)
+    return [f"{name}:{line.split(':', 1)[1]}" for line in out] if name else out
   return lines
 
 
@@ -136,15 +151,20 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     Stage("pm", _pm, _summary("hh.pm.train"),
           _trained("pm", lambda c: list(c.pm.pmp.datasets) + list(c.pm.finetune.datasets)),
           subdir="pm", needs={"init_from": "lm"}, optional=("init_from",)),
+    Stage("test_pm", _test_pm, _summary("hh.pm.train", "test_pm"),
+          _trained("test_pm", lambda c: list(c.test_pm.pmp.datasets)
+                   + list(c.test_pm.finetune.datasets)),
+          subdir="test_pm", needs={"init_from": "lm"}, optional=("init_from",)),
     Stage("cd", _cd, _summary("hh.cd.train"),
           _trained("cd", lambda c: list(c.cd.data.datasets) + [c.cd.prompt]), subdir="cd",
           needs={"init_from": "lm"}),
     Stage("ppo", _ppo, _summary("hh.ppo.train"),
           _keys("seed", "model", "world", "sampling", "ppo"), subdir="ppo",
-          needs={"init_from": "cd", "pm": "pm"}),
+          needs={"init_from": "cd", "pm": "pm", "test_pm": "test_pm"}, optional=("test_pm",)),
     Stage("policies", _policies, _summary("hh.policy.stage"),
           _keys("seed", "world", "sampling", "policies", "cd", "ppo"), subdir="policies",
-          needs={"lm": "lm", "pi0": "cd", "pm": "pm", "ppo": "ppo"}, optional=("ppo",)),
+          needs={"lm": "lm", "pi0": "cd", "pm": "pm", "ppo": "ppo", "test_pm": "test_pm"},
+          optional=("ppo", "test_pm")),
     Stage("online", _online, _summary("hh.online.loop"),
           _keys("seed", "model", "tokenizer", "world", "sampling", "lm", "pm", "ppo", "online"),
           subdir="online", needs={"lm": "lm", "pm": "pm", "pi0": "cd", "static": "ppo"},

@@ -16,6 +16,7 @@ stay where they were.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -59,6 +60,15 @@ class Tokenizer:
       return HFTokenizer.load(path)
     with open(path, "rb") as f:
       return cls(f.read(), os.path.abspath(path))
+
+  filename = "tokenizer.model"
+
+  def save(self, directory: str) -> str:
+    """Writes the model as ``directory/tokenizer.model`` (atomically); returns the path."""
+    from hh import io
+    path = os.path.join(directory, self.filename)
+    io.write_bytes(path, self._proto)
+    return path
 
   def __getstate__(self):
     return {"proto": self._proto, "path": self.path}
@@ -114,6 +124,14 @@ class HFTokenizer:
     with open(path, encoding="utf-8") as f:
       return cls(f.read(), os.path.abspath(path))
 
+  filename = "tokenizer.json"
+
+  def save(self, directory: str) -> str:
+    from hh import io
+    path = os.path.join(directory, self.filename)
+    io.write_text(path, self._spec)
+    return path
+
   def __getstate__(self):
     return {"spec": self._spec, "path": self.path}
 
@@ -134,21 +152,18 @@ class HFTokenizer:
     return self.tk.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
-def add_reserved(src: str, dst: str) -> str:
-  """Writes ``src`` (a ``tokenizer.json`` or SentencePiece ``.model``) to ``dst`` with hh's
-  reserved pieces appended after the existing ids (those already there are kept); returns dst.
-
-  The EOC is a special (control) token, so no text encodes to it; the turn markers and ``"\n"``
-  are added tokens, each one id."""
-  from hh import io
+def with_reserved(src: str) -> Tokenizer | HFTokenizer:
+  """The tokenizer of ``src`` (a ``tokenizer.json`` or SentencePiece ``.model``) with hh's
+  reserved pieces appended after its ids (those already there are kept); ``.save(dir)`` writes
+  it. The EOC is a special (control) token, so no text encodes to it; the turn markers and
+  ``"\n"`` are added tokens, each one id."""
   if src.endswith(".json"):
     import tokenizers
     tk = tokenizers.Tokenizer.from_file(src)
     tk.add_special_tokens([tokenizers.AddedToken(EOC, special=True, normalized=False)])
     tk.add_tokens([tokenizers.AddedToken(p, special=False, normalized=False)
                    for p in USER_SYMBOLS])
-    io.write_text(dst, tk.to_str())
-    return dst
+    return HFTokenizer(tk.to_str(), os.path.abspath(src))
   from sentencepiece import sentencepiece_model_pb2 as pb
   proto = pb.ModelProto()
   with open(src, "rb") as f:
@@ -159,8 +174,57 @@ def add_reserved(src: str, dst: str) -> str:
   for piece, kind in kinds:
     if piece not in have:
       proto.pieces.add(piece=piece, score=0.0, type=kind)
-  io.write_bytes(dst, proto.SerializeToString())
+  return Tokenizer(proto.SerializeToString(), os.path.abspath(src))
+
+
+def add_reserved(src: str, dst: str) -> str:
+  """``with_reserved(src)`` written to ``dst`` (atomically); returns ``dst``."""
+  from hh import io
+  tok = with_reserved(src)
+  data = tok._spec.encode("utf-8") if isinstance(tok, HFTokenizer) else tok._proto
+  io.write_bytes(dst, data)
   return dst
+
+
+def same(a, b) -> bool:
+  """Whether two tokenizers map text to the same ids: the same model, byte for byte."""
+  key = lambda t: t._spec.encode("utf-8") if isinstance(t, HFTokenizer) else t._proto  # noqa: E731
+  return type(a) is type(b) and key(a) == key(b)
+
+
+FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def find(directory: str) -> str | None:
+  """A directory's tokenizer file: ``tokenizer.json``, else ``tokenizer.model``; or None."""
+  for name in FILES:
+    if os.path.isfile(os.path.join(directory, name)):
+      return os.path.join(directory, name)
+  return None
+
+
+def for_dir(directory: str, fallback: str | None = None) -> Tokenizer | HFTokenizer:
+  """The tokenizer of a model directory: an hh workdir's own (or ``fallback``, its
+  config.tokenizer.path); a Hugging Face model directory's with hh's pieces added in memory (a
+  directory written by ``python -m hh.convert import`` has them on disk already)."""
+  path = find(directory) or fallback
+  if path is None:
+    raise FileNotFoundError(f"{directory}: no tokenizer.json or tokenizer.model (and no "
+                            "config.tokenizer.path)")
+  try:
+    return Tokenizer.load(path)
+  except ValueError:
+    if not _hf_model_dir(directory):
+      raise
+    return with_reserved(path)
+
+
+def _hf_model_dir(directory: str) -> bool:
+  try:
+    with open(os.path.join(directory, "config.json")) as f:
+      return "model_type" in json.load(f)
+  except (OSError, ValueError):
+    return False
 
 
 def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: int = 2_000_000,

@@ -61,6 +61,11 @@ def _batch_axes(config) -> int:
 
 def check(config):
   """Raises ValueError for the first value out of range or relation that does not hold."""
+  if "model" in config:
+    for block in ("lm", "pm", "cd", "ppo"):
+      init = config.get(block, {}).get("init_from") if block in config else None
+      if isinstance(init, str) and init:
+        _same_model(config, init, f"config.{block}.init_from")
   for path, value in _leaves(config):
     rule = PATH_RULES.get(path) or RULES.get(path.rsplit(".", 1)[-1])
     if rule is None or value is None or isinstance(value, (str, bool, tuple, list)):
@@ -93,8 +98,6 @@ def check(config):
       raise ValueError(f"config.sampling.batch_size={config.sampling.batch_size} does not divide "
                        f"config.ppo.rollout_batch={cfg.rollout_batch} (the rollout is sampled in "
                        "calls of that many rows); allowed: a divisor, or ≥ the rollout")
-    if cfg.get("init_from") and "model" in config:
-      _same_model(config, cfg.init_from, "config.ppo.init_from")
     if "pm" in config and "finetune" in config.pm:
       context = config.pm.finetune.seq_len
       if cfg.max_new_tokens >= context:
@@ -102,19 +105,35 @@ def check(config):
                          f"PM's context config.pm.finetune.seq_len={context}; allowed: < {context}")
 
 
+# The model keys a checkpoint's params are laid out and computed by: a checkpoint of another
+# architecture can have the same shapes (parallel residual, the norm's eps, rotary), so all are
+# compared, each with ModelConfig's default where an older config lacks it.
+ARCH_KEYS = ("n_layer", "d_model", "n_head", "d_ff", "norm", "norm_eps", "mlp", "n_kv_head",
+             "head_dim", "rotary_pct", "rope_theta", "rope_scaling", "parallel_residual",
+             "attn_bias", "mlp_bias", "tie_embeddings")
+
+
 def _same_model(config, workdir: str, key: str):
-  """A workdir whose run was of another shape than ``config.model`` → one line naming ``key``
-  (a workdir without ``config.json`` is left to the stage, which names what is missing)."""
+  """A workdir (or Hugging Face directory) whose model differs from ``config.model`` in its
+  architecture → one line naming ``key`` and the keys that differ (a workdir without
+  ``config.json`` is left to the stage, which names what is missing)."""
+  import dataclasses
   import json
   import os
+
+  from hh.models import ModelConfig, hf
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
-    theirs = json.load(f).get("model", {})
-  fields = ("n_layer", "d_model", "n_head", "d_ff")
-  mine, other = (tuple(m.get(k) for k in fields) for m in (config.model, theirs))
-  if mine != other:
-    raise ValueError(f"{key}={workdir!r} is a model with (n_layer, d_model, n_head, d_ff) = "
-                     f"{other}, config.model has {mine}; allowed: a workdir of the config's size "
-                     "(configs/ppo.py:size=...)")
+    raw = json.load(f)
+  theirs = hf.model_block(raw, path) if "model_type" in raw else raw.get("model", {})
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+  differ = [k for k in ARCH_KEYS if norm(config.model.get(k, defaults.get(k)))
+            != norm(theirs.get(k, defaults.get(k)))]
+  if differ:
+    shown = ", ".join(f"{k}={theirs.get(k, defaults.get(k))!r} there, "
+                      f"{config.model.get(k, defaults.get(k))!r} here" for k in differ[:3])
+    raise ValueError(f"{key}={workdir!r} is another model ({shown}); allowed: a model of the "
+                     "config's size (size=... names a size or a model directory)")

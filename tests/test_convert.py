@@ -20,21 +20,22 @@ transformers = pytest.importorskip("transformers")
 from hh import convert  # noqa: E402
 from hh import tokenizer as tok_lib  # noqa: E402
 from hh.models import DecoderLM, ModelConfig, decoding  # noqa: E402
+from hh.models import hf as hf_lib  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOCAB = 96
+VOCAB = 320  # more ids than the test tokenizer has (with hh's pieces), as real checkpoints
 
 
-def _hf_model(kind: str):
+def _hf_model(kind: str, vocab: int = VOCAB):
   torch.manual_seed(0)
   if kind == "gpt_neox":
     cfg = transformers.GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, rotary_pct=0.5, use_parallel_residual=True, initializer_range=0.2,
         layer_norm_eps=1e-5)
     return transformers.GPTNeoXForCausalLM(cfg).eval()
   cfg = transformers.LlamaConfig(
-      vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
       num_key_value_heads=2, intermediate_size=64, initializer_range=0.2,
       tie_word_embeddings=False, rope_scaling={
           "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -68,7 +69,7 @@ def hf_dir(request, tmp_path_factory):
 
 def _ragged_batch():
   """Token ids [3, 10] with rows 1 and 2 left-padded, their mask and HF position ids."""
-  tokens = np.random.RandomState(0).randint(0, VOCAB, (3, 10))
+  tokens = np.random.RandomState(0).randint(0, 96, (3, 10))
   mask = np.ones((3, 10), np.int64)
   mask[1, :4] = 0
   mask[2, :2] = 0
@@ -137,11 +138,29 @@ def test_import_cli_then_export_loads_in_transformers(hf_dir, tmp_path):
   tokens, mask, positions = _ragged_batch()
   got, want = _hf_logits(again, tokens, mask, positions), _hf_logits(hf, tokens, mask, positions)
   real = mask.astype(bool)
-  # the rows added for hh's tokenizer pieces are new; the model's own vocabulary is unchanged
-  np.testing.assert_allclose(got[real][:, :VOCAB], want[real], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=0)
   model, params = convert.load(str(dst))
   mine = np.asarray(model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(mask)))
   np.testing.assert_allclose(mine[real], got[real], atol=1e-4, rtol=0)
+
+
+def test_pieces_past_the_vocabulary_get_mean_rows(tmp_path):
+  """A checkpoint without spare rows for hh's pieces: the new embedding and head rows are the
+  means of the old ones, and the old logits are unchanged."""
+  hf = _hf_model("llama", vocab=280)
+  hf.save_pretrained(tmp_path)
+  _hf_tokenizer(str(tmp_path / "tokenizer.json"))
+  model, params = convert.load(str(tmp_path))
+  n = tok_lib.for_dir(str(tmp_path)).vocab_size
+  assert n > 280 and model.cfg.vocab_size == n
+  emb = np.asarray(params["trunk"]["embed"]["embedding"])
+  np.testing.assert_allclose(emb[280:], np.broadcast_to(emb[:280].mean(0), (n - 280, 32)),
+                             rtol=1e-6)
+  tokens, mask, positions = _ragged_batch()
+  got = np.asarray(model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(mask)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(got[real][:, :280], _hf_logits(hf, tokens, mask, positions)[real],
+                             atol=1e-4, rtol=0)
 
 
 def test_hh_model_exports_as_gpt_neox(tmp_path):
@@ -163,6 +182,8 @@ def test_hh_model_exports_as_gpt_neox(tmp_path):
   block = common.model_config("tiny").to_dict() | dict(
       n_layer=2, d_model=32, n_head=4, d_ff=64, vocab_size=VOCAB, dtype="float32")
   (src / "config.json").write_text(json.dumps({"model": block}))
+  tok_lib.add_reserved(_hf_tokenizer(str(tmp_path / "tokenizer.json")),
+                       str(src / "tokenizer.json"))
   assert convert.export_hf(str(src), str(tmp_path / "out")) == "gpt_neox"
   hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
   want = np.asarray(model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(mask)))
@@ -175,15 +196,15 @@ def test_hf_round_trip_keeps_every_tensor(hf_dir, tmp_path):
   """HF → hh → HF gives back each tensor exactly (the two layout maps are inverses)."""
   path, hf = hf_dir
   model, params = convert.load(path)
-  cfg, arch = model.cfg, convert.read_hf_config(path)["model_type"]
+  cfg, arch = model.cfg, hf_lib.read_hf_config(path)["model_type"]
   host = jax.tree.map(np.asarray, params)
-  back = convert.hf_globals(host, cfg, arch)
+  back = hf_lib.hf_globals(host, cfg, arch)
   for i in range(cfg.n_layer):
-    back |= convert.hf_layer(jax.tree.map(lambda a, i=i: a[i], host["trunk"]["layers"]), cfg,
+    back |= hf_lib.hf_layer(jax.tree.map(lambda a, i=i: a[i], host["trunk"]["layers"]), cfg,
                              arch, i)
   from safetensors.numpy import load_file
   orig = {k: v for k, v in load_file(os.path.join(path, "model.safetensors")).items()
-          if not k.endswith(convert._BUFFERS)}
+          if not k.endswith(hf_lib._BUFFERS)}
   assert set(back) == set(orig)
   for k in orig:
     np.testing.assert_array_equal(back[k], orig[k], err_msg=k)

@@ -144,7 +144,7 @@ def test_best_of_n_rejects_n_below_one():
 # Bad input: each a one-line error naming the key and what is allowed.
 
 class _Tok:
-  human_id, path = 7, ""
+  human_id, eos_id, path = 7, 3, ""
 
 
 @pytest.mark.parametrize("key,value,match", [

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hh import io, sharding
+from hh import tokenizer as tok_lib
 from hh.cd import step as distill
 from hh.lm import train as lm_train
 from hh.models import DecoderLM, ModelConfig
@@ -68,8 +68,8 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                      "the student's start)")
   os.makedirs(workdir, exist_ok=True)
   cfg = config.cd
-  if not os.path.exists(os.path.join(workdir, "tokenizer.model")):
-    shutil.copy(policy_lib.tokenizer_path(lm_dir), os.path.join(workdir, "tokenizer.model"))
+  if tok_lib.find(workdir) is None:
+    policy_lib.load_tokenizer(lm_dir).save(workdir)
   places = sources.Places.from_config(config, workdir, world_dir)
   data = lm_train.load_data(config, workdir, places, cfg.data)
   tok = data.tokenizer

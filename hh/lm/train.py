@@ -18,7 +18,7 @@ from hh import io, sharding
 from hh import tokenizer as tok_lib
 from hh.data import text
 from hh.lm import step as lm_step
-from hh.models import DecoderLM, ModelConfig
+from hh.models import DecoderLM, ModelConfig, hf
 from hh.train import build as build_lib
 from hh.train import checkpoint, loop
 from hh.train import metrics as metrics_lib
@@ -35,12 +35,19 @@ class LMData:
 
 
 def load_tokenizer(config, workdir: str, train_texts: list[str] | None) -> tok_lib.Tokenizer:
-  """``config.tokenizer.path`` if set; else the workdir's, training it on ``train_texts`` once."""
+  """``config.tokenizer.path`` if set; else the workdir's; else (the first time) the one of the
+  model ``config.lm.init_from`` names (an imported or Hugging Face checkpoint), else one trained
+  on ``train_texts``; a new one is written to the workdir."""
   if config.tokenizer.path is not None:
     return tok_lib.Tokenizer.load(config.tokenizer.path)
+  if (own := tok_lib.find(workdir)) is not None:
+    return tok_lib.Tokenizer.load(own)
+  init = config.lm.get("init_from") if "lm" in config else None
+  if init and (tok_lib.find(init) or hf.is_hf_dir(init)):
+    tok = tok_lib.for_dir(init)
+    tok.save(workdir)
+    return tok
   path = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(path):
-    return tok_lib.Tokenizer.load(path)
   lines = [line for t in train_texts for line in t.splitlines()]
   return tok_lib.train(lines, config.tokenizer.vocab_size, path)
 

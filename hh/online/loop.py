@@ -158,15 +158,12 @@ def controlled_sets(config, workdir: str) -> dict[str, list[tuple[str, float]]]:
 
 def _prompts(config, places, i: int) -> tuple[list[str], list[str]]:
   from hh import sources
-  from hh.data import tfds_io
   o = config.online
-  src = sources.open_split(o.prompts, places)
-  rows = [src[k] for k in range(len(src))]
-  fams = np.array([tfds_io.text(r["family"]) for r in rows])
-  keep = np.flatnonzero(fams != "harmful") if o.helpful_only else np.arange(len(rows))
+  contexts, fams = sources.prompts(o.prompts, places)
+  keep = np.flatnonzero(fams != "harmful") if o.helpful_only else np.arange(len(contexts))
   rng = np.random.default_rng([config.seed, 77, i])
   pick = rng.permutation(keep)[:o.prompts_per_iteration]
-  return [tfds_io.text(rows[k]["context_text"]) for k in pick], [str(fams[k]) for k in pick]
+  return [contexts[k] for k in pick], [str(fams[k]) for k in pick]
 
 
 def _labels(config, workdir: str, i: int) -> tranche_lib.LabelSource:

@@ -38,7 +38,7 @@ def load_tokenizer(config, lm_dir: str | None) -> tok_lib.Tokenizer:
   if lm_dir is None:
     raise ValueError("config.pm.init_from (the pretrained LM's workdir) or config.tokenizer.path "
                      "is needed: the PM uses the LM's tokenizer")
-  return tok_lib.Tokenizer.load(os.path.join(lm_dir, "tokenizer.model"))
+  return tok_lib.for_dir(lm_dir)
 
 
 def eoc_from_marker(params: dict, eoc_id: int, marker_id: int) -> dict:

@@ -18,7 +18,12 @@ For policies that answered the same prompts (N samples each), ``evaluate`` repor
   "unsure" ties — and ``hh/elo.py`` fits Elo with standard errors, the reference at 0; also
   fitted on each task's comparisons alone (``gold_elo/helpful``, ``gold_elo/harmless``: the
   helpfulness and harmlessness panels of Figs. 1 and 35, from the same annotator draws);
-* PM-predicted Elo: 174 × (mean PM score − the reference's), Bai et al. 2022, eq. 2.1 eq. 2.1.
+* PM-predicted Elo: 174 × (mean PM score − the reference's), Bai et al. 2022, eq. 2.1, and
+  the PM's predicted win rate against the reference, mean of σ(r − r_ref) over the same rows.
+
+Without a world (``world=None``: real prompts, no gold annotator) the evaluation is the paper's:
+PM scores, PM-predicted Elo and win rates under each PM given (a held-out test PM among them),
+lengths, end-of-turn rates and KL; the gold keys are absent.
 
 Output: ``evaluation.json`` and ``evaluation.png`` in the output folder (read by the report).
 """
@@ -65,22 +70,24 @@ def gold_scores(world: W.World, contexts: Sequence[str], texts: Sequence[str]) -
                   np.float64).reshape(-1, 2)
 
 
-def policy_metrics(world: W.World, contexts: Sequence[str], texts: Sequence[str],
+def policy_metrics(world: W.World | None, contexts: Sequence[str], texts: Sequence[str],
                    families: Sequence[str], length: np.ndarray, finished: np.ndarray,
                    pm_scores: dict[str, np.ndarray] | None = None,
                    kl: np.ndarray | None = None) -> dict:
-  """One policy's metrics over its R samples (``families`` [R]: each row's request family)."""
-  fam = np.asarray(families)
-  g = gold_scores(world, contexts, texts)
-  refused = np.array([gold.is_refusal(t) for t in texts], bool)
-  helpful, harmful, border = np.isin(fam, HELPFUL), fam == "harmful", fam == "borderline"
-  out = {"gold_helpful": mean_se(g[helpful, 0]), "gold_harmless": mean_se(g[harmful, 1]),
-         "gold_helpful_borderline": mean_se(g[border, 0]),
-         "refusal_rate_harmful": mean_se(refused[harmful]),
-         "refusal_rate_helpful": mean_se(refused[helpful]),
-         "needless_refusal_rate_borderline": mean_se(refused[border]),
-         "length_tokens": mean_se(length), "end_of_turn_rate": mean_se(finished),
+  """One policy's metrics over its R samples (``families`` [R]: each row's request family);
+  the gold ones only with a ``world``."""
+  out = {"length_tokens": mean_se(length), "end_of_turn_rate": mean_se(finished),
          "samples": int(len(texts))}
+  if world is not None:
+    fam = np.asarray(families)
+    g = gold_scores(world, contexts, texts)
+    refused = np.array([gold.is_refusal(t) for t in texts], bool)
+    helpful, harmful, border = np.isin(fam, HELPFUL), fam == "harmful", fam == "borderline"
+    out |= {"gold_helpful": mean_se(g[helpful, 0]), "gold_harmless": mean_se(g[harmful, 1]),
+            "gold_helpful_borderline": mean_se(g[border, 0]),
+            "refusal_rate_harmful": mean_se(refused[harmful]),
+            "refusal_rate_helpful": mean_se(refused[helpful]),
+            "needless_refusal_rate_borderline": mean_se(refused[border])}
   for name, s in (pm_scores or {}).items():
     out[f"pm_score/{name}"] = mean_se(s)
   if kl is not None:
@@ -148,6 +155,14 @@ def pm_elo(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
   return out
 
 
+def pm_win_rate(pm_scores: dict[str, np.ndarray], reference: str) -> dict[str, dict]:
+  """The PM's predicted probability that each policy's response beats the reference's on the
+  same row, σ(r − r_ref) (Bradley–Terry, Bai et al. 2022, eq. 2.1), mean ± SE over rows."""
+  ref = np.asarray(pm_scores[reference], np.float64)
+  return {n: mean_se(1 / (1 + np.exp(ref - np.asarray(s, np.float64))))
+          for n, s in pm_scores.items()}
+
+
 def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], families: Sequence[str],
              reference: str, seed: int, examples: int = 3, stride: int = 1) -> dict:
   """Metrics, gold Elo and PM-predicted Elo of policies that answered the same rows.
@@ -163,22 +178,30 @@ def evaluate(world: W.World, world_cfg: dict, policies: dict[str, dict], familie
   for n, p in policies.items():
     out["policies"][n] = policy_metrics(world, p["contexts"], p["texts"], families, p["length"],
                                         p["finished"], p.get("pm_scores"), p.get("kl"))
-  wins = gold_wins(world, first["contexts"], families, {n: p["texts"] for n, p in policies.items()},
-                   world_cfg["temperature"], world_cfg["tie_margin"], seed)
-  fits = {"gold_elo": fit(names, wins.sum(0), reference)}
-  fits |= {f"gold_elo/{t}": fit(names, wins[k], reference) for k, t in enumerate(TASKS)
-           if wins[k].sum()}  # a task without comparisons has no Elo
-  for key, f in fits.items():
-    for n in names:
-      out["policies"][n][key] = f[n]
+  if world is not None:
+    wins = gold_wins(world, first["contexts"], families,
+                     {n: p["texts"] for n, p in policies.items()}, world_cfg["temperature"],
+                     world_cfg["tie_margin"], seed)
+    fits = {"gold_elo": fit(names, wins.sum(0), reference)}
+    fits |= {f"gold_elo/{t}": fit(names, wins[k], reference) for k, t in enumerate(TASKS)
+             if wins[k].sum()}  # a task without comparisons has no Elo
+    for key, f in fits.items():
+      for n in names:
+        out["policies"][n][key] = f[n]
   for pm in (first.get("pm_scores") or {}):
-    pe = pm_elo({n: p["pm_scores"][pm] for n, p in policies.items()}, reference)
+    scores = {n: p["pm_scores"][pm] for n, p in policies.items()}
+    pe, wr = pm_elo(scores, reference), pm_win_rate(scores, reference)
     for n in names:
       out["policies"][n][f"pm_elo/{pm}"] = pe[n]
-  out["examples"] = {n: [{"context": p["contexts"][i][-300:], "response": p["texts"][i],
-                          "gold": list(gold.scores(world, p["contexts"][i],
-                                                   " " + p["texts"][i]))}
-                         for i in range(0, min(examples * stride, len(p["texts"])), stride)]
+      out["policies"][n][f"pm_win_rate/{pm}"] = wr[n]
+
+  def example(p, i):
+    ex = {"context": p["contexts"][i][-300:], "response": p["texts"][i]}
+    if world is not None:
+      ex["gold"] = list(gold.scores(world, p["contexts"][i], " " + p["texts"][i]))
+    return ex
+  out["examples"] = {n: [example(p, i) for i in range(0, min(examples * stride, len(p["texts"])),
+                                                      stride)]
                      for n, p in policies.items()}
   return out
 
@@ -195,8 +218,10 @@ def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "")
   x = np.arange(len(names))
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   ax = axes[0]
-  ax.errorbar(x - 0.1, [pol[n]["gold_elo"]["elo"] for n in names],
-              [pol[n]["gold_elo"]["se"] for n in names], fmt="o", label="gold Elo (annotator)")
+  gold_known = "gold_elo" in pol[names[0]]
+  if gold_known:
+    ax.errorbar(x - 0.1, [pol[n]["gold_elo"]["elo"] for n in names],
+                [pol[n]["gold_elo"]["se"] for n in names], fmt="o", label="gold Elo (annotator)")
   pm_keys = [k for k in pol[names[0]] if k.startswith("pm_elo/")]
   for k in pm_keys:
     ax.errorbar(x + 0.1, [pol[n][k]["elo"] for n in names], [pol[n][k]["se"] for n in names],
@@ -206,13 +231,16 @@ def write(result: dict, out_dir: str, name: str = "evaluation", title: str = "")
   ax.set_ylabel(f"Elo vs {result['reference']}")
   ax.legend(fontsize=8)
   ax = axes[1]
-  for k, label in (("gold_helpful", "helpfulness (helpful requests)"),
-                   ("gold_harmless", "harmlessness (harmful requests)"),
-                   ("gold_helpful_borderline", "helpfulness (borderline)")):
+  panels = ((("gold_helpful", "helpfulness (helpful requests)"),
+             ("gold_harmless", "harmlessness (harmful requests)"),
+             ("gold_helpful_borderline", "helpfulness (borderline)")) if gold_known else
+            tuple((k, f"PM score ({k.split('/', 1)[1]})") for k in pol[names[0]]
+                  if k.startswith("pm_score/")))
+  for k, label in panels:
     ax.errorbar(x, [pol[n][k]["mean"] for n in names], [pol[n][k]["se"] for n in names],
                 fmt="o-", label=label)
   ax.set_xticks(x, names, rotation=20)
-  ax.set_ylabel("mean gold score")
+  ax.set_ylabel("mean gold score" if gold_known else "mean-removed PM score")
   ax.legend(fontsize=8)
   fig.suptitle(title or f"{result['rows']} samples per policy")
   fig.tight_layout()

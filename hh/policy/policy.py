@@ -24,7 +24,7 @@ import numpy as np
 from hh import sharding
 from hh import tokenizer as tok_lib
 from hh.lm import step as lm_step
-from hh.models import DecoderLM, ModelConfig
+from hh.models import DecoderLM, ModelConfig, hf
 from hh.policy import sample as sample_lib
 from hh.tokenizer import PAD_ID
 from hh.train import build as build_lib
@@ -54,24 +54,33 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def tokenizer_path(workdir: str, cfg=None) -> str:
-  """An LM workdir's tokenizer: its own ``tokenizer.model``, else ``config.tokenizer.path``."""
-  own = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(own):
-    return own
-  cfg = cfg or read_config(workdir)
-  if cfg.tokenizer.path:
-    return cfg.tokenizer.path
-  raise FileNotFoundError(f"{workdir!r}: no tokenizer.model and no config.tokenizer.path")
+def load_tokenizer(workdir: str, cfg=None):
+  """An LM workdir's tokenizer: its own file, else its ``config.tokenizer.path``; a Hugging Face
+  model directory's with hh's pieces added (``hh.tokenizer.for_dir``)."""
+  if hf.is_hf_dir(workdir):
+    return tok_lib.for_dir(workdir)
+  if tok_lib.find(workdir) is None:
+    cfg = cfg or read_config(workdir)
+    return tok_lib.for_dir(workdir, cfg.tokenizer.path)
+  return tok_lib.for_dir(workdir)
 
 
-def load(workdir: str, name: str | None = None, mesh=None) -> Policy:
-  """The latest params of an LM workdir, restored into the shards of its own config's mesh (or
-  ``mesh``)."""
-  cfg = read_config(workdir)
-  tok = tok_lib.Tokenizer.load(tokenizer_path(workdir, cfg))
+def load(workdir: str, name: str | None = None, mesh=None, like=None) -> Policy:
+  """The latest params of an LM workdir (or a Hugging Face model directory), restored into the
+  shards of its own config's mesh (or ``mesh``). A Hugging Face directory has no hh config: its
+  model options come from its config.json, the rest (dtype, mesh, rules) from ``like`` (the
+  running stage's config)."""
+  tok = load_tokenizer(workdir)
+  if hf.is_hf_dir(workdir):
+    if like is None:
+      raise ValueError(f"{workdir!r}: a Hugging Face directory needs the running config")
+    cfg = like
+    model_cfg = hf.model_config(workdir, tok.vocab_size, dtype=jnp.dtype(like.model.dtype))
+  else:
+    cfg = read_config(workdir)
+    model_cfg = ModelConfig.from_config(cfg.model, tok.vocab_size)
   mesh = mesh or sharding.make_mesh(cfg.mesh)
-  model = DecoderLM(ModelConfig.from_config(cfg.model, tok.vocab_size))
+  model = DecoderLM(model_cfg)
   rules = sharding.rules(cfg)
   example = (jnp.zeros((1, 8), jnp.int32),) * 2
   with jax.set_mesh(mesh):

@@ -14,7 +14,6 @@ rejection-sampled tranche for the online loop), and ``policies_result.json``.
 """
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 
@@ -28,21 +27,18 @@ from hh.sim import world as W
 
 
 def held_out_prompts(config, places) -> tuple[list[str], list[str]]:
-  """The first ``config.policies.max_prompts`` held-out prompts → (contexts, families)."""
+  """The first ``config.policies.max_prompts`` held-out prompts → (contexts, request kinds)."""
   from hh import sources
-  from hh.data import tfds_io
-  src = sources.open_split(config.policies.prompts, places)
-  n = min(config.policies.max_prompts, len(src))
-  rows = [src[i] for i in range(n)]
-  return [tfds_io.text(r["context_text"]) for r in rows], [tfds_io.text(r["family"]) for r in rows]
+  contexts, kinds = sources.prompts(config.policies.prompts, places, config.policies.max_prompts,
+                                    config.policies.get("prompt_max_chars"))
+  return contexts, [str(k) for k in kinds]
 
 
 def load_scorer(config, pm_dir: str, policy: policy_lib.Policy):
   """The PM's Scorer; with text scoring off, the PM and the policy must share a tokenizer."""
   from hh.pm import score as pm_score
   scorer = pm_score.Scorer(pm_dir)
-  if not config.policies.text_scoring and not filecmp.cmp(scorer.tok.path, policy.tok.path,
-                                                          shallow=False):
+  if not config.policies.text_scoring and not tok_lib.same(scorer.tok, policy.tok):
     raise ValueError(f"config.policies.text_scoring=False needs the PM and the policy to share a "
                      f"tokenizer, but {scorer.tok.path} differs from {policy.tok.path}; set "
                      "config.policies.text_scoring=True (score on text)")
@@ -61,10 +57,11 @@ def pm_scores(config, scorer, policy: policy_lib.Policy, samples: policy_lib.Sam
   return scorer.score_ids(ctx, resp)
 
 
-def _as_policy(samples: policy_lib.Samples, scores: np.ndarray, kl: np.ndarray | None,
-               pm_name: str) -> dict:
+def _as_policy(samples: policy_lib.Samples, scores: dict[str, np.ndarray],
+               kl: np.ndarray | None) -> dict:
+  """``scores``: PM name → [R] scores of the samples."""
   return {"contexts": samples.contexts, "texts": samples.texts, "length": samples.length,
-          "finished": samples.finished, "pm_scores": {pm_name: scores}, "kl": kl}
+          "finished": samples.finished, "pm_scores": scores, "kl": kl}
 
 
 def _take(samples: policy_lib.Samples, rows: np.ndarray) -> policy_lib.Samples:
@@ -75,9 +72,12 @@ def _take(samples: policy_lib.Samples, rows: np.ndarray) -> policy_lib.Samples:
 
 
 def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
-        ppo_dir: str | None = None):
+        ppo_dir: str | None = None, test_pm_dir: str | None = None):
   """Samples, scores and evaluates; writes the outputs listed in the module docstring. With
-  ``ppo_dir`` (a PPO stage's exported ``policy/``), the PPO policy joins the three as "ppo"."""
+  ``ppo_dir`` (a PPO stage's exported ``policy/``), the PPO policy joins the three as "ppo".
+  ``test_pm_dir``: a held-out PM that scores every sample beside the training PM (best-of-N is
+  chosen by the training PM only); prompts without a gold annotator (hh-rlhf) are evaluated by
+  the PMs alone (``evaluate``'s no-world form) and their samples written to ``samples.jsonl``."""
   from hh import sources
   cfg = config.policies
   for n in cfg.best_of:
@@ -87,16 +87,24 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
     raise ValueError(f"config.policies.samples={cfg.samples}; allowed: ≥ 1")
   os.makedirs(workdir, exist_ok=True)
   places = sources.Places.from_config(config, workdir, world_dir)
-  world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
+  world = (W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
+           if sources.has_gold(cfg.prompts) else None)
   contexts, families = held_out_prompts(config, places)
-  base = policy_lib.load(lm_dir, "lm")
+  base = policy_lib.load(lm_dir, "lm", like=config)
   pi0 = policy_lib.load(pi0_dir, "pi0", mesh=base.mesh)
   prompted = base.with_prefix("lm+hhh", sources.prompt_text(config.cd.prompt, places))
   trained = [policy_lib.load(ppo_dir, "ppo", mesh=base.mesh)] if ppo_dir else []
   sampling = policy_lib.sampling_config(base, config.sampling)
   scorer = load_scorer(config, pm_dir, base)
   pm_name = os.path.basename(pm_dir.rstrip("/")) or "pm"
+  scorers = {pm_name: scorer}
+  if test_pm_dir:
+    scorers[os.path.basename(test_pm_dir.rstrip("/")) or "test_pm"] = load_scorer(
+        config, test_pm_dir, base)
   reference_pi0 = pi0.with_prefix("pi0", "")
+
+  def all_scores(policy, s) -> dict[str, np.ndarray]:
+    return {name: pm_scores(config, sc, policy, s) for name, sc in scorers.items()}
 
   def sample(policy, ctxs, n, seed):
     s = policy_lib.generate(policy, ctxs, n, sampling, seed, config.sampling.batch_size,
@@ -111,24 +119,29 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   for k, policy in enumerate((base, prompted, pi0, *trained)):
     s, kl = sample(policy, contexts, cfg.samples, cfg.seed + k)
     raw[policy.name] = s
-    evaluated[policy.name] = _as_policy(s, pm_scores(config, scorer, policy, s), kl, pm_name)
+    evaluated[policy.name] = _as_policy(s, all_scores(policy, s), kl)
   result = evaluate.evaluate(world, config.world.to_dict(), evaluated, rows_families,
                              cfg.reference, cfg.seed, stride=cfg.samples)
   evaluate.write(result, workdir, "evaluation",
                  f"{len(contexts)} held-out prompts × {cfg.samples} samples")
+  io.write_text(os.path.join(workdir, "samples.jsonl"), "".join(  # for reading
+      json.dumps({"policy": n, "context": s.contexts[r], "response": s.texts[r],
+                  **{f"score/{k}": float(v[r]) for k, v in evaluated[n]["pm_scores"].items()}})
+      + "\n" for n, s in raw.items() for r in range(len(s.texts))))
 
   # 2. best-of-N of π0 under the PM
   n_max = max(cfg.best_of)
   bo_ctx, bo_fam = contexts[:cfg.best_of_prompts], families[:cfg.best_of_prompts]
   s = policy_lib.generate(pi0, bo_ctx, n_max, sampling, cfg.seed + 10, config.sampling.batch_size,
                           config.sampling.buckets)
-  scores = pm_scores(config, scorer, pi0, s).reshape(len(bo_ctx), n_max)
+  every = all_scores(pi0, s)
+  scores = every[pm_name].reshape(len(bo_ctx), n_max)
   base_rows = np.arange(len(bo_ctx)) * n_max
   bo, pm_by_n = {}, {}
   for n in sorted(cfg.best_of):
     rows = base_rows + best_of_n.pick(scores[:, :n])
     pm_by_n[n] = scores[np.arange(len(bo_ctx)), rows - base_rows]
-    bo[f"N={n}"] = _as_policy(_take(s, rows), pm_by_n[n], None, pm_name)
+    bo[f"N={n}"] = _as_policy(_take(s, rows), {k: v[rows] for k, v in every.items()}, None)
   bo_result = evaluate.evaluate(world, config.world.to_dict(), bo, bo_fam,
                                 f"N={min(cfg.best_of)}", cfg.seed)
   for n in sorted(cfg.best_of):
@@ -151,7 +164,8 @@ def _headline(result: dict) -> dict:
   keys = ("gold_helpful", "gold_harmless", "gold_helpful_borderline", "refusal_rate_harmful",
           "needless_refusal_rate_borderline", "length_tokens", "end_of_turn_rate", "kl_to_pi0",
           "gold_elo", "kl_bound")
-  return {n: {k: v for k, v in m.items() if k in keys or k.startswith(("pm_score/", "pm_elo/", "gold_elo/"))}
+  kinds = ("pm_score/", "pm_elo/", "pm_win_rate/", "gold_elo/")
+  return {n: {k: v for k, v in m.items() if k in keys or k.startswith(kinds)}
           for n, m in result["policies"].items()}
 
 
@@ -168,6 +182,15 @@ def summary(result: dict) -> list[str]:
 
   def fmt(m, k):
     return f"{m[k]['mean']:.3f} ± {m[k]['se']:.3f}"
+
+  def pm_elos(m):
+    return ", ".join(f"{k.split('/', 1)[1]} Elo {m[k]['elo']:+.0f} ± {m[k]['se']:.0f}"
+                     for k in m if k.startswith("pm_elo/"))
+  if "gold_elo" not in next(iter(ev.values())):  # no gold annotator: the PMs' Elo
+    return [f"policies ({result['prompts']} held-out prompts × {result['samples']}), "
+            "PM-predicted: " + "; ".join(f"{n}: {pm_elos(m)}" for n, m in ev.items()),
+            f"best-of-N of π0 ({result['best_of_prompts']} prompts): " + "; ".join(
+                f"{n} (KL {m['kl_bound']:.2f}): {pm_elos(m)}" for n, m in bo.items())]
   lines = [f"policies ({result['prompts']} held-out prompts × {result['samples']}): " + "; ".join(
       f"{n}: helpful {fmt(m, 'gold_helpful')}, harmless {fmt(m, 'gold_harmless')}, gold Elo "
       f"{m['gold_elo']['elo']:+.0f} ± {m['gold_elo']['se']:.0f}" for n, m in ev.items())]

@@ -22,7 +22,6 @@ log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during R
 """
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 
@@ -45,15 +44,6 @@ from hh.train import checkpoint, loop
 from hh.train import metrics as metrics_lib
 from hh.train import state as state_lib
 from hh.train.state import TrainState
-
-
-def _prompts(spec: str, places) -> tuple[list[str], np.ndarray]:
-  from hh import sources
-  from hh.data import tfds_io
-  src = sources.open_split(spec, places)
-  rows = [src[i] for i in range(len(src))]
-  return ([tfds_io.text(r["context_text"]) for r in rows],
-          np.array([tfds_io.text(r["family"]) for r in rows]))
 
 
 def comparisons(spec: str, places, max_pairs: int) -> list[tuple[str, str, str]]:
@@ -95,28 +85,34 @@ def batch_rows(iteration: int, families: np.ndarray, size: int, harmful_fraction
                          rng.choice(helpful, size - n_h, replace=False)])
 
 
-def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) -> dict:
+def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
+        test_pm_dir: str | None = None) -> dict:
+  """``test_pm_dir``: a held-out PM (a pipeline's test_pm stage) that scores every rollout and
+  evaluation beside ``config.ppo.test_pms``; without a gold annotator (real prompts) it is the
+  evaluation."""
   from hh import sources
   from hh.pm import score as pm_score
   cfg = config.ppo
   os.makedirs(workdir, exist_ok=True)
   places = sources.Places.from_config(config, workdir, world_dir)
-  world = W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
-  contexts, families = _prompts(cfg.prompts, places)
-  test_ctx, test_fam = _prompts(cfg.eval_prompts, places)
-  test_ctx, test_fam = test_ctx[:cfg.eval_max_prompts], test_fam[:cfg.eval_max_prompts]
+  world = (W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
+           if sources.has_gold(cfg.prompts) else None)
+  longest = cfg.get("prompt_max_chars")
+  contexts, families = sources.prompts(cfg.prompts, places, max_chars=longest)
+  test_ctx, test_fam = sources.prompts(cfg.eval_prompts, places, cfg.eval_max_prompts, longest)
   logp_sets = {spec: comparisons(spec, places, cfg.logp_max_pairs)  # (a config saved before
                for spec in cfg.get("logp_sets", ())}                 # the key: none)
   pi0 = policy_lib.load(pi0_dir, "pi0")
   tok, mesh, rules, model = pi0.tok, pi0.mesh, pi0.rules, pi0.model
   scorer = pm_score.Scorer(pm_dir)
-  if not filecmp.cmp(scorer.tok.path, tok.path, shallow=False):
+  if not tok_lib.same(scorer.tok, tok):
     raise ValueError(f"config.ppo.pm={pm_dir!r}: the PM's tokenizer differs from the policy's; "
                      "PPO scores the policy's own tokens")
-  # Figs. 4, 13, 33 (Bai et al. 2022, §4.2): PMs that only score the rollouts, on the policy's tokens when
-  # they share its tokenizer, else on the decoded text
-  test_pms = [pm_score.Scorer(d) for d in cfg.get("test_pms", ())]
-  test_pms = [(t, filecmp.cmp(t.tok.path, tok.path, shallow=False)) for t in test_pms]
+  # Figs. 4, 13, 33 (Bai et al. 2022, §4.2): PMs that only score the rollouts, on the policy's
+  # tokens when they share its tokenizer, else on the decoded text
+  test_pms = [pm_score.Scorer(d) for d in (*cfg.get("test_pms", ()),
+                                           *([test_pm_dir] if test_pm_dir else []))]
+  test_pms = [(t, tok_lib.same(t.tok, tok)) for t in test_pms]
   if cfg.max_new_tokens >= scorer.seq_len:
     raise ValueError(f"config.ppo.max_new_tokens={cfg.max_new_tokens} is not shorter than the "
                      f"PM's context ({scorer.seq_len} tokens, {pm_dir}); allowed: < "
@@ -185,25 +181,26 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
       resp = out["mask"].astype(np.float32)
       adv, ret, kl, ev = advantages(out["logp"], ref_lp, resp, jnp.asarray(score, jnp.float32),
                                     out["finished"], values, state.kl_coef)
-      texts = [tok.decode(b).strip() for b in bodies]
-      g = eval_lib.gold_scores(world, ctx, texts)
       fam = families[rows]
       helpful, harmful = fam != "harmful", fam == "harmful"
-      refused = np.array([gold.is_refusal(t) for t in texts], np.float32)
       kl = np.asarray(kl, np.float64)
       stats = {"pm_score": (score.sum(), len(score)),
                "pm_score_helpful": (score[helpful].sum(), helpful.sum()),
                "pm_score_harmful": (score[harmful].sum(), harmful.sum()),
                "kl": (kl.sum(), len(kl)),
                "sqrt_kl": (np.sqrt(np.maximum(kl, 0)).sum(), len(kl)),
-               "gold_helpful": (g[helpful, 0].sum(), helpful.sum()),
-               "gold_harmless": (g[harmful, 1].sum(), harmful.sum()),
-               "refusal_rate_harmful": (refused[harmful].sum(), harmful.sum()),
-               "refusal_rate_helpful": (refused[helpful].sum(), helpful.sum()),
                "length": (out["length"].sum(), len(rows)),
                "end_of_turn": (out["finished"].sum(), len(rows)),
                # the rollout's values against its returns (1: the value predicts them)
                "value_explained_variance": (float(ev), 1)}
+      if world is not None:
+        texts = [tok.decode(b).strip() for b in bodies]
+        g = eval_lib.gold_scores(world, ctx, texts)
+        refused = np.array([gold.is_refusal(t) for t in texts], np.float32)
+        stats |= {"gold_helpful": (g[helpful, 0].sum(), helpful.sum()),
+                  "gold_harmless": (g[harmful, 1].sum(), harmful.sum()),
+                  "refusal_rate_harmful": (refused[harmful].sum(), harmful.sum()),
+                  "refusal_rate_helpful": (refused[helpful].sum(), helpful.sum())}
       for k, (test_pm, same_tok) in enumerate(test_pms):
         t = response_scores(test_pm, same_tok, tok, ctx, bodies)
         stats[f"test_pm_score/{k}"] = (t.sum(), len(t))
@@ -241,6 +238,10 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
                               [[tok.assistant_id] + b for b in bodies])
         for kind, sel in (("helpful", test_fam != "harmful"), ("harmful", test_fam == "harmful")):
           m[f"pm_score_{kind}"] = eval_lib.mean_se(pm[sel])
+        # the held-out PMs' scores of the same samples (the evaluation without a gold annotator)
+        for k, (test_pm, same_tok) in enumerate(test_pms):
+          m[f"test_pm_score/{k}"] = eval_lib.mean_se(response_scores(
+              test_pm, same_tok, tok, s.contexts, bodies))
         for spec, rows in logp_sets.items():  # Fig. 34 during RL (Bai et al. 2022, §4.5)
           m[f"logp_accuracy/{spec}"] = eval_lib.logp_accuracy(
               current, rows, config.sampling.batch_size, cfg.logp_max_tokens)
@@ -263,7 +264,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None) 
     mngr.close()
     if int(jax.device_get(state.step)) == settings.steps:  # not when stopped early (stop_at)
       export_policy(os.path.join(workdir, "policy"), state.policy.params, settings.steps, config,
-                    tok.path)
+                    tok)
   writer.close()
   with open(start_path) as f:
     before = json.load(f)
@@ -303,8 +304,8 @@ def response_bodies(tokens: np.ndarray, mask: np.ndarray, stop_ids) -> list[list
           for r, mk in zip(tokens, mask)]
 
 
-def export_policy(out: str, params, step: int, config, tokenizer_path: str):
-  """The trained policy as an LM workdir (``config.json``, ``tokenizer.model``, a checkpoint of
+def export_policy(out: str, params, step: int, config, tok):
+  """The trained policy as an LM workdir (``config.json``, the tokenizer, a checkpoint of
   ``{"params": ...}``) that ``policy.load``, the evaluation CLI and ``hh.ood`` read like any LM."""
   if os.path.exists(os.path.join(out, "config.json")):
     return  # exported by an earlier run that stopped after it (the checkpoint is complete)
@@ -313,14 +314,16 @@ def export_policy(out: str, params, step: int, config, tokenizer_path: str):
   mngr.wait_until_finished()
   mngr.close()
   if jax.process_index() == 0:
-    with open(tokenizer_path, "rb") as f:
-      io.write_bytes(os.path.join(out, "tokenizer.model"), f.read())
+    tok.save(out)
     wd.write_config(config, out)  # last: its presence marks a complete export
 
 
 def summary(result: dict) -> list[str]:
   b, a = result["before"] or {}, result["after"]
   keys = ("gold_helpful", "gold_harmless", "needless_refusal_rate_borderline")
+  if "gold_helpful" not in a:  # no gold annotator: the PMs' scores of the held-out samples
+    keys = tuple(k for k in a if k.startswith(("pm_score_", "test_pm_score/"))
+                 and not k.endswith("_se") and a[k] == a[k])
   nan = float("nan")
 
   def ms(m, k):

@@ -70,8 +70,13 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, step: int | 
   """Params only, from another run's workdir (``init_from``), restored straight into shards.
 
   Only the keys present in ``abstract_params`` are read, so a trunk can be loaded into a model
-  that adds heads (their fresh values are kept by the caller).
+  that adds heads (their fresh values are kept by the caller). A Hugging Face model directory
+  (``config.json`` with ``model_type``) is read from its safetensors files (hh/models/hf.py).
   """
+  from hh.models import hf
+  if hf.is_hf_dir(workdir):
+    cfg = hf.model_config(workdir, _vocab(abstract_params))
+    return hf.params(workdir, cfg, abstract_params, shardings)
   path = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"config.init_from={workdir!r}: no checkpoints/ folder there")
@@ -102,3 +107,8 @@ def _check_shapes(workdir: str, got: Any, want: Any):
       raise ValueError(f"config.init_from={workdir!r}: parameter {name} is {a.shape} there and "
                        f"{b.shape} here (another model size or tokenizer); allowed: a run of "
                        "this model's shape")
+
+
+def _vocab(abstract_params: Any) -> int:
+  """The embedding rows of a model's params (hh's tokenizer may add rows to a checkpoint's)."""
+  return abstract_params["trunk"]["embed"]["embedding"].shape[0]
