@@ -90,10 +90,14 @@ def real_halves(data_dir: str | None) -> tuple[list[str], list[str], str]:
   """hh-rlhf's comparisons in two halves, for a PM and a held-out test PM: for each preference
   subset present in ``data_dir`` (the official layout), the first and second half of its train
   split, or of its test split when only that is there (the shipped harmless-base rows) → (first
-  specs, second specs, the split halved)."""
+  specs, second specs, the split halved). ``data_dir`` None: helpful-base and harmless-base's
+  train splits, which the builder downloads (untested here: no network to the files)."""
   import os
+  if data_dir is None:  # the official files, downloaded by the builder (needs a network)
+    return ([f"hh_rlhf/{s}:train[:50%]" for s in ("helpful-base", "harmless-base")],
+            [f"hh_rlhf/{s}:train[50%:]" for s in ("helpful-base", "harmless-base")], "train")
   present = [s for s in ("helpful-base", "harmless-base")
-             if data_dir and os.path.isdir(os.path.join(data_dir, s))]
+             if os.path.isdir(os.path.join(data_dir, s))]
   if not present:
     raise ValueError(f"config.data_dirs.hh_rlhf={data_dir!r} has no helpful-base or harmless-base "
                      "folder (the official layout); allowed: a folder laid out as "

@@ -51,3 +51,23 @@ def test_ladder_is_about_4x(ladder):
 def test_unknown_size_lists_allowed():
   with pytest.raises(ValueError, match="unknown model size '7B'; allowed: nano, micro, mini, tiny, small, 13M"):
     lm.get_config("size=7B")
+
+
+# Total parameters of the public checkpoints, as their model cards and transformers count them.
+PUBLISHED = {"pythia-70m": 70_426_624, "pythia-160m": 162_322_944, "pythia-410m": 405_334_016,
+             "llama-3.2-1b": 1_235_814_400, "llama-3.1-8b": 8_030_261_248}
+
+
+@pytest.mark.parametrize("size", sorted(PUBLISHED))
+def test_public_sizes_have_their_checkpoints_parameter_counts(size):
+  """The architecture options of a public size give exactly its checkpoint's parameters
+  (embeddings, biases, grouped-query heads and a tied head included)."""
+  import math
+
+  import flax.linen as nn
+
+  from configs import common
+  cfg = ModelConfig.from_config(common.model_config(size), 16)
+  t = jnp.zeros((1, 2), jnp.int32)
+  params = nn.unbox(jax.eval_shape(lambda: DecoderLM(cfg).init(jax.random.PRNGKey(0), t, t)))
+  assert sum(math.prod(a.shape) for a in jax.tree.leaves(params)) == PUBLISHED[size]
