@@ -181,18 +181,21 @@ def test_best_of_n_below_one_is_refused_before_any_work(tmp_path):
 
 
 def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
-  """text_scoring=False with a PM whose tokenizer file differs from the policy's."""
+  """text_scoring=False with a PM whose tokenizer model differs from the policy's."""
   from configs import pipeline
+  from hh import tokenizer as tok_lib
   from hh.pm import score as pm_score
   from hh.policy import stage as policies
-  a, b = tmp_path / "a.model", tmp_path / "b.model"
-  a.write_bytes(b"one")
-  b.write_bytes(b"two")
-  monkeypatch.setattr(pm_score, "Scorer", lambda pm_dir: type(
-      "S", (), {"tok": type("T", (), {"path": str(a)})})())
+
+  def tok(name, proto):  # a tokenizer with its model bytes, without loading SentencePiece
+    t = tok_lib.Tokenizer.__new__(tok_lib.Tokenizer)
+    t._proto, t.path = proto, str(tmp_path / name)
+    return t
+  a, b = tok("a.model", b"one"), tok("b.model", b"two")
+  monkeypatch.setattr(pm_score, "Scorer", lambda pm_dir: type("S", (), {"tok": a})())
   config = pipeline.get_config("size=tiny")
   config.policies.text_scoring = False
-  pol = type("P", (), {"tok": type("T", (), {"path": str(b)})})()
+  pol = type("P", (), {"tok": b})()
   with pytest.raises(ValueError, match=r"config\.policies\.text_scoring=False needs the PM and "
                                        r"the policy to share a tokenizer"):
     policies.load_scorer(config, "pm", pol)
