@@ -32,22 +32,48 @@ ASSISTANT = "\n\nAssistant:"
 USER_SYMBOLS = (HUMAN, ASSISTANT, "\n")
 
 
-class Tokenizer:
+class _Model:
+  """What both tokenizers share: the serialised model (``data``, bytes: what ``save`` writes,
+  pickling carries and ``same`` compares), its file name, and the reserved ids' check."""
+  filename: str
+  data: bytes
+  path: str | None
+
+  def save(self, directory: str) -> str:
+    """Writes the model as ``directory/<filename>`` (atomically); returns the path."""
+    from hh import io
+    path = os.path.join(directory, self.filename)
+    io.write_bytes(path, self.data)
+    return path
+
+  def __getstate__(self):
+    return {"data": self.data, "path": self.path}
+
+  def __setstate__(self, state):
+    self.__init__(state["data"], state["path"])
+
+  def _reserved(self, lookup) -> None:
+    """Sets eoc_id, human_id, assistant_id from ``lookup(piece)`` (None: absent), or names the
+    first piece missing."""
+    ids = {p: lookup(p) for p in (EOC, HUMAN, ASSISTANT)}
+    missing = [p for p, i in ids.items() if i is None]
+    if missing:
+      raise ValueError(f"tokenizer {self.path or '<in memory>'} lacks the reserved piece "
+                       f"{missing[0]!r}; allowed: a tokenizer trained by hh.tokenizer.train or "
+                       "made by hh.tokenizer.add_reserved (python -m hh.convert import does it)")
+    self.eoc_id, self.human_id, self.assistant_id = ids[EOC], ids[HUMAN], ids[ASSISTANT]
+
+
+class Tokenizer(_Model):
   """A thin, picklable wrapper around a SentencePiece model."""
+  filename = "tokenizer.model"
 
   def __init__(self, model_proto: bytes, path: str | None = None):
     self.path = path
-    self._proto = model_proto
+    self.data = model_proto
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
-    self.eoc_id = self.sp.piece_to_id(EOC)
-    self.human_id = self.sp.piece_to_id(HUMAN)
-    self.assistant_id = self.sp.piece_to_id(ASSISTANT)
-    ids = {EOC: self.eoc_id, HUMAN: self.human_id, ASSISTANT: self.assistant_id}
-    missing = [p for p, i in ids.items() if i == self.sp.unk_id()]
-    if missing:
-      raise ValueError(f"tokenizer {path or '<proto>'} lacks the reserved piece {missing[0]!r}; "
-                       "allowed: a tokenizer trained by hh.tokenizer.train or made by "
-                       "hh.tokenizer.add_reserved (python -m hh.convert import does it)")
+    unk = self.sp.unk_id()
+    self._reserved(lambda p: None if self.sp.piece_to_id(p) == unk else self.sp.piece_to_id(p))
     self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else EOS_ID
 
   @classmethod
@@ -60,21 +86,6 @@ class Tokenizer:
       return HFTokenizer.load(path)
     with open(path, "rb") as f:
       return cls(f.read(), os.path.abspath(path))
-
-  filename = "tokenizer.model"
-
-  def save(self, directory: str) -> str:
-    """Writes the model as ``directory/tokenizer.model`` (atomically); returns the path."""
-    from hh import io
-    path = os.path.join(directory, self.filename)
-    io.write_bytes(path, self._proto)
-    return path
-
-  def __getstate__(self):
-    return {"proto": self._proto, "path": self.path}
-
-  def __setstate__(self, state):
-    self.__init__(state["proto"], state["path"])
 
   @property
   def vocab_size(self) -> int:
@@ -91,26 +102,21 @@ class Tokenizer:
     return self.sp.decode(ids)
 
 
-class HFTokenizer:
-  """A Hugging Face ``tokenizer.json`` (the ``tokenizers`` library) with hh's reserved pieces,
-  the same interface as ``Tokenizer``. The model's own special tokens (its end-of-text) are
-  dropped by ``decode`` as hh's are."""
+class HFTokenizer(_Model):
+  """A Hugging Face ``tokenizer.json`` (the ``tokenizers`` library, UTF-8 bytes) with hh's
+  reserved pieces, the same interface as ``Tokenizer``. The model's own special tokens (its
+  end-of-text) are dropped by ``decode`` as hh's are."""
+  filename = "tokenizer.json"
 
-  def __init__(self, spec: str, path: str | None = None):
+  def __init__(self, spec: bytes, path: str | None = None):
     import tokenizers
     self.path = path
-    self._spec = spec
-    self.tk = tokenizers.Tokenizer.from_str(spec)
+    self.data = spec
+    self.tk = tokenizers.Tokenizer.from_str(spec.decode("utf-8"))
     self.tk.no_padding()
     self.tk.no_truncation()
     self.tk.encode_special_tokens = True  # a special token's text is text: nothing encodes to EOC
-    ids = {p: self.tk.token_to_id(p) for p in (EOC, HUMAN, ASSISTANT)}
-    missing = [p for p, i in ids.items() if i is None]
-    if missing:
-      raise ValueError(f"tokenizer {path or '<json>'} lacks the reserved piece {missing[0]!r}; "
-                       "allowed: a tokenizer.json made by hh.tokenizer.add_reserved (python -m "
-                       "hh.convert import does it)")
-    self.eoc_id, self.human_id, self.assistant_id = ids[EOC], ids[HUMAN], ids[ASSISTANT]
+    self._reserved(self.tk.token_to_id)
     self.eos_id = self._eos()
 
   def _eos(self) -> int:
@@ -121,22 +127,8 @@ class HFTokenizer:
 
   @classmethod
   def load(cls, path: str) -> "HFTokenizer":
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
       return cls(f.read(), os.path.abspath(path))
-
-  filename = "tokenizer.json"
-
-  def save(self, directory: str) -> str:
-    from hh import io
-    path = os.path.join(directory, self.filename)
-    io.write_text(path, self._spec)
-    return path
-
-  def __getstate__(self):
-    return {"spec": self._spec, "path": self.path}
-
-  def __setstate__(self, state):
-    self.__init__(state["spec"], state["path"])
 
   @property
   def vocab_size(self) -> int:
@@ -163,7 +155,7 @@ def with_reserved(src: str) -> Tokenizer | HFTokenizer:
     tk.add_special_tokens([tokenizers.AddedToken(EOC, special=True, normalized=False)])
     tk.add_tokens([tokenizers.AddedToken(p, special=False, normalized=False)
                    for p in USER_SYMBOLS])
-    return HFTokenizer(tk.to_str(), os.path.abspath(src))
+    return HFTokenizer(tk.to_str().encode("utf-8"), os.path.abspath(src))
   from sentencepiece import sentencepiece_model_pb2 as pb
   proto = pb.ModelProto()
   with open(src, "rb") as f:
@@ -180,16 +172,13 @@ def with_reserved(src: str) -> Tokenizer | HFTokenizer:
 def add_reserved(src: str, dst: str) -> str:
   """``with_reserved(src)`` written to ``dst`` (atomically); returns ``dst``."""
   from hh import io
-  tok = with_reserved(src)
-  data = tok._spec.encode("utf-8") if isinstance(tok, HFTokenizer) else tok._proto
-  io.write_bytes(dst, data)
+  io.write_bytes(dst, with_reserved(src).data)
   return dst
 
 
 def same(a, b) -> bool:
   """Whether two tokenizers map text to the same ids: the same model, byte for byte."""
-  key = lambda t: t._spec.encode("utf-8") if isinstance(t, HFTokenizer) else t._proto  # noqa: E731
-  return type(a) is type(b) and key(a) == key(b)
+  return type(a) is type(b) and a.data == b.data
 
 
 FILES = ("tokenizer.json", "tokenizer.model")

@@ -189,7 +189,7 @@ def test_token_scoring_needs_the_policys_tokenizer(tmp_path, monkeypatch):
 
   def tok(name, proto):  # a tokenizer with its model bytes, without loading SentencePiece
     t = tok_lib.Tokenizer.__new__(tok_lib.Tokenizer)
-    t._proto, t.path = proto, str(tmp_path / name)
+    t.data, t.path = proto, str(tmp_path / name)
     return t
   a, b = tok("a.model", b"one"), tok("b.model", b"two")
   monkeypatch.setattr(pm_score, "Scorer", lambda pm_dir: type("S", (), {"tok": a})())
@@ -232,3 +232,13 @@ def test_logp_accuracy_compares_mean_per_token_log_probs(monkeypatch):
                           ("c2", "b2")]
   assert got["n"] == 3 and got["mean"] == pytest.approx(0.5)
   assert got["se"] == pytest.approx(np.std([0, 1, 0.5], ddof=1) / np.sqrt(3))
+
+
+def test_pm_win_rate_by_hand():
+  """σ(r − r_ref) per row: a row won by log 3 nats is a 3:1 win (0.75), a tie 0.5; the
+  reference against itself 0.5."""
+  from hh.policy import evaluate as ev
+  out = ev.pm_win_rate({"pi0": np.array([0.2, -1.0]), "ppo": np.array([0.2 + np.log(3), -1.0])},
+                       "pi0")
+  assert out["ppo"]["mean"] == pytest.approx(0.625)
+  assert out["pi0"]["mean"] == pytest.approx(0.5)

@@ -248,8 +248,7 @@ def test_ppo_scores_rollouts_under_test_pms_and_held_out_samples_by_request_kind
   assert abs(train["pm_score_helpful"] - train["pm_score_harmful"]) > 5e-5
 
   places = sources.Places.from_config(config, str(tmp_path), str(ref))
-  ctx, fam = ppo_stage._prompts(config.ppo.eval_prompts, places)
-  ctx, fam = ctx[:12], fam[:12]
+  ctx, fam = sources.prompts(config.ppo.eval_prompts, places, 12)
   assert 2 <= (fam == "harmful").sum() <= 10
   pi0 = policy_lib.load(str(ref / "cd"), "pi0")
   sampling = sample_lib.SamplingConfig(max_new_tokens=8, temperature=1.0,

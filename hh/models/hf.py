@@ -339,7 +339,9 @@ def _check_tensors(tensors: Tensors, cfg: ModelConfig, arch: str, abstract: dict
       if got != tuple(want):
         raise ValueError(f"{file}: tensor {name} has shape {tensors.shape(name)}, which does not "
                          f"fit config.json (hh {'/'.join(e.path)} {tuple(want)})")
-  extra = sorted(n for n in tensors.names() - wanted if not n.endswith(_BUFFERS))
+  # a tied checkpoint may still carry its head (a copy of the embedding): not read
+  ignored = _BUFFERS + (("lm_head.weight", "embed_out.weight") if cfg.tie_embeddings else ())
+  extra = sorted(n for n in tensors.names() - wanted if not n.endswith(ignored))
   if extra:
     raise ValueError(f"{file}: tensor {extra[0]} is not part of a {arch} model as config.json "
                      f"describes it ({len(extra)} such tensors)")

@@ -137,10 +137,9 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
   every = all_scores(pi0, s)
   scores = every[pm_name].reshape(len(bo_ctx), n_max)
   base_rows = np.arange(len(bo_ctx)) * n_max
-  bo, pm_by_n = {}, {}
+  bo = {}
   for n in sorted(cfg.best_of):
     rows = base_rows + best_of_n.pick(scores[:, :n])
-    pm_by_n[n] = scores[np.arange(len(bo_ctx)), rows - base_rows]
     bo[f"N={n}"] = _as_policy(_take(s, rows), {k: v[rows] for k, v in every.items()}, None)
   bo_result = evaluate.evaluate(world, config.world.to_dict(), bo, bo_fam,
                                 f"N={min(cfg.best_of)}", cfg.seed)
