@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from hh import io
 from hh.models import DecoderLM, ModelConfig, hf
 
 
@@ -66,19 +66,23 @@ def load(path: str, dtype: str | None = "float32", mesh=None) -> tuple[DecoderLM
 
 
 def _fresh(dst: str) -> str:
-  """A temporary sibling of ``dst`` to write into (renamed to ``dst`` when complete)."""
-  if os.path.exists(dst) and os.listdir(dst):
+  """A temporary sibling of ``dst`` to write into (renamed to ``dst`` when complete). The
+  directories are local (safetensors maps its files): copy one to object storage afterwards."""
+  if not io.is_local(dst):
+    raise ValueError(f"--dst={dst}: hh.convert writes a local directory; allowed: a local path "
+                     "(copy it to the bucket afterwards, e.g. gcloud storage cp -r)")
+  if io.exists(dst) and io.listdir(dst):
     raise FileExistsError(f"--dst={dst} exists and is not empty; allowed: a new directory")
-  tmp = f"{os.path.abspath(dst).rstrip('/')}.tmp{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  tmp = f"{io.abspath(dst).rstrip('/')}.tmp{os.getpid()}"
+  io.rmtree(tmp)
+  io.makedirs(tmp)
   return tmp
 
 
 def _publish(tmp: str, dst: str):
-  if os.path.isdir(dst):
+  if io.isdir(dst):
     os.rmdir(dst)  # empty (checked by _fresh)
-  os.replace(tmp, dst)
+  io.rename(tmp, dst)
 
 
 def import_hf(src: str, dst: str, config) -> dict:
@@ -113,13 +117,13 @@ def import_hf(src: str, dst: str, config) -> dict:
       mngr.close()
     if jax.process_index() == 0:
       io.write_json(os.path.join(tmp, "imported.json"),
-                    {"from": os.path.abspath(src), "model_type": hf.read_hf_config(src)[
+                    {"from": io.abspath(src), "model_type": hf.read_hf_config(src)[
                         "model_type"], "vocab_size": config.model.vocab_size,
                      "tokenizer_pieces": tok.vocab_size})
       io.write_text(os.path.join(tmp, "config.json"), config.to_json_best_effort(indent=1))
       _publish(tmp, dst)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    io.rmtree(tmp)
     raise
   return {"dst": dst, "n_layer": block["n_layer"], "vocab_size": config.model.vocab_size}
 
@@ -158,7 +162,7 @@ def export_hf(src: str, dst: str, arch: str | None = None) -> str:
     tok_lib.for_dir(src, (raw.get("tokenizer") or {}).get("path")).save(tmp)
     _publish(tmp, dst)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    io.rmtree(tmp)
     raise
   return arch
 

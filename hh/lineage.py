@@ -15,17 +15,19 @@ import json
 import os
 import sys
 
+from hh import io
+
 
 def _read(path: str) -> dict:
-  with open(path) as f:
+  with io.open(path) as f:
     return json.load(f)
 
 
 def _iteration(path: str) -> str | None:
   """The ``iter_<i>`` folder that holds ``path``, if any."""
-  p = os.path.abspath(path)
+  p = io.abspath(path)
   while p != os.path.dirname(p):
-    if os.path.basename(p).startswith("iter_") and os.path.exists(os.path.join(p, "stages")):
+    if os.path.basename(p).startswith("iter_") and io.exists(os.path.join(p, "stages")):
       return p
     p = os.path.dirname(p)
   return None
@@ -37,7 +39,7 @@ def tranche_sets(pm_dir: str) -> list[dict]:
   cfg = _read(os.path.join(pm_dir, "config.json"))["pm"]
   out = []
   if cfg.get("pmp_from"):  # finetuned from another PM's PMP phase
-    parent = os.path.dirname(os.path.abspath(cfg["pmp_from"].rstrip(os.sep)))
+    parent = os.path.dirname(io.abspath(cfg["pmp_from"].rstrip(os.sep)))
     out += [{"spec": spec, "weight": weight, "phase": f"pmp (of {parent})"}
             for spec, weight in _read(os.path.join(parent, "config.json"))["pm"]["pmp"]["datasets"]]
   for phase in ("pmp", "finetune"):
@@ -60,7 +62,7 @@ def tranche_sets(pm_dir: str) -> list[dict]:
 
 def _policy_dirs(path: str) -> tuple[str, str]:
   """A PPO workdir or its ``policy/`` export → (ppo workdir, policy dir)."""
-  path = os.path.abspath(path.rstrip(os.sep))
+  path = io.abspath(path.rstrip(os.sep))
   if os.path.basename(path) == "policy":
     return os.path.dirname(path), path
   return path, os.path.join(path, "policy")
@@ -69,30 +71,30 @@ def _policy_dirs(path: str) -> tuple[str, str]:
 def lines(path: str, indent: str = "", seen: set | None = None) -> list[str]:
   """The lineage of the PM or policy at ``path`` as indented text lines."""
   seen = set() if seen is None else seen
-  path = os.path.abspath(path.rstrip(os.sep))
+  path = io.abspath(path.rstrip(os.sep))
   if path in seen:
     return [f"{indent}(see above: {path})"]
   seen.add(path)
   ppo_dir = _policy_dirs(path)[0]
   cfg_path = os.path.join(ppo_dir, "config.json")
-  if not os.path.exists(cfg_path) and not os.path.exists(os.path.join(path, "config.json")):
+  if not io.exists(cfg_path) and not io.exists(os.path.join(path, "config.json")):
     return [f"{indent}{path} (no config.json: not made by hh, or not finished)"]
   # a PPO workdir (standalone, or a pipeline's ppo/ folder, whose config.json is the pipeline's)
-  if os.path.basename(path) == "policy" or os.path.exists(
+  if os.path.basename(path) == "policy" or io.exists(
       os.path.join(ppo_dir, "ppo.identity.json")) or _read(cfg_path).get("stage") == "ppo":
     ppo_dir, _ = _policy_dirs(path)
     ppo = _read(os.path.join(ppo_dir, "config.json"))["ppo"]
     it = _iteration(ppo_dir)
     version = _read(os.path.join(it, "manifest.json"))["code_version"] \
-        if it and os.path.exists(os.path.join(it, "manifest.json")) else "?"
+        if it and io.exists(os.path.join(it, "manifest.json")) else "?"
     out = [f"{indent}policy {ppo_dir} (PPO from π0 {ppo['init_from']}; code {version})",
            f"{indent}  trained against:"]
     return out + lines(ppo["pm"], indent + "    ", seen)
-  if not os.path.exists(os.path.join(path, "config.json")):
+  if not io.exists(os.path.join(path, "config.json")):
     return [f"{indent}{path} (not made by this loop: no config.json)"]
   it = _iteration(path)
   lm = _read(os.path.join(it, "manifest.json"))["pm"]["init_from"] \
-      if it and os.path.exists(os.path.join(it, "manifest.json")) else "?"
+      if it and io.exists(os.path.join(it, "manifest.json")) else "?"
   out = [f"{indent}PM {path} (from the LM {lm}), trained on:"]
   for s in tranche_sets(path):
     if "tranche" not in s:
@@ -116,7 +118,7 @@ def main(argv: list[str]):
   from absl import app
   if len(argv) != 2:
     raise app.UsageError("usage: python -m hh.lineage PM_OR_POLICY_DIR")
-  if not os.path.isdir(argv[1]):
+  if not io.isdir(argv[1]):
     sys.exit(f"hh.lineage: error: {argv[1]}: no such folder")
   print("\n".join(lines(argv[1])))
 

@@ -9,7 +9,6 @@ wrong and what is allowed.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 from absl import app, flags, logging
@@ -28,12 +27,8 @@ def run(config, workdir: str):
   if config.stage != pipeline.PIPELINE:
     stages.get(config.stage)
   multihost.maybe_initialize(config.get("distributed", "auto"))
-  if "://" in workdir:
-    scheme = workdir.split("://", 1)[0]
-    raise ValueError(f"--workdir={workdir}: hh writes a workdir through the local filesystem; "
-                     f"{scheme}:// is not one (mount the bucket, e.g. gcsfuse for gs://, or use a "
-                     "shared filesystem; docs/launch.md)")
-  created = not os.path.exists(workdir)
+  io.check(workdir)  # a gs:// (s3://, az://) workdir needs its filesystem package
+  created = not io.exists(workdir)
   try:
     # One job per workdir: process 0 holds the lock (the other hosts of a job share its workdir).
     lock = io.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()

@@ -41,7 +41,7 @@ def world_figure(workdir: str, path: str):
   from hh.data import tfds_io
   from hh.sim import stage
   plt = _plt()
-  world_cfg = json.load(open(os.path.join(workdir, "config.json")))["world"]
+  world_cfg = io.read_json(os.path.join(workdir, "config.json"))["world"]
   helpful = tfds_io.source(stage.build(world_cfg, workdir, "helpful"), "train")
   harmless = tfds_io.source(stage.build(world_cfg, workdir, "harmless"), "train")
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -111,13 +111,12 @@ def _ms(m: dict) -> str:
 
 def policies_section(pol_dir: str, out: str) -> list[str]:
   """The policies stage's tables, figures and sample responses (hh/policy/stage.py)."""
-  import shutil
   ev_path, bo_path = (os.path.join(pol_dir, f"{n}.json") for n in ("evaluation", "best_of_n"))
-  if not os.path.exists(ev_path):
+  if not io.exists(ev_path):
     return []
-  ev, bo = json.load(open(ev_path)), json.load(open(bo_path))
+  ev, bo = io.read_json(ev_path), io.read_json(bo_path)
   for name in ("evaluation", "best_of_n"):
-    shutil.copy(os.path.join(pol_dir, f"{name}.png"), os.path.join(out, f"policies_{name}.png"))
+    io.copy(os.path.join(pol_dir, f"{name}.png"), os.path.join(out, f"policies_{name}.png"))
   pm_key = next(k for k in next(iter(ev["policies"].values())) if k.startswith("pm_score/"))
   if "gold_elo" not in next(iter(ev["policies"].values())):
     return _pm_policies(ev, bo)
@@ -196,9 +195,9 @@ def _quality_cells(q: dict) -> str:
 def online_section(online_dir: str, out: str) -> list[str]:
   """The online loop's tranches, PMs and policies (hh/online/loop.py), when it has run."""
   path = os.path.join(online_dir, "online_result.json")
-  if not os.path.exists(path):
+  if not io.exists(path):
     return []
-  with open(path) as f:
+  with io.open(path) as f:
     r = json.load(f)
   lines = ["## Iterated online RLHF (Bai et al. 2022, §4.5)", "",
            "Gold quality of each tranche's responses (mean ± SE): helpfulness on helpful "
@@ -232,7 +231,7 @@ def online_section(online_dir: str, out: str) -> list[str]:
     lines.append(f"| {n} | {elo(m, 'gold_elo')} | {elo(m, 'gold_elo/helpful')} | "
                  f"{elo(m, 'gold_elo/harmless')} | {pe['elo']:+.0f} ± {pe['se']:.0f} | "
                  f"{_ms(m['gold_helpful'])} | {_ms(m['gold_harmless'])} | {kl} |")
-  with open(os.path.join(online_dir, "evaluation.png"), "rb") as f:
+  with io.open(os.path.join(online_dir, "evaluation.png"), "rb") as f:
     io.write_bytes(os.path.join(out, "online.png"), f.read())
   return lines + ["", "![online](online.png)", ""]
 
@@ -240,12 +239,12 @@ def online_section(online_dir: str, out: str) -> list[str]:
 def write(config, workdir: str) -> str:
   """Writes report/report.md (+ PNGs) and returns its path."""
   out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
-  lines = ["# hh pipeline report", "", f"Workdir `{os.path.abspath(workdir)}`, model size "
+  io.makedirs(out)
+  lines = ["# hh pipeline report", "", f"Workdir `{io.abspath(workdir)}`, model size "
            f"`{config.model.size}`, world seed {config.world.seed}.", ""]
   summary_path = os.path.join(workdir, "world", "summary.json")
-  if os.path.exists(summary_path):
-    s = json.load(open(summary_path))
+  if io.exists(summary_path):
+    s = io.read_json(summary_path)
     world_figure(workdir, os.path.join(out, "world.png"))
     lines += ["## The synthetic world", "", "A sample comparison (helpful tranche); gold "
               "(helpfulness, harmlessness) chosen "
@@ -263,8 +262,8 @@ def write(config, workdir: str) -> str:
               f"correlation {s['helpful_harmless_correlation_on_harmful']:.2f}.", "",
               "![world](world.png)", ""]
   lm_result = os.path.join(workdir, "lm", "lm_result.json")
-  if os.path.exists(lm_result):
-    r = json.load(open(lm_result))
+  if io.exists(lm_result):
+    r = io.read_json(lm_result)
     lm_figure(os.path.join(workdir, "lm"), r["unigram_entropy"], os.path.join(out, "lm.png"))
     lines += ["## Language model", "", f"{r['step']} steps; validation loss "
               f"{r['val_loss']:.3f} nats/token (unigram entropy of the tokenised text "
@@ -285,9 +284,9 @@ def pm_section(config, workdir: str, out: str, stage: str, title: str) -> list[s
   """A PM stage's phases, accuracy by test set and by turns, and its learning curve."""
   lines = []
   pm_result = os.path.join(workdir, stage, "pm_result.json")
-  if os.path.exists(pm_result):
+  if io.exists(pm_result):
     from hh.pm import eval as pm_eval
-    r = json.load(open(pm_result))
+    r = io.read_json(pm_result)
     pm_figure(os.path.join(workdir, stage), list(config[stage].test_datasets),
               os.path.join(out, f"{stage}.png"))
     d = io.read_npz(os.path.join(workdir, stage, "eval_scores.npz"))
@@ -314,8 +313,8 @@ def cd_section(workdir: str, out: str) -> list[str]:
   """Context distillation's steps and KL, and its curve."""
   lines = []
   cd_result = os.path.join(workdir, "cd", "cd_result.json")
-  if os.path.exists(cd_result):
-    r = json.load(open(cd_result))
+  if io.exists(cd_result):
+    r = io.read_json(cd_result)
     cd_figure(os.path.join(workdir, "cd"), os.path.join(out, "cd.png"))
     lines += ["## Context distillation (π0)", "", f"{r['step']} steps from the LM; the teacher "
               f"reads the HHH prompt ({r['prompt_tokens']} tokens) before each window. "
@@ -335,9 +334,9 @@ def main(argv):
   workdir = argv[1]
   with cli.user_errors("hh.report"):
     path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    if not io.isfile(path):
       raise ValueError(f"{workdir}: no config.json (expected a pipeline workdir)")
-    with open(path) as f:
+    with io.open(path) as f:
       config = config_dict.ConfigDict(json.load(f))
     print(write(config, workdir))
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hh import io
 from hh.data import pipeline, tfds_io
 from hh.sim import stage as sim_stage
 
@@ -40,7 +41,7 @@ class Places:
     """``world_dir`` (a pipeline's own workdir) is used when ``config.data_dirs.world`` is None."""
     return cls(world=config.world.to_dict(), world_dir=config.data_dirs.world or world_dir,
                hh_rlhf_dir=config.data_dirs.hh_rlhf, wikitext_dir=config.data_dirs.wikitext,
-               tfds_dir=os.path.join(workdir, "tfds"))
+               tfds_dir=io.local_dir(workdir, "tfds"))
 
 
 def _builder(name: str, places: Places):
@@ -51,13 +52,13 @@ def _builder(name: str, places: Places):
     return sim_stage.build(places.world, places.world_dir, name.split("/", 1)[1])
   if name.startswith("hh_rlhf/") and "@" in name:
     name, src = name.split("@", 1)
-    if not os.path.isdir(src):
+    if not io.isdir(src):
       raise ValueError(f"{name}@{src}: no such folder (expected the hh-rlhf layout)")
     # the build folder is named by the files' contents: a tranche rewritten in place is rebuilt
     digest = hashlib.sha256(name.encode())
     folder = os.path.join(src, name.split("/", 1)[1])
-    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-      with open(os.path.join(folder, f), "rb") as fh:
+    for f in sorted(io.listdir(folder)) if io.isdir(folder) else ():
+      with io.open(os.path.join(folder, f), "rb") as fh:
         digest.update(f.encode() + hashlib.sha256(fh.read()).digest())
     key = digest.hexdigest()[:12]
     return tfds_io.build(name, os.path.join(places.tfds_dir, f"from-{key}"), source_dir=src)
@@ -126,9 +127,9 @@ def prompt_text(spec: str, places: Places) -> str:
   path to a text file."""
   if spec.startswith("hh_sim/"):
     return tfds_io.text(open_split(spec, places)[0]["text"])
-  if not os.path.exists(spec):
+  if not io.exists(spec):
     raise FileNotFoundError(f"config.cd.prompt={spec!r}: neither hh_sim/hhh nor a text file")
-  with open(spec) as f:
+  with io.open(spec) as f:
     return f.read()
 
 

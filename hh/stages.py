@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 from collections.abc import Callable
 from typing import Any
 
+from hh import io
 from hh import workdir as wd
 
 
@@ -41,7 +41,7 @@ def resolve(stage: Stage, config, ctx: wd.Context) -> dict[str, str | None]:
   out = {}
   for key, maker in stage.needs.items():
     given = block.get(key)
-    if given and not os.path.isdir(given):
+    if given and not io.isdir(given):
       raise ValueError(f"config.{stage.name}.{key}={given!r}: no such folder (a {maker} workdir "
                        "is expected)")
     value = given or ctx.dirs.get(maker)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
+
+from hh import io
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 EOC = "<|eoc|>"
@@ -79,13 +80,13 @@ class Tokenizer(_Model):
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
     """A SentencePiece ``.model`` or a Hugging Face ``tokenizer.json`` (``HFTokenizer``)."""
-    if not os.path.isfile(path):
+    if not io.isfile(path):
       raise FileNotFoundError(f"config.tokenizer.path={path!r}: no such file (a SentencePiece "
                               ".model or a Hugging Face tokenizer.json was expected)")
     if path.endswith(".json"):
       return HFTokenizer.load(path)
-    with open(path, "rb") as f:
-      return cls(f.read(), os.path.abspath(path))
+    with io.open(path, "rb") as f:
+      return cls(f.read(), io.abspath(path))
 
   @property
   def vocab_size(self) -> int:
@@ -127,8 +128,8 @@ class HFTokenizer(_Model):
 
   @classmethod
   def load(cls, path: str) -> "HFTokenizer":
-    with open(path, "rb") as f:
-      return cls(f.read(), os.path.abspath(path))
+    with io.open(path, "rb") as f:
+      return cls(f.read(), io.abspath(path))
 
   @property
   def vocab_size(self) -> int:
@@ -155,10 +156,10 @@ def with_reserved(src: str) -> Tokenizer | HFTokenizer:
     tk.add_special_tokens([tokenizers.AddedToken(EOC, special=True, normalized=False)])
     tk.add_tokens([tokenizers.AddedToken(p, special=False, normalized=False)
                    for p in USER_SYMBOLS])
-    return HFTokenizer(tk.to_str().encode("utf-8"), os.path.abspath(src))
+    return HFTokenizer(tk.to_str().encode("utf-8"), io.abspath(src))
   from sentencepiece import sentencepiece_model_pb2 as pb
   proto = pb.ModelProto()
-  with open(src, "rb") as f:
+  with io.open(src, "rb") as f:
     proto.ParseFromString(f.read())
   have = {p.piece for p in proto.pieces}
   kinds = [(EOC, pb.ModelProto.SentencePiece.CONTROL)] + [
@@ -166,12 +167,11 @@ def with_reserved(src: str) -> Tokenizer | HFTokenizer:
   for piece, kind in kinds:
     if piece not in have:
       proto.pieces.add(piece=piece, score=0.0, type=kind)
-  return Tokenizer(proto.SerializeToString(), os.path.abspath(src))
+  return Tokenizer(proto.SerializeToString(), io.abspath(src))
 
 
 def add_reserved(src: str, dst: str) -> str:
   """``with_reserved(src)`` written to ``dst`` (atomically); returns ``dst``."""
-  from hh import io
   io.write_bytes(dst, with_reserved(src).data)
   return dst
 
@@ -187,7 +187,7 @@ FILES = ("tokenizer.json", "tokenizer.model")
 def find(directory: str) -> str | None:
   """A directory's tokenizer file: ``tokenizer.json``, else ``tokenizer.model``; or None."""
   for name in FILES:
-    if os.path.isfile(os.path.join(directory, name)):
+    if io.isfile(os.path.join(directory, name)):
       return os.path.join(directory, name)
   return None
 
@@ -210,7 +210,7 @@ def for_dir(directory: str, fallback: str | None = None) -> Tokenizer | HFTokeni
 
 def _hf_model_dir(directory: str) -> bool:
   try:
-    with open(os.path.join(directory, "config.json")) as f:
+    with io.open(os.path.join(directory, "config.json")) as f:
       return "model_type" in json.load(f)
   except (OSError, ValueError):
     return False
@@ -220,9 +220,8 @@ def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: 
           num_threads: int = 2, key: str = "config.tokenizer.vocab_size") -> Tokenizer:
   """Trains a BPE model on an iterable of lines and writes it atomically to ``out_path``; text
   too small for ``vocab_size`` pieces is a ValueError naming ``key`` and the largest allowed."""
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  import io
-  proto = io.BytesIO()
+  import io as std_io
+  proto = std_io.BytesIO()
   try:
     _train_spm(texts, vocab_size, proto, seed_sentences, num_threads)
   except RuntimeError as e:
@@ -234,11 +233,7 @@ def train(texts: Iterable[str], vocab_size: int, out_path: str, seed_sentences: 
     allowed = f"≤ {most.group(1)}" if most else "a smaller value"
     raise ValueError(f"{key}={vocab_size}: the text is too small for a tokenizer of that many "
                      f"pieces; allowed for this text: {allowed} (or give more text)") from None
-  tmp = tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(out_path)),
-                                    delete=False, suffix=".tmp")
-  with tmp:
-    tmp.write(proto.getvalue())
-  os.replace(tmp.name, out_path)  # atomic: a crash never leaves half a model
+  io.write_bytes(out_path, proto.getvalue())  # whole or absent: never half a model
   return Tokenizer(proto.getvalue(), out_path)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import jax
 
+from hh import io
+
 _POS = (lambda v: v > 0, "> 0")
 _NONNEG = (lambda v: v >= 0, "≥ 0")
 _ONE_UP = (lambda v: v >= 1, "≥ 1")
@@ -123,9 +125,9 @@ def _same_model(config, workdir: str, key: str):
 
   from hh.models import ModelConfig, hf
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not io.exists(path):
     return
-  with open(path) as f:
+  with io.open(path) as f:
     raw = json.load(f)
   theirs = hf.model_block(raw, path) if "model_type" in raw else raw.get("model", {})
   defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}

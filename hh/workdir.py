@@ -39,9 +39,9 @@ def _marker(workdir: str, name: str) -> str:
 def done(workdir: str, name: str) -> dict | None:
   """The result of step ``name`` of the run in ``workdir``, or None while it is not complete."""
   path = _marker(workdir, name)
-  if not os.path.exists(path):
+  if not io.exists(path):
     return None
-  with open(path) as f:
+  with io.open(path) as f:
     return json.load(f)
 
 
@@ -49,7 +49,7 @@ def mark(workdir: str, name: str, result: dict):
   """Records step ``name`` as complete (after all its outputs are written)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.join(workdir, "stages"), exist_ok=True)
+  io.makedirs(os.path.join(workdir, "stages"))
   io.write_json(_marker(workdir, name), result)
 
 
@@ -57,14 +57,14 @@ def write_config(config, workdir: str):
   """The resolved config as ``workdir/config.json`` (what scorers and reports read back)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   io.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
 
 
 def policy_dir(path: str) -> str:
   """A PPO stage's exported policy: ``path`` itself when it is the export, else ``path/policy``."""
   sub = os.path.join(path, "policy")
-  return sub if os.path.isdir(sub) else path
+  return sub if io.isdir(sub) else path
 
 
 # keys that do not change a stage's outputs, left out of its identity
@@ -90,8 +90,8 @@ def check_identity(name: str, identity: dict | None, workdir: str):
     return
   want = json.loads(json.dumps(identity))
   path = os.path.join(workdir, f"{name}.identity.json")
-  if os.path.exists(path):
-    with open(path) as f:
+  if io.exists(path):
+    with io.open(path) as f:
       have = json.load(f)
     differ = config_diff.differing_keys(have, want)
     if differ:
@@ -100,5 +100,5 @@ def check_identity(name: str, identity: dict | None, workdir: str):
                        "workdir or the same config")
     return
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+    io.makedirs(workdir)
     io.write_text(path, json.dumps(want, indent=1, sort_keys=True))

@@ -66,7 +66,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   if lm_dir is None:
     raise ValueError("config.cd.init_from: the pretrained LM's workdir is needed (the teacher and "
                      "the student's start)")
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   cfg = config.cd
   if tok_lib.find(workdir) is None:
     policy_lib.load_tokenizer(lm_dir).save(workdir)
@@ -126,8 +126,8 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
                                                                         "tokenizer.model"),
             "teacher": lm_dir}
   path = os.path.join(workdir, "cd_result.json")
-  if os.path.exists(start_path):
-    with open(start_path) as f:
+  if io.exists(start_path):
+    with io.open(start_path) as f:
       result["val_kl_start"] = json.load(f)["val_kl_start"]
   if jax.process_index() == 0:
     io.write_json(path, result)

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hh import io
+
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 PREFERENCE_SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online",
                       "harmless-base")
@@ -73,9 +75,9 @@ def split_transcript(text: str, where: str) -> tuple[str, str]:
 
 def read_json_rows(path: str) -> Iterator[tuple[int, object]]:
   """(1-based line, object) for a .jsonl[.gz] file, or for one JSON array (line = index + 1)."""
-  opener = gzip.open if path.endswith(".gz") else open
   try:
-    with opener(path, "rb") as f:
+    with io.open(path, "rb") as raw:
+      f = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
       raw_lines = f.readlines()
   except (EOFError, gzip.BadGzipFile, zlib.error) as e:
     raise BadInput(path, "bad_gzip", f"not a complete gzip stream ({type(e).__name__}: {e}); "
@@ -224,7 +226,7 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
       paths = dl_manager.download({s: f"{URL}/{name}/{f}" for s, f in files.items()})
       return {s: self._generate_examples(os.fspath(p), s) for s, p in paths.items()}
     present = {s: os.path.join(src, name, f) for s, f in files.items()
-               if os.path.exists(os.path.join(src, name, f))}
+               if io.exists(os.path.join(src, name, f))}
     if not present:
       raise FileNotFoundError(f"source_dir={src!r}: no {name}/{{{','.join(files.values())}}} "
                               "(expected the official hh-rlhf layout)")

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from hh import cli
+from hh import cli, io
 
 _LINE = "=" * 78
 
@@ -79,7 +79,7 @@ def _tokenizer(path: str | None, source, data_dir: str, vocab: int):
   if path:
     return tokenizer.Tokenizer.load(path)
   cached = os.path.join(data_dir, f"inspect_tokenizer_{vocab}.model")
-  if os.path.exists(cached):
+  if io.exists(cached):
     return tokenizer.Tokenizer.load(cached)
   key = "chosen_transcript" if "chosen_transcript" in source[0] else "transcript"
   lines = [line for i in range(len(source)) for line in text(source[i][key]).split("\n")]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hh import io
 from hh.data.hh_rlhf import ASSISTANT, HUMAN, BadInput, read_json_rows
 
 GOOD_TAG, BAD_TAG = " [GOOD]", " [BAD]"
@@ -113,7 +113,7 @@ def _paragraph_change(before: str, after: str) -> tuple[str, str] | None:
 
 def wikipedia_pairs(xml_path: str) -> Iterator[tuple]:
   """(where, context, better, worse) from vandalism reverts in a MediaWiki XML export."""
-  if not os.path.isfile(xml_path):
+  if not io.isfile(xml_path):
     raise FileNotFoundError(f"wikipedia source {xml_path!r}: no such file")
   try:
     tree = ET.parse(xml_path)
@@ -182,7 +182,7 @@ class Pmp(tfds.core.GeneratorBasedBuilder):
 
   def _pairs(self):
     name, path = self.builder_config.name, self.files["path"]
-    if not os.path.isfile(path):
+    if not io.isfile(path):
       raise FileNotFoundError(f"pmp/{name}: source file {path!r} does not exist")
     if name == "stackexchange":
       return stackexchange_pairs(path, self.max_pairs_per_question)

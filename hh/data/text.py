@@ -10,6 +10,7 @@ import re
 import jax
 import numpy as np
 
+from hh import io
 from hh.tokenizer import Tokenizer
 
 _ARTICLE = re.compile(r"^ = [^=].* = $")
@@ -23,10 +24,10 @@ def read_articles(data_dir: str, files) -> list[str]:
   articles: list[list[str]] = []
   for name in files:
     path = os.path.join(data_dir, name)
-    if not os.path.isfile(path):
+    if not io.isfile(path):
       raise FileNotFoundError(f"config.data_dirs.wikitext={data_dir!r}: missing {name!r} (expected the "
                               f"raw WikiText-2 files {list(files)})")
-    with open(path, encoding="utf-8") as f:
+    with io.open(path, encoding="utf-8") as f:
       for line in f:
         if _ARTICLE.match(line.rstrip("\n")) or not articles:
           articles.append([])

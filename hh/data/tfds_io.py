@@ -8,13 +8,15 @@ starts clean.
 from __future__ import annotations
 
 import contextlib
-import glob
-import io
+import io as std_io
 import logging
 import os
-import shutil
 
+import jax
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+from hh import io
 
 FILE_FORMAT = "array_record"
 tfds.disable_progress_bar()
@@ -43,14 +45,37 @@ def build(dataset: str, data_dir: str, builder_cls: type | None = None,
   if config not in configs:
     raise ValueError(f"unknown config {dataset!r}; allowed: "
                      f"{', '.join(f'{name}/{c}' for c in configs)}")
-  builder = cls(config=config, data_dir=data_dir, file_format=FILE_FORMAT, **builder_kwargs)
+
+  def make():
+    return _prepare(cls(config=config, data_dir=data_dir, file_format=FILE_FORMAT,
+                        **builder_kwargs))
+  if jax.process_count() == 1:
+    return make()
+  # Several processes: process 0 builds first; the others then find a shared folder complete
+  # (TFDS reuses it) or build their own host-local copy (the same one: builds are deterministic).
+  # A failed build still meets the others at the barrier (they then fail the same way).
+  builder, error = None, None
+  if jax.process_index() == 0:
+    try:
+      builder = make()
+    except Exception as e:  # noqa: BLE001 — re-raised below, after the barrier
+      error = e
+  multihost_utils.sync_global_devices(f"hh: {dataset} built in {data_dir}")
+  if error is not None:
+    raise error
+  return builder or make()
+
+
+def _prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
   try:
-    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # TFDS prints its progress
+    with contextlib.redirect_stdout(std_io.StringIO()) as chatter:  # TFDS prints its progress
       builder.download_and_prepare()
     logging.info("%s", chatter.getvalue().strip())
   except BaseException:
-    for partial in glob.glob(os.path.join(os.path.dirname(builder.data_dir), "incomplete*")):
-      shutil.rmtree(partial, ignore_errors=True)
+    parent = os.path.dirname(os.fspath(builder.data_dir))
+    for name in io.listdir(parent) if io.isdir(parent) else ():
+      if name.startswith("incomplete"):
+        io.rmtree(os.path.join(parent, name))
     raise
   return builder
 

@@ -122,7 +122,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
   """
   from hh import sources
   from hh.data import pipeline
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)
   data = load_data(config, workdir, sources.Places.from_config(config, workdir, world_dir))

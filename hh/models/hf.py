@@ -28,6 +28,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from hh import io
 from hh.models.transformer import ModelConfig
 
 # Tensors that checkpoints carry but that are buffers, not parameters (recomputed by the model).
@@ -38,10 +39,10 @@ _GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast"
 
 def read_hf_config(path: str) -> dict:
   file = os.path.join(path, "config.json")
-  if not os.path.isfile(file):
+  if not io.isfile(file):
     raise FileNotFoundError(f"{path}: no config.json (a Hugging Face model directory or an hh "
                             "checkpoint directory was expected)")
-  with open(file) as f:
+  with io.open(file) as f:
     return json.load(f)
 
 
@@ -283,10 +284,10 @@ class Tensors:
     import safetensors
     index = os.path.join(path, "model.safetensors.index.json")
     single = os.path.join(path, "model.safetensors")
-    if os.path.isfile(index):
-      with open(index) as f:
+    if io.isfile(index):
+      with io.open(index) as f:
         weight_map = json.load(f)["weight_map"]
-    elif os.path.isfile(single):
+    elif io.isfile(single):
       weight_map = None
     else:
       raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json "
@@ -296,7 +297,7 @@ class Tensors:
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
       for name in sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]:
         file = os.path.join(path, name)
-        if not os.path.isfile(file):
+        if not io.isfile(file):
           raise FileNotFoundError(f"{index}: names {name}, which is not there")
         self._files[name] = safetensors.safe_open(file, framework="flax")
     self.where = weight_map or {k: "model.safetensors" for k in self._files[

@@ -171,7 +171,7 @@ def _labels(config, workdir: str, i: int) -> tranche_lib.LabelSource:
   if src == "annotator":
     return tranche_lib.AnnotatorLabels(config.world.to_dict(), config.seed + 1000 * i)
   path = os.path.join(src, f"iter_{i}.jsonl")
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise ValueError(f"config.online.labels={src!r}: no {path} (one JSONL file of judgements "
                      "per iteration, iter_<i>.jsonl; or 'annotator')")
   return tranche_lib.JsonlLabels(path)
@@ -295,7 +295,7 @@ def base_quality(config, places) -> dict:
 
 
 def _read_pairs(workdir: str, i: int) -> list[dict]:
-  with open(os.path.join(iter_dir(workdir, i), "tranche", "pairs.jsonl")) as f:
+  with io.open(os.path.join(iter_dir(workdir, i), "tranche", "pairs.jsonl")) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -376,7 +376,7 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, ctx: wd.Conte
                "pmp_datasets": [list(x) for x in pm_cfg.pm.pmp.datasets]},
         "policy": {"workdir": os.path.join(d, "ppo", "policy"), "init_from": pi0,
                    "pm": os.path.join(d, "pm")}}
-    if not os.path.exists(os.path.join(d, "manifest.json")):  # a resume keeps the first record
+    if not io.exists(os.path.join(d, "manifest.json")):  # a resume keeps the first record
       io.write_json(os.path.join(d, "manifest.json"), manifest)
     results.append({"iteration": i, "kind": rec["kind"], "pairs": rec["pairs"],
                     "kept": rec["kept"], "quality": quality(world, _read_pairs(workdir, i)),

@@ -98,7 +98,7 @@ class JsonlLabels:
     a = np.zeros(len(pairs), bool)
     kept = np.zeros(len(pairs), bool)
     seen: dict[str, int] = {}
-    with open(self.path, encoding="utf-8") as f:
+    with io.open(self.path, encoding="utf-8") as f:
       for line_no, line in enumerate(f, 1):
         if not line.strip():
           continue

@@ -98,7 +98,7 @@ def fit(lm_dir: str, prompts: Sequence[str], workdir: str, layer: str | int = "m
   model, score_fn = fit_at(method, acts[ell, train], None if exposed is None else exposed[ell],
                            ridge)
   threshold = detect.threshold_at_fpr(score_fn(acts[ell, held]), fpr)
-  meta = {"lm": os.path.abspath(lm_dir), "layer": ell, "n_layer": n_layer, "pool": pool,
+  meta = {"lm": io.abspath(lm_dir), "layer": ell, "n_layer": n_layer, "pool": pool,
           "method": method, "ridge": ridge, "fpr": fpr, "threshold": threshold,
           "d_model": int(acts.shape[2]), "n_fit": len(train), "n_holdout": len(held),
           "n_exposure": len(exposure), "seed": seed,
@@ -113,9 +113,9 @@ def load(workdir: str):
   """(meta, scoring function on activations [N, D] → [N]) of a saved detector."""
   import json
   path = os.path.join(workdir, "detector.json")
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise FileNotFoundError(f"{workdir}: no detector.json (fit one with python -m hh.ood fit)")
-  with open(path) as f:
+  with io.open(path) as f:
     meta = json.load(f)
   arrays = io.read_npz(os.path.join(workdir, "detector.npz"))
   if meta["method"] == "exposure":

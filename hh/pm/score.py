@@ -63,12 +63,12 @@ class Scorer:
     config_path = os.path.join(pm_workdir, "config.json")
     result_path = os.path.join(pm_workdir, "pm_result.json")
     for path in (config_path, result_path):
-      if not os.path.exists(path):
+      if not io.exists(path):
         raise FileNotFoundError(f"--pm={pm_workdir!r}: no {os.path.basename(path)} (not a "
                                 "finished PM workdir)")
-    with open(config_path) as f:
+    with io.open(config_path) as f:
       cfg = ml_collections.ConfigDict(json.load(f))
-    with open(result_path) as f:
+    with io.open(result_path) as f:
       result = json.load(f)
     self.offset = result["offset"]
     self.tok = tok_lib.Tokenizer.load(result["tokenizer"])

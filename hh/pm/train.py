@@ -147,10 +147,10 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
     if config.pm.pmp.datasets:
       raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r} starts finetuning from a "
                        "finished PMP phase: config.pm.pmp.datasets must then be empty")
-    if not os.path.isdir(os.path.join(config.pm.pmp_from, "checkpoints")):
+    if not io.isdir(os.path.join(config.pm.pmp_from, "checkpoints")):
       raise ValueError(f"config.pm.pmp_from={config.pm.pmp_from!r}: no checkpoints/ there (a PM "
                        "workdir's pmp/ folder is expected)")
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   places = sources.Places.from_config(config, workdir, world_dir)
   mesh = sharding.make_mesh(config.mesh)
   tok = load_tokenizer(config, lm_dir)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hh import sharding
+from hh import io, sharding
 from hh import tokenizer as tok_lib
 from hh.lm import step as lm_step
 from hh.models import DecoderLM, ModelConfig, hf
@@ -48,9 +48,9 @@ class Policy:
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise FileNotFoundError(f"{workdir!r}: no config.json (not a finished lm or cd workdir)")
-  with open(path) as f:
+  with io.open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 

@@ -85,7 +85,7 @@ def run(config, workdir: str, lm_dir: str, pi0_dir: str, pm_dir: str, world_dir:
       raise ValueError(f"config.policies.best_of has N={n}; allowed: N ≥ 1")
   if cfg.samples < 1:
     raise ValueError(f"config.policies.samples={cfg.samples}; allowed: ≥ 1")
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   places = sources.Places.from_config(config, workdir, world_dir)
   world = (W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
            if sources.has_gold(cfg.prompts) else None)

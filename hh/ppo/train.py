@@ -93,7 +93,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
   from hh import sources
   from hh.pm import score as pm_score
   cfg = config.ppo
-  os.makedirs(workdir, exist_ok=True)
+  io.makedirs(workdir)
   places = sources.Places.from_config(config, workdir, world_dir)
   world = (W.make_world(config.world.seed, config.world.n_countries, config.world.n_words)
            if sources.has_gold(cfg.prompts) else None)
@@ -253,7 +253,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
     writer.truncate_after(int(jax.device_get(state.step)))
     settings = loop.Settings.from_config(cfg.loop, progress=config.progress)
     start_path = os.path.join(workdir, "ppo_start.json")
-    if not os.path.exists(start_path):  # π0's held-out evaluation, kept across a resume
+    if not io.exists(start_path):  # π0's held-out evaluation, kept across a resume
       before = evaluate(state)
       if jax.process_index() == 0:
         io.write_json(start_path, before)
@@ -266,7 +266,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
       export_policy(os.path.join(workdir, "policy"), state.policy.params, settings.steps, config,
                     tok)
   writer.close()
-  with open(start_path) as f:
+  with io.open(start_path) as f:
     before = json.load(f)
   result = {"step": int(jax.device_get(state.step)), "before": before, "after": after,
             "eval_prompts": len(test_ctx), "policy": os.path.join(workdir, "policy")}
@@ -307,7 +307,7 @@ def response_bodies(tokens: np.ndarray, mask: np.ndarray, stop_ids) -> list[list
 def export_policy(out: str, params, step: int, config, tok):
   """The trained policy as an LM workdir (``config.json``, the tokenizer, a checkpoint of
   ``{"params": ...}``) that ``policy.load``, the evaluation CLI and ``hh.ood`` read like any LM."""
-  if os.path.exists(os.path.join(out, "config.json")):
+  if io.exists(os.path.join(out, "config.json")):
     return  # exported by an earlier run that stopped after it (the checkpoint is complete)
   mngr = checkpoint.manager(out, 1, 1)
   checkpoint.save(mngr, step, {"params": params}, {}, force=True)

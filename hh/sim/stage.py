@@ -18,7 +18,7 @@ from hh.sim import world as W
 
 
 def data_dir(workdir: str) -> str:
-  return os.path.join(workdir, "tfds")
+  return io.local_dir(workdir, "tfds")
 
 
 def build(world_cfg: dict, workdir: str, name: str):

@@ -14,11 +14,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from hh import io
+
 
 def manager(workdir: str, keep: int, interval: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=interval,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+  return ocp.CheckpointManager(os.path.join(io.abspath(workdir), "checkpoints"),
                                options=options)
 
 
@@ -54,8 +56,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any, shardings: 
             f"{reason}); trying the previous one", file=sys.stderr, flush=True)
       if jax.process_index() == 0:
         aside = os.path.join(os.path.dirname(str(mngr.directory)), "corrupt_checkpoints")
-        os.makedirs(aside, exist_ok=True)
-        os.replace(os.path.join(str(mngr.directory), str(step)),
+        io.makedirs(aside)
+        io.rename(os.path.join(str(mngr.directory), str(step)),
                    os.path.join(aside, f"{step}.{int(time.time())}"))
       mngr.reload()
       continue
@@ -77,8 +79,8 @@ def load_params(workdir: str, abstract_params: Any, shardings: Any, step: int | 
   if hf.is_hf_dir(workdir):
     cfg = hf.model_config(workdir, _vocab(abstract_params))
     return hf.params(workdir, cfg, abstract_params, shardings)
-  path = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(path):
+  path = os.path.join(io.abspath(workdir), "checkpoints")
+  if not io.isdir(path):
     raise FileNotFoundError(f"config.init_from={workdir!r}: no checkpoints/ folder there")
   with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
       read_only=True, save_interval_steps=0, create=False)) as mngr:

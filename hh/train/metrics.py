@@ -44,24 +44,24 @@ class Writer:
     self.active = jax.process_index() == 0
     self._tb = None
     if self.active:
-      os.makedirs(workdir, exist_ok=True)
+      io.makedirs(workdir)
       self._path = os.path.join(workdir, "metrics.jsonl")
       from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+      _tensorboard_through_io()
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def write(self, step: int, split: str, metrics: dict[str, float]):
     if not self.active:
       return
-    with open(self._path, "a") as f:
-      f.write(json.dumps({"step": int(step), "split": split, "time": time.time(),
-                          **{k: float(v) for k, v in metrics.items()}}) + "\n")
+    io.append_text(self._path, json.dumps({"step": int(step), "split": split, "time": time.time(),
+                                           **{k: float(v) for k, v in metrics.items()}}) + "\n")
     for k, v in metrics.items():
       self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
     self._tb.flush()
 
   def truncate_after(self, step: int):
     """Drops lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
-    if not self.active or not os.path.exists(self._path):
+    if not self.active or not io.exists(self._path):
       return
     rows = read(os.path.dirname(self._path))
     io.write_text(self._path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
@@ -71,12 +71,45 @@ class Writer:
       self._tb.close()
 
 
+class _EventFile:
+  """A TensorBoard event file on object storage, through hh's path layer: the records kept in
+  memory and the whole object rewritten at each flush (an object cannot be appended to)."""
+
+  def __init__(self, path: str):
+    self._path, self._data = path, bytearray()
+
+  def write(self, data: bytes):
+    self._data += data
+
+  def flush(self):
+    io.write_bytes(self._path, bytes(self._data))
+
+  def close(self):
+    self.flush()
+
+
+class _EventFiles:
+  def open(self, path: str) -> _EventFile:
+    return _EventFile(path)
+
+  def directory_check(self, path: str):
+    io.check(path)  # folders on object storage are prefixes
+
+
+def _tensorboard_through_io():
+  """TensorBoard's writer on a gs:// (s3://, az://) workdir goes through hh's path layer, as
+  everything else does, instead of its own cloud clients."""
+  from tensorboardX import record_writer
+  for scheme in io.SCHEMES:
+    record_writer.register_writer_factory(scheme, _EventFiles())
+
+
 def read(workdir: str, split: str | None = None) -> list[dict]:
   """The metric lines of a workdir (for reports and experiments)."""
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  if not io.exists(path):
     return []
-  with open(path) as f:
+  with io.open(path) as f:
     lines = f.read().split("\n")
   rows = []
   for n, line in enumerate(lines, 1):
