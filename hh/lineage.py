@@ -11,7 +11,6 @@ version from the iteration's ``manifest.json``.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,8 +18,7 @@ from hh import io
 
 
 def _read(path: str) -> dict:
-  with io.open(path) as f:
-    return json.load(f)
+  return io.read_json(path)
 
 
 def _iteration(path: str) -> str | None:

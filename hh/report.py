@@ -6,7 +6,6 @@ Reads only the workdir (world summary, datasets, metrics), so it can be regenera
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -197,8 +196,7 @@ def online_section(online_dir: str, out: str) -> list[str]:
   path = os.path.join(online_dir, "online_result.json")
   if not io.exists(path):
     return []
-  with io.open(path) as f:
-    r = json.load(f)
+  r = io.read_json(path)
   lines = ["## Iterated online RLHF (Bai et al. 2022, §4.5)", "",
            "Gold quality of each tranche's responses (mean ± SE): helpfulness on helpful "
            "comparisons, harmlessness on red-team ones; *kept*: both responses of the pairs the "
@@ -231,8 +229,7 @@ def online_section(online_dir: str, out: str) -> list[str]:
     lines.append(f"| {n} | {elo(m, 'gold_elo')} | {elo(m, 'gold_elo/helpful')} | "
                  f"{elo(m, 'gold_elo/harmless')} | {pe['elo']:+.0f} ± {pe['se']:.0f} | "
                  f"{_ms(m['gold_helpful'])} | {_ms(m['gold_harmless'])} | {kl} |")
-  with io.open(os.path.join(online_dir, "evaluation.png"), "rb") as f:
-    io.write_bytes(os.path.join(out, "online.png"), f.read())
+  io.copy(os.path.join(online_dir, "evaluation.png"), os.path.join(out, "online.png"))
   return lines + ["", "![online](online.png)", ""]
 
 
@@ -336,8 +333,7 @@ def main(argv):
     path = os.path.join(workdir, "config.json")
     if not io.isfile(path):
       raise ValueError(f"{workdir}: no config.json (expected a pipeline workdir)")
-    with io.open(path) as f:
-      config = config_dict.ConfigDict(json.load(f))
+    config = config_dict.ConfigDict(io.read_json(path))
     print(write(config, workdir))
 
 

@@ -16,7 +16,6 @@ stay where they were.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -210,8 +209,7 @@ def for_dir(directory: str, fallback: str | None = None) -> Tokenizer | HFTokeni
 
 def _hf_model_dir(directory: str) -> bool:
   try:
-    with io.open(os.path.join(directory, "config.json")) as f:
-      return "model_type" in json.load(f)
+    return "model_type" in io.read_json(os.path.join(directory, "config.json"))
   except (OSError, ValueError):
     return False
 

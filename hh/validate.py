@@ -120,15 +120,13 @@ def _same_model(config, workdir: str, key: str):
   architecture → one line naming ``key`` and the keys that differ (a workdir without
   ``config.json`` is left to the stage, which names what is missing)."""
   import dataclasses
-  import json
   import os
 
   from hh.models import ModelConfig, hf
   path = os.path.join(workdir, "config.json")
   if not io.exists(path):
     return
-  with io.open(path) as f:
-    raw = json.load(f)
+  raw = io.read_json(path)
   theirs = hf.model_block(raw, path) if "model_type" in raw else raw.get("model", {})
   defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
   norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731

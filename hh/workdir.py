@@ -41,8 +41,7 @@ def done(workdir: str, name: str) -> dict | None:
   path = _marker(workdir, name)
   if not io.exists(path):
     return None
-  with io.open(path) as f:
-    return json.load(f)
+  return io.read_json(path)
 
 
 def mark(workdir: str, name: str, result: dict):
@@ -91,8 +90,7 @@ def check_identity(name: str, identity: dict | None, workdir: str):
   want = json.loads(json.dumps(identity))
   path = os.path.join(workdir, f"{name}.identity.json")
   if io.exists(path):
-    with io.open(path) as f:
-      have = json.load(f)
+    have = io.read_json(path)
     differ = config_diff.differing_keys(have, want)
     if differ:
       raise ValueError(f"{workdir} holds a {name} stage made with another config (differs "

@@ -69,6 +69,13 @@ def test_the_same_operations_on_a_local_filesystem_and_on_object_storage(root):
   assert not io.exists(d)
 
 
+def test_datasets_of_a_bucket_workdir_are_built_in_a_local_cache(monkeypatch, tmp_path):
+  """array_record files are local only: a bucket workdir's tfds/ maps to $HH_CACHE."""
+  monkeypatch.setenv("HH_CACHE", str(tmp_path))
+  assert io.local_dir("gs://b/runs/x/", "tfds") == str(tmp_path / "gs" / "b" / "runs" / "x" / "tfds")
+  assert io.local_dir("runs/x", "tfds") == "runs/x/tfds"
+
+
 def test_a_workdir_with_only_bookkeeping_is_removed_and_one_with_output_kept(root):
   d = os.path.join(root, "w")
   io.write_text(os.path.join(d, "config.json"), "{}")

@@ -14,7 +14,6 @@ workdir: ``hh/policy/policy.py`` loads it as π0.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -127,8 +126,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
             "teacher": lm_dir}
   path = os.path.join(workdir, "cd_result.json")
   if io.exists(start_path):
-    with io.open(start_path) as f:
-      result["val_kl_start"] = json.load(f)["val_kl_start"]
+    result["val_kl_start"] = io.read_json(start_path)["val_kl_start"]
   if jax.process_index() == 0:
     io.write_json(path, result)
   return result

@@ -42,8 +42,7 @@ def read_hf_config(path: str) -> dict:
   if not io.isfile(file):
     raise FileNotFoundError(f"{path}: no config.json (a Hugging Face model directory or an hh "
                             "checkpoint directory was expected)")
-  with io.open(file) as f:
-    return json.load(f)
+  return io.read_json(file)
 
 
 def is_hf_dir(path: str) -> bool:
@@ -285,8 +284,7 @@ class Tensors:
     index = os.path.join(path, "model.safetensors.index.json")
     single = os.path.join(path, "model.safetensors")
     if io.isfile(index):
-      with io.open(index) as f:
-        weight_map = json.load(f)["weight_map"]
+      weight_map = io.read_json(index)["weight_map"]
     elif io.isfile(single):
       weight_map = None
     else:

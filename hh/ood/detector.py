@@ -111,12 +111,10 @@ def fit(lm_dir: str, prompts: Sequence[str], workdir: str, layer: str | int = "m
 
 def load(workdir: str):
   """(meta, scoring function on activations [N, D] → [N]) of a saved detector."""
-  import json
   path = os.path.join(workdir, "detector.json")
   if not io.exists(path):
     raise FileNotFoundError(f"{workdir}: no detector.json (fit one with python -m hh.ood fit)")
-  with io.open(path) as f:
-    meta = json.load(f)
+  meta = io.read_json(path)
   arrays = io.read_npz(os.path.join(workdir, "detector.npz"))
   if meta["method"] == "exposure":
     lin = detect.Linear(arrays["mean"], arrays["scale"], arrays["w"], float(arrays["b"]))

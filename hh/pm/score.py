@@ -66,10 +66,8 @@ class Scorer:
       if not io.exists(path):
         raise FileNotFoundError(f"--pm={pm_workdir!r}: no {os.path.basename(path)} (not a "
                                 "finished PM workdir)")
-    with io.open(config_path) as f:
-      cfg = ml_collections.ConfigDict(json.load(f))
-    with io.open(result_path) as f:
-      result = json.load(f)
+    cfg = ml_collections.ConfigDict(io.read_json(config_path))
+    result = io.read_json(result_path)
     self.offset = result["offset"]
     self.tok = tok_lib.Tokenizer.load(result["tokenizer"])
     self.seq_len, self.batch_size = cfg.pm.finetune.seq_len, batch_size

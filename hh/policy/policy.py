@@ -11,7 +11,6 @@ Shapes: R rows (prompts × samples), N = max_new_tokens.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -50,8 +49,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not io.exists(path):
     raise FileNotFoundError(f"{workdir!r}: no config.json (not a finished lm or cd workdir)")
-  with io.open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(io.read_json(path))
 
 
 def load_tokenizer(workdir: str, cfg=None):

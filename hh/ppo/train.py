@@ -22,7 +22,6 @@ log-p accuracy on the comparison sets ``config.ppo.logp_sets`` (Fig. 34 during R
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -266,8 +265,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
       export_policy(os.path.join(workdir, "policy"), state.policy.params, settings.steps, config,
                     tok)
   writer.close()
-  with io.open(start_path) as f:
-    before = json.load(f)
+  before = io.read_json(start_path)
   result = {"step": int(jax.device_get(state.step)), "before": before, "after": after,
             "eval_prompts": len(test_ctx), "policy": os.path.join(workdir, "policy")}
   if jax.process_index() == 0:
