@@ -101,6 +101,30 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
           for k, v in local.items()}
 
 
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This process's contiguous ``1/process_count`` of a global batch's rows."""
+  n, p = jax.process_count(), jax.process_index()
+  for k, v in batch.items():
+    if len(v) % n:
+      raise ValueError(f"a batch of {len(v)} rows ({k!r}) does not split over {n} processes")
+  return {k: np.split(v, n)[p] for k, v in batch.items()}
+
+
+def whole_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """The same whole batch, held by every process (host-side scoring and sampling) → global
+  arrays: each process contributes its own rows."""
+  return global_batch(process_rows(batch), mesh)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """A global array's whole value in every process (an all-gather across processes when its
+  shards live in several)."""
+  if x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def replicated_fraction(abstract: Any, shardings: Any) -> tuple[float, list[str]]:
   """Fraction of elements (over all leaves) that every device holds in full, and their names."""
   total, repl, names = 0, 0, []

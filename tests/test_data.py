@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, HH_RLHF, REPO
+from hh import sharding
 from hh.data import hh_rlhf, pipeline, tfds_io
 from hh.tokenizer import ASSISTANT, HUMAN
 
@@ -127,7 +128,7 @@ def test_lm_windows_shift_by_one_and_carry_their_dataset_weight():
                                          [pipeline.LMWindow()], 4, seed=0, num_epochs=1,
                                          by_process=False)))
   assert sorted(batch["index"].tolist()) == [0, 1, 2, 3]
-  np.testing.assert_array_equal(pipeline.process_rows(batch)["inputs"], batch["inputs"])
+  np.testing.assert_array_equal(sharding.process_rows(batch)["inputs"], batch["inputs"])
 
 
 def test_resume_after_k_batches_gives_the_same_stream(harmless, wikitext_tokenizer, tmp_path):

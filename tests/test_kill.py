@@ -15,7 +15,8 @@ PMP resumes from its own checkpoint; PPO's mid-run resume is the pipeline's kill
 resumes to the uninterrupted loop's tranches, PMs and policies. The processes share a persistent
 compilation cache, so the reruns do not pay XLA's compile time again. The uninterrupted
 pipeline's policy-stage outputs (context distillation, PPO's first iteration, policy evaluation,
-best-of-N) are checked here too, on the run that makes them anyway.
+best-of-N) are checked here too, on the run that makes them anyway; and the same pipeline in 2
+processes × 4 devices (jax.distributed, started with SLURM's variables) gives its records.
 """
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import crash_resume
 import numpy as np
 import pytest
+import test_multihost
 from kill_at import running_stage
 from test_sim import small_pipeline_config
 
@@ -82,6 +84,19 @@ def test_a_kill_in_every_kind_of_stage_then_a_rerun_gives_the_uninterrupted_outp
   leftovers = [os.path.join(d, f) for d, dirs, files in os.walk(runs["killed"]) for f in files
                if ".tmp" in f and "checkpoints" not in d]
   assert not leftovers, leftovers
+
+
+def test_two_processes_run_every_stage_as_the_one_process_run(runs, tmp_path):
+  """world → LM → PM → CD → PPO → policies → report in 2 processes × 4 CPU devices, started as
+  srun starts them (jax.distributed.initialize() with no arguments): every stage record equals
+  the uninterrupted run's (1 process × 2 devices) within test_multihost.TOLERANCE."""
+  two = tmp_path / "two"
+  test_multihost.launch(two, runs["tokenizer"], 2, 4, launcher="slurm", optimise=True,
+                        command=[sys.executable, KILL_AT, str(two), runs["tokenizer"]])
+  one, got = test_multihost.records(runs["ref"]), test_multihost.records(two)
+  assert list(got) == list(one) == sorted(STAGES)
+  differ = test_multihost.differences(one, got)
+  assert not differ, differ
 
 
 def test_a_rerun_skips_finished_stages_and_another_config_is_refused(runs):

@@ -61,7 +61,6 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
   """Distils the prompt into the LM of ``lm_dir`` (``config.cd.init_from`` or a pipeline's LM
   stage, resolved by hh/stages.py)."""
   from hh import sources
-  from hh.data import pipeline
   if lm_dir is None:
     raise ValueError("config.cd.init_from: the pretrained LM's workdir is needed (the teacher and "
                      "the student's start)")
@@ -113,7 +112,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None,
     writer.truncate_after(int(jax.device_get(state.step)))
     state = loop.fit(
         state=state, train_step=built.train_step,
-        batches=lambda _: with_teacher(pipeline.process_rows(next(it))),
+        batches=lambda _: with_teacher(sharding.process_rows(next(it))),
         data_state=it.state, evaluate=evaluate, settings=settings, mngr=mngr, writer=writer,
         tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
         lr_fn=state_lib.lr_schedule(cfg.optim, settings.steps))

@@ -152,8 +152,8 @@ def make_loader(source, transforms: Sequence, batch_size: int, seed: int,
   """This process's loader of ``batch_size / process_count`` rows per (global) batch.
 
   ``by_process=False``: every process reads the same global batches (of ``batch_size`` rows)
-  and keeps its own rows with ``process_rows``, so the global batch — and the run — does not
-  depend on the number of processes (the LM's cheap pre-tokenised windows).
+  and keeps its own rows with ``hh.sharding.process_rows``, so the global batch — and the run —
+  does not depend on the number of processes (every process tokenises the whole batch).
   """
   n_proc = jax.process_count()
   if batch_size % n_proc:
@@ -190,16 +190,13 @@ class Iterator:
     self._it.set_state(state["grain"].encode())
 
 
-def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """This process's contiguous ``1/process_count`` of a global batch's rows."""
-  n, p = jax.process_count(), jax.process_index()
-  return {k: np.split(v, n)[p] for k, v in batch.items()}
-
-
 def pm_pair_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Stacks a PM batch's chosen and rejected rows into one trunk batch of 2B sequences.
 
-  Rows [0, B) are chosen, [B, 2B) rejected; ``eoc`` indexes each row's EOC token.
+  Rows [0, B) are chosen, [B, 2B) rejected; ``eoc`` indexes each row's EOC token. Stacked from
+  the whole global batch (``make_loader(..., by_process=False)``) and then cut with
+  ``hh.sharding.process_rows``, so the global array keeps this layout whatever the number of
+  processes.
   """
   return {"tokens": np.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]]),
           "mask": np.concatenate([batch["chosen_mask"], batch["rejected_mask"]]),

@@ -121,7 +121,6 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
   ``config.data_dirs.world`` is not set.
   """
   from hh import sources
-  from hh.data import pipeline
   io.makedirs(workdir)
   cfg = config.lm
   mesh = sharding.make_mesh(config.mesh)
@@ -141,7 +140,7 @@ def train_and_evaluate(config, workdir: str, world_dir: str | None = None) -> di
     state = loop.fit(
         state=state, train_step=built.train_step,
         batches=lambda _: sharding.global_batch(
-            pipeline.process_rows({k: v for k, v in next(it).items() if k in keys}), mesh),
+            sharding.process_rows({k: v for k, v in next(it).items() if k in keys}), mesh),
         data_state=it.state,
         evaluate=lambda s: evaluate(eval_step, s.params, val_batches, mesh),
         settings=settings, mngr=mngr, writer=writer,

@@ -78,8 +78,8 @@ def layer_activations(policy: policy_lib.Policy, prompts: Sequence[str], pool: s
       rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
       length = sample_lib.bucket(max(len(ids[i]) for i in rows), buckets)
       tokens, mask = policy_lib.left_padded([ids[i] for i in rows], length)
-      arrays = sharding.global_batch({"t": tokens, "m": mask}, policy.mesh)
-      acts = np.asarray(jax.device_get(fn(policy.params, arrays["t"], arrays["m"])))
+      arrays = sharding.whole_batch({"t": tokens, "m": mask}, policy.mesh)
+      acts = sharding.to_host(fn(policy.params, arrays["t"], arrays["m"]))
       if out is None:
         out = np.zeros((acts.shape[0], len(ids), acts.shape[2]), np.float32)
       out[:, chunk] = acts[:, :len(chunk)]

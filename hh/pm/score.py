@@ -14,7 +14,6 @@ import json
 import os
 
 import jax
-import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -34,22 +33,19 @@ def score_pairs(score, params, source, tok, seq_len: int, batch_pairs: int, mesh
   Returns good, bad [N] and the per-pair fields turns, part (which dataset), index.
   """
   loader = pipeline.make_loader(source, [pipeline.PairTokenizer(tok, seq_len)], batch_pairs,
-                                seed=0, shuffle=False, num_epochs=1, drop_remainder=False)
-  n_proc = jax.process_count()
+                                seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
+                                by_process=False)
   out = {k: [] for k in ("good", "bad", "turns", "part", "index")}
-  for batch in loader:
+  for batch in loader:  # the same global batch in every process
     n = len(batch["index"])
-    if n < batch_pairs // n_proc:  # pad the last batch by repeating its last row
-      batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_pairs // n_proc - n, 0)])
+    if n < batch_pairs:  # pad the last batch by repeating its last row
+      batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_pairs - n, 0)])
                for k, v in batch.items()}
     stacked = pipeline.pm_pair_batch(batch)
-    arrays = sharding.global_batch({k: stacked[k] for k in ("tokens", "mask", "eoc")}, mesh)
-    scores = score(params, arrays["tokens"], arrays["mask"], arrays["eoc"])
-    s = np.asarray(jax.device_get(scores)) if n_proc == 1 else \
-        np.asarray(jax.experimental.multihost_utils.process_allgather(scores))
-    half = len(s) // 2
-    out["good"].append(s[:half][:n])
-    out["bad"].append(s[half:][:n])
+    arrays = sharding.whole_batch({k: stacked[k] for k in ("tokens", "mask", "eoc")}, mesh)
+    s = sharding.to_host(score(params, arrays["tokens"], arrays["mask"], arrays["eoc"]))
+    out["good"].append(s[:batch_pairs][:n])
+    out["bad"].append(s[batch_pairs:][:n])
     out["turns"].append(batch["num_human_turns"][:n])
     out["part"].append(batch["part"][:n])
     out["index"].append(batch["index"][:n])
@@ -101,9 +97,9 @@ class Scorer:
       batch = {"tokens": np.stack([c[0] for c in chunk]), "mask": np.stack([c[1] for c in chunk]),
                "eoc": np.array([c[2] for c in chunk], np.int32)}
       with jax.set_mesh(self.mesh):
-        arrays = sharding.global_batch(batch, self.mesh)
+        arrays = sharding.whole_batch(batch, self.mesh)
         s = self._score(self.params, arrays["tokens"], arrays["mask"], arrays["eoc"])
-      out.append(np.asarray(jax.device_get(s), np.float64)[:n])
+      out.append(sharding.to_host(s).astype(np.float64)[:n])
     return (np.concatenate(out) if out else np.zeros(0)) - self.offset
 
 

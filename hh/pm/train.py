@@ -109,7 +109,7 @@ def run_phase(config, name: str, workdir: str, init: tuple[str, str] | None, tok
   score = build_lib.jit_forward(pm_step.score_fn(built.model), mesh, built.rules)
   it = pipeline.Iterator(pipeline.make_loader(
       source, [pipeline.PairTokenizer(tok, phase.seq_len)], phase.batch_pairs, seed=config.seed,
-      num_epochs=phase.epochs))
+      num_epochs=phase.epochs, by_process=False))
   mngr = checkpoint.manager(phase_dir, phase.loop.keep_ckpts, phase.loop.ckpt_every)
   state = build_lib.initial_state(built, mngr, it, _init_from(config, built, init, tok)
                                   if init is not None else None)
@@ -128,7 +128,8 @@ def run_phase(config, name: str, workdir: str, init: tuple[str, str] | None, tok
 
   settings = loop.Settings.from_config(phase.loop, steps=steps, progress=config.progress)
   state = loop.fit(state=state, train_step=built.train_step,
-                   batches=lambda _: sharding.global_batch(pipeline.pm_pair_batch(next(it)), mesh),
+                   batches=lambda _: sharding.global_batch(
+                       sharding.process_rows(pipeline.pm_pair_batch(next(it))), mesh),
                    data_state=it.state, evaluate=evaluate, settings=settings, mngr=mngr,
                    writer=writer, tokens_per_step=2 * phase.batch_pairs * phase.seq_len,
                    lr_fn=state_lib.lr_schedule(phase.optim, steps))

@@ -188,8 +188,8 @@ def response_log_probs(policy: Policy, samples: Samples, batch_size: int) -> np.
       if k < batch_size:  # fixed shapes: one compilation
         tokens = np.concatenate([tokens, np.repeat(tokens[-1:], batch_size - k, 0)])
         mask = np.concatenate([mask, np.repeat(mask[-1:], batch_size - k, 0)])
-      arrays = sharding.global_batch({"t": tokens, "m": mask}, policy.mesh)
-      lp = np.asarray(jax.device_get(fn(policy.params, arrays["t"], arrays["m"])), np.float64)
+      arrays = sharding.whole_batch({"t": tokens, "m": mask}, policy.mesh)
+      lp = sharding.to_host(fn(policy.params, arrays["t"], arrays["m"])).astype(np.float64)
       total[sl] = (lp[:k, prompt_len:] * samples.mask[sl]).sum(-1)
   return total
 

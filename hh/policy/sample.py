@@ -232,7 +232,7 @@ class Sampler:
     b, t = prompts.shape
     p_len = bucket(int(masks.sum(-1).max()) if b else t, self.buckets)
     prompts, masks = _left_pad(prompts, p_len), _left_pad(masks, p_len)
-    arrays = sharding.global_batch({"prompt": prompts, "mask": masks,
+    arrays = sharding.whole_batch({"prompt": prompts, "mask": masks,
                                     "row_ids": np.asarray(row_ids, np.int32)}, self.mesh)
     out = self._program(p_len, b)(params, arrays["prompt"], arrays["mask"], arrays["row_ids"],
                                   rng)
