@@ -30,9 +30,14 @@ def stage(size: str) -> ml_collections.ConfigDict:
       deploy_k=1,
       test_every=10,             # every 10th pair is held out as the tranche's test set
       helpful_only=False,        # the paper's online helpful-only run
-      # "annotator": the world's annotator; or a folder with iter_<i>.jsonl judgements
-      # (hh/online/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
+      # "annotator": the world's annotator; "people": judgements in iter_<i>/labels.jsonl
+      # (python -m hh.label serve writes them; the loop stops and waits for them); or a folder
+      # with iter_<i>.jsonl judgements (hh/online/tranche.py: {"id": ..., "preferred": <text>}
+      # or {"id": ..., "unsure": true})
       labels="annotator",
+      # with judgements from people: "wait" until every pair is judged, or "drop" the unjudged
+      # pairs and go on once any are judged
+      unlabelled="wait",
       # Fig. 16's controlled experiment after the iterations: PMs of equal comparison count on
       # base data only and on an even base / RS / online mix, a policy trained on each
       controlled=False,

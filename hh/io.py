@@ -180,9 +180,14 @@ def write_bytes(p, data: bytes):
 def append_text(p, text: str):
   """Appends to a log file: in place locally; on object storage the object is rewritten whole
   (logs are small; an object cannot be appended to)."""
-  if is_local(p):
-    with builtins.open(p, "a", encoding="utf-8") as f:
-      f.write(text)
+  if is_local(p):  # one O_APPEND write: concurrent appends never interleave within a line
+    data = memoryview(text.encode("utf-8"))
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      while data:
+        data = data[os.write(fd, data):]
+    finally:
+      os.close(fd)
   else:
     write_bytes(p, (read_bytes(p) if exists(p) else b"") + text.encode("utf-8"))
 

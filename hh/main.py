@@ -43,6 +43,18 @@ def run(config, workdir: str):
   return result
 
 
+def run_or_stop(config, workdir: str):
+  """``run``, as a program: a preempted run (preemption.EXIT_CODE) or one that waits for
+  judgements from people (workdir.WAIT_EXIT_CODE) ends with one line and its exit code."""
+  from hh import preemption
+  from hh import workdir as wd
+  try:
+    run(config, workdir)
+  except (preemption.Preempted, wd.Waiting) as e:
+    print(f"hh: {e}", file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_CODE if isinstance(e, preemption.Preempted) else wd.WAIT_EXIT_CODE)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -50,11 +62,7 @@ def main(argv):
   from hh import preemption
   preemption.install()  # SIGTERM: checkpoint at the next step, exit with preemption.EXIT_CODE
   with cli.user_errors("hh"):
-    try:
-      run(flags.FLAGS.config, flags.FLAGS.workdir)
-    except preemption.Preempted as e:
-      print(f"hh: {e}", file=sys.stderr, flush=True)
-      sys.exit(preemption.EXIT_CODE)
+    run_or_stop(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def define_flags():

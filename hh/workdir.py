@@ -21,6 +21,13 @@ import jax
 
 from hh import config_diff, io
 
+WAIT_EXIT_CODE = 3  # a run that stopped to wait for outside input: the same command goes on
+
+
+class Waiting(Exception):
+  """A step stopped to wait for something made outside hh (people's judgements); the message
+  says what, where, and that the same command goes on once it is there."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:

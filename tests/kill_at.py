@@ -4,7 +4,7 @@ stage, just before or just after the call (for tests/test_kill.py).
 
   python tests/kill_at.py WORKDIR TOKENIZER                                    # run to the end
   python tests/kill_at.py WORKDIR TOKENIZER STAGE MODULE:FUNCTION N before|after
-  python tests/kill_at.py --online=PIPELINE WORKDIR TOKENIZER [STAGE MODULE:FUNCTION N WHEN]
+  python tests/kill_at.py --online=PIPELINE [--labels=people] WORKDIR TOKENIZER [STAGE MODULE:FUNCTION N WHEN]
 
 The running stage is the first of the pipeline without a ``stages/<name>.json`` record, as
 ``tests/crash_resume.py`` reads it; inside the online loop (``--online``: tests/test_sim.py's
@@ -64,19 +64,22 @@ def arm(workdir: str, names, stage: str, target: str, n: int, when: str, iterati
 
 
 def main(argv):
-  online = argv[0].split("=", 1)[1] if argv[0].startswith("--online=") else None
-  workdir, tokenizer_path, *kill = argv[1:] if online else argv
+  opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
+  workdir, tokenizer_path, *kill = [a for a in argv if not a.startswith("--")]
+  online = opts.get("online")
   import test_sim
 
   from hh import main as hh_main
   config = (test_sim.small_online_config(tokenizer_path, online) if online
             else test_sim.small_pipeline_config(tokenizer_path, all_stages=True))
+  if "labels" in opts:
+    config.online.labels = opts["labels"]
   if kill:
     stage, target, n, when = kill
     assert when in ("before", "after"), when
     arm(workdir, config.stages, stage, target, int(n), when,
         config.online.iterations if online else 0)
-  hh_main.run(config, workdir)
+  hh_main.run_or_stop(config, workdir)
 
 
 if __name__ == "__main__":

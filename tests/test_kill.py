@@ -48,8 +48,8 @@ ONLINE_KILLS = [("online/iter_2/tranche", "hh.online.tranche:write", 1, "after")
                 ("online/iter_2/pm", "hh.train.checkpoint:save", 1, "after")]
 
 
-def _run(workdir, tokenizer, env, *kill, online=None):
-  flag = [f"--online={online}"] if online else []
+def _run(workdir, tokenizer, env, *kill, online=None, labels=None):
+  flag = ([f"--online={online}"] if online else []) + ([f"--labels={labels}"] if labels else [])
   return subprocess.run([sys.executable, KILL_AT, *flag, str(workdir), tokenizer,
                          *map(str, kill)], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=1200)
@@ -310,6 +310,51 @@ def test_the_online_loop_killed_in_its_second_iteration_resumes_to_the_same_outp
   assert not differ, f"outputs differ after the kills: {differ}"
 
 
+def test_labels_from_people_wait_and_the_resumed_tranche_is_the_no_wait_runs(runs, online_runs,
+                                                                             tmp_path):
+  """``online.labels="people"``: the loop samples iteration 1's pairs, writes what to label (A
+  and B in a random order, nothing else) and stops with one line and its exit code; a rerun
+  with half the judgements stops again and resamples nothing; with all of them it goes on, and
+  its tranche is the annotator run's byte for byte when the judgements are the annotator's."""
+  from hh import workdir as wd
+  env, tok, base = pipeline_env(), runs["tokenizer"], str(runs["ref"])
+  work = tmp_path / "people"
+  it1, ref = work / "online" / "iter_1", online_runs["ref"] / "online" / "iter_1"
+  p = _run(work, tok, env, online=base, labels="people")
+  assert p.returncode == wd.WAIT_EXIT_CODE, p.stderr[-3000:]
+  line = p.stderr.strip().splitlines()[-1]
+  assert line == (f"hh: online iteration 1: 32 of 32 pairs wait for judgements; label "
+                  f"{it1}/to_label.jsonl into {it1}/labels.jsonl (python -m hh.label serve "
+                  f"--pairs={it1}/to_label.jsonl --out={it1}/labels.jsonl) and run the same "
+                  "command again"), line
+  def sampled_files():  # contents and inodes: a rewrite with equal bytes would show too
+    return {f: ((it1 / f).read_bytes(), (it1 / f).stat().st_ino) for f in (
+        "to_label.jsonl", "sampled.jsonl", "stages/sample.json")}
+  sampled = sampled_files()
+  shown = [json.loads(x) for x in sampled["to_label.jsonl"][0].splitlines()]
+  want = {r["id"]: r for r in map(json.loads, (ref / "tranche" / "pairs.jsonl").open())}
+  assert [r["id"] for r in shown] == list(want) and all(set(r) == {"id", "context", "a", "b"}
+                                                        for r in shown)
+  flipped = [(r["a"], r["b"]) == (want[r["id"]]["b"], want[r["id"]]["a"]) != (r["b"], r["a"])
+             for r in shown]
+  assert 5 < sum(flipped) < 27  # a fair coin per pair (identical responses never count)
+  judgements = [json.dumps({"id": k, "labeller": "test"} | (
+      {"preferred": r["a"] if r["a_preferred"] else r["b"]} if r["kept"] else {"unsure": True}))
+      + "\n" for k, r in want.items()]
+  (it1 / "labels.jsonl").write_text("".join(judgements[:16]))
+  p = _run(work, tok, env, online=base, labels="people")
+  assert p.returncode == wd.WAIT_EXIT_CODE and "16 of 32 pairs wait" in p.stderr, p.stderr[-3000:]
+  assert sampled_files() == sampled  # nothing sampled again
+  with (it1 / "labels.jsonl").open("a") as f:
+    f.write("".join(judgements[16:]))
+  p = _run(work, tok, env, "online/iter_1/tranche", "hh.workdir:mark", 1, "after", online=base,
+           labels="people")  # stopped once the tranche is recorded
+  assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+  assert json.loads((it1 / "stages" / "tranche.json").read_text())["judged"] == 32
+  files = sorted(str(f.relative_to(ref)) for f in (ref / "tranche").rglob("*.jsonl.gz"))
+  assert files and all((it1 / f).read_bytes() == (ref / f).read_bytes() for f in files)
+
+
 def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_path):
   """hh/report.py's online section: one row per tranche with the result's kept counts and gold
   quality, one per policy with its gold Elo overall and per task (π0 the reference, +0)."""
@@ -357,7 +402,8 @@ def test_deployed_responses_are_the_best_of_k_under_the_newest_pm(runs, online_r
     cfg = config.copy_and_resolve_references()
     cfg.online.deploy_k = k
     places = sources.Places.from_config(cfg, str(work), base)
-    rec = online.collect(cfg, str(work), 2, places, os.path.join(base, "pm"), cfg.online.pi0)
+    sampled = online.sample(cfg, str(work), 2, places, os.path.join(base, "pm"), cfg.online.pi0)
+    rec = online.collect(cfg, str(work), 2, sampled)
     rows = [json.loads(x) for x in (work / "iter_2" / "tranche" / "pairs.jsonl").open()]
     return rec, rows, work
 

@@ -109,6 +109,52 @@ def test_bad_judgement_files_are_one_line_errors(pairs, tmp_path, lines, msg):
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("unlabelled", ["wait", "drop"])
+def test_people_labels_wait_for_every_pair_or_drop_the_unjudged_by_config(pairs, tmp_path,
+                                                                          unlabelled):
+  """No judgements: a one-line wait naming the counts and the files; some: a wait again, or
+  (``drop``) the judged pairs labelled and the rest left out; all: every pair judged."""
+  from configs import online as online_config
+  from hh import workdir as wd
+  from hh.online import loop
+  cfg, ps = pairs
+  config = online_config.get_config("size=tiny")
+  config.online.update(labels="people", unlabelled=unlabelled)
+  work = str(tmp_path)
+  path = tmp_path / "iter_1" / "labels.jsonl"
+  assert loop.labels_path(config, work, 1) == str(path)
+  with pytest.raises(wd.Waiting, match=rf"^online iteration 1: 60 of 60 pairs wait for "
+                     rf"judgements; label {tmp_path}/iter_1/to_label.jsonl into {path} "):
+    loop._label(config, work, 1, ps)
+  truth = tranche.AnnotatorLabels(cfg, seed=5).label(ps)
+  tranche.write_judgements(str(path), ps[:20], tranche.Labels(truth.a_preferred[:20],
+                                                             truth.kept[:20]))
+  if unlabelled == "wait":
+    with pytest.raises(wd.Waiting, match="40 of 60 pairs wait"):
+      loop._label(config, work, 1, ps)
+  else:
+    got = loop._label(config, work, 1, ps)
+    np.testing.assert_array_equal(got.judged, np.arange(60) < 20)
+    assert not got.kept[20:].any() and got.kept[:20].sum() > 5
+  tranche.write_judgements(str(path), ps, truth)
+  got = loop._label(config, work, 1, ps)
+  assert got.judged.all()
+  np.testing.assert_array_equal(got.a_preferred[got.kept], truth.a_preferred[got.kept])
+  config.online.unlabelled = "later"
+  with pytest.raises(ValueError, match="config.online.unlabelled='later'; allowed: 'wait', 'drop'"):
+    loop._label(config, work, 1, ps)
+
+
+def test_to_label_rows_show_a_and_b_in_the_recorded_order_and_nothing_else(pairs):
+  _, ps = pairs
+  swapped = tranche.shown_order(len(ps), [0, 91, 1])
+  assert 15 < swapped.sum() < 45
+  rows = tranche.to_label(ps, swapped)
+  for p, s, r in zip(ps, swapped, rows):
+    assert set(r) == {"id", "context", "a", "b"} and r["id"] == p.id
+    assert (r["a"], r["b"]) == ((p.b, p.a) if s else (p.a, p.b))
+
+
 def test_a_pms_lineage_names_exactly_the_tranches_it_saw(pairs, tmp_path):
   """Two iterations' tranches on disk; the iteration-2 PM trained on base + both, another PM on
   base + the first only: each lineage lists its own tranches with their hashes and producers."""

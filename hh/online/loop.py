@@ -17,10 +17,13 @@ policies are never updated in place (base → RS → online, Bai et al. 2022, §
 
 Layout of ``workdir`` (the ``online/`` folder of a pipeline)::
 
+  iter_<i>/sampled.jsonl                             the sampled pairs, each with its shown order
+  iter_<i>/to_label.jsonl                            what people judge: id, conversation, A, B
+  iter_<i>/labels.jsonl                              their judgements (``labels="people"``)
   iter_<i>/tranche/<subset>/{train,test}.jsonl.gz   hh-rlhf layout (hh/online/tranche.py)
   iter_<i>/tranche/pairs.jsonl                       every pair, labelled or not (id, texts)
   iter_<i>/pm/, iter_<i>/ppo/                        the PM and PPO stages' own workdirs
-  iter_<i>/stages/{tranche,pm,ppo}.json              written when each step is complete
+  iter_<i>/stages/{sample,tranche,pm,ppo}.json       written when each step is complete
   iter_<i>/manifest.json                             what produced this iteration (lineage)
   controlled/{base,mix}/{pm,ppo}/                    Fig. 16's two arms (``controlled``)
   evaluation.json/.png                               π0, the static policy, every iteration's
@@ -32,6 +35,13 @@ in the paper) on the base comparisons plus the tranches so far. With ``controlle
 experiment follows the iterations: two PMs of equal comparison count, one on base data only,
 one on an even base / rejection-sampled / online mix (each part with the same helpful and
 harmless counts), each used to train a policy from π0 with the same settings.
+
+With people as the label source (``online.labels="people"``, or a folder of ``iter_<i>.jsonl``
+files), an iteration samples its pairs, writes ``to_label.jsonl`` and stops (exit code
+``hh.workdir.WAIT_EXIT_CODE``) with one line saying what to label, where the judgements go
+(``python -m hh.label serve`` writes them) and that the same command goes on; the rerun reads
+them and continues from the sampled pairs, never resampling. With ``online.unlabelled="drop"``
+a partial judgement file is enough: the unjudged pairs are left out of the tranche.
 
 A kill anywhere redoes at most the unfinished step, which itself resumes from its checkpoint
 (the PM and PPO stages); a tranche is written whole before its record. ``python -m hh.lineage
@@ -51,7 +61,7 @@ from hh import workdir as wd
 from hh.online import tranche as tranche_lib
 from hh.sim import world as W
 
-STEPS = ("tranche", "pm", "ppo")
+STEPS = ("sample", "tranche", "pm", "ppo")
 
 
 def iter_dir(workdir: str, i: int) -> str:
@@ -166,15 +176,37 @@ def _prompts(config, places, i: int) -> tuple[list[str], list[str]]:
   return [contexts[k] for k in pick], [str(fams[k]) for k in pick]
 
 
-def _labels(config, workdir: str, i: int) -> tranche_lib.LabelSource:
+LABEL_MODES = ("annotator", "people")
+
+
+def labels_path(config, workdir: str, i: int) -> str | None:
+  """Where iteration i's judgements are read (None: the world's annotator labels)."""
   src = config.online.labels
   if src == "annotator":
-    return tranche_lib.AnnotatorLabels(config.world.to_dict(), config.seed + 1000 * i)
-  path = os.path.join(src, f"iter_{i}.jsonl")
-  if not io.exists(path):
-    raise ValueError(f"config.online.labels={src!r}: no {path} (one JSONL file of judgements "
-                     "per iteration, iter_<i>.jsonl; or 'annotator')")
-  return tranche_lib.JsonlLabels(path)
+    return None
+  if src == "people":
+    return os.path.join(iter_dir(workdir, i), "labels.jsonl")
+  return os.path.join(src, f"iter_{i}.jsonl")
+
+
+def _label(config, workdir: str, i: int, pairs: list) -> tranche_lib.Labels:
+  """Iteration i's labels, or ``Waiting`` while judgements are missing (``online.unlabelled``:
+  "wait" for every pair, "drop" to go on without the unjudged ones once any are there)."""
+  o = config.online
+  if o.unlabelled not in ("wait", "drop"):
+    raise ValueError(f"config.online.unlabelled={o.unlabelled!r}; allowed: 'wait', 'drop'")
+  path = labels_path(config, workdir, i)
+  if path is None:
+    return tranche_lib.AnnotatorLabels(config.world.to_dict(), config.seed + 1000 * i).label(pairs)
+  labels = tranche_lib.JsonlLabels(path).label(pairs) if io.exists(path) else None
+  judged = 0 if labels is None else int(labels.judged.sum())
+  if judged == len(pairs) or (judged and o.unlabelled == "drop"):
+    return labels
+  pending = os.path.join(iter_dir(workdir, i), "to_label.jsonl")
+  raise wd.Waiting(
+      f"online iteration {i}: {len(pairs) - judged} of {len(pairs)} pairs wait for judgements; "
+      f"label {pending} into {path} (python -m hh.label serve --pairs={pending} --out={path}) "
+      "and run the same command again")
 
 
 def _sample_pairs(config, pol, scorer, contexts: list[str], k: int, seed: int
@@ -194,12 +226,13 @@ def _sample_pairs(config, pol, scorer, contexts: list[str], k: int, seed: int
           [s.texts[(2 * p + 1) * k + best[p, 1]] for p in range(len(contexts))])
 
 
-def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dict:
-  """Samples iteration i's pairs, labels them and writes the tranche → its record.
+def sample(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dict:
+  """Samples iteration i's pairs → ``sampled.jsonl`` (the pairs as sampled, with the order each
+  is shown in) and ``to_label.jsonl`` (what people judge), and the step's record.
 
-  Iteration 1: two best-of-``rs_k`` responses of π0 under the base PM. Later iterations: the
-  deployed policies' responses, each the best of ``deploy_k`` samples under the newest PM
-  (iteration i − 1's, the one the newest policy trained against) — plain samples at the default
+  Iteration 1: two best-of-k draws of π0 under the base PM. Later iterations: the deployed
+  policies' responses, each the best of ``deploy_k`` samples under the newest PM (iteration
+  i − 1's, the one the newest policy trained against) — plain samples at the default
   deploy_k = 1, the paper's online deployment."""
   from hh.policy import policy as policy_lib
   from hh.policy import stage as policies
@@ -224,23 +257,42 @@ def collect(config, workdir: str, i: int, places, base_pm: str, pi0: str) -> dic
       texts_a[p], texts_b[p] = a[q], b[q]
   pairs = [tranche_lib.Pair(f"{i}-{p}", c, f, a, b)
            for p, (c, f, a, b) in enumerate(zip(contexts, families, texts_a, texts_b))]
-  labels = _labels(config, workdir, i).label(pairs)
+  swapped = tranche_lib.shown_order(len(pairs), [config.seed, 91, i])
+  d = iter_dir(workdir, i)
+  io.write_text(os.path.join(d, "sampled.jsonl"), "".join(
+      json.dumps({"id": p.id, "context": p.context, "family": p.family, "a": p.a, "b": p.b,
+                  "shown": "ba" if s else "ab"}) + "\n" for p, s in zip(pairs, swapped)))
+  io.write_text(os.path.join(d, "to_label.jsonl"), "".join(
+      json.dumps(r) + "\n" for r in tranche_lib.to_label(pairs, swapped)))
+  rec = {"kind": kind, "pairs": len(pairs), "made_by": made_by}
+  if k > 1:  # best-of-k under this PM (absent: plain samples)
+    rec |= {"best_of": int(k), "reranked_by": rerank}
+  return rec
+
+
+def collect(config, workdir: str, i: int, sampled: dict) -> dict:
+  """Labels iteration i's sampled pairs and writes the tranche → its record (``Waiting`` while
+  people's judgements are missing: nothing sampled is redone)."""
+  o = config.online
+  pairs = [tranche_lib.Pair(r["id"], r["context"], r["family"], r["a"], r["b"])
+           for r in io.read_jsonl(os.path.join(iter_dir(workdir, i), "sampled.jsonl"),
+                                        {"id": str})]
+  labels = _label(config, workdir, i, pairs)
   out = os.path.join(iter_dir(workdir, i), "tranche")
   # held out by pair index: every test_every-th pair is a test comparison
   test = np.arange(len(pairs)) % o.test_every == 0
   files = {}
   for split, sel in (("train", ~test), ("test", test)):
     idx = np.flatnonzero(sel)
-    files[split] = tranche_lib.write(out, kind, split, [pairs[k] for k in idx],
+    files[split] = tranche_lib.write(out, sampled["kind"], split, [pairs[k] for k in idx],
                                      tranche_lib.Labels(labels.a_preferred[idx], labels.kept[idx]))
   io.write_text(os.path.join(out, "pairs.jsonl"), "".join(
       json.dumps({"id": p.id, "context": p.context, "family": p.family, "a": p.a, "b": p.b,
                   "kept": bool(k), "a_preferred": bool(a)}) + "\n"
       for p, a, k in zip(pairs, labels.a_preferred, labels.kept)))
-  rec = {"kind": kind, "pairs": len(pairs), "kept": int(labels.kept.sum()), "files": files,
-         "made_by": made_by, "labels": o.labels}
-  if k > 1:  # best-of-k under this PM (absent: plain samples)
-    rec |= {"best_of": int(k), "reranked_by": rerank}
+  rec = {**sampled, "kept": int(labels.kept.sum()), "files": files, "labels": o.labels}
+  if labels.judged is not None:
+    rec["judged"] = int(labels.judged.sum())
   return rec
 
 
@@ -360,7 +412,11 @@ def run(config, workdir: str, lm_dir: str, base_pm: str, pi0: str, ctx: wd.Conte
     d = iter_dir(workdir, i)
     rec = wd.done(d, "tranche")
     if rec is None:
-      rec = collect(config, workdir, i, places, base_pm, pi0)
+      sampled = wd.done(d, "sample")
+      if sampled is None:
+        sampled = sample(config, workdir, i, places, base_pm, pi0)
+        wd.mark(d, "sample", sampled)
+      rec = collect(config, workdir, i, sampled)
       wd.mark(d, "tranche", rec)
     pm_cfg = pm_config(config, workdir, i, base_pm)
     pm_res = step(pm_cfg, d, "pm")

@@ -8,11 +8,16 @@ dropped "unsure" comparisons, Bai et al. 2022, eq. 2.1):
 * ``AnnotatorLabels``: the world's simulated crowdworker (``hh/sim/annotator.py``) on gold
   scores — the helpful task on benign prompts, the red-team task (harmlessness) on harmful ones,
   with its temperature and unsure-tie margin;
-* ``JsonlLabels``: judgements made elsewhere (e.g. by people), one JSON object per line:
-  ``{"id": "<pair id>", "preferred": "<the preferred response, verbatim>"}`` or
-  ``{"id": "<pair id>", "unsure": true}``. An unknown id, a second judgement of a pair, or a
-  preferred text that is neither response is a one-line error naming ``file:line``; a pair with
-  no judgement is dropped.
+* ``JsonlLabels``: judgements made elsewhere (by people, e.g. with ``python -m hh.label``), one
+  JSON object per line: ``{"id": "<pair id>", "preferred": "<the preferred response, verbatim>"}``
+  or ``{"id": "<pair id>", "unsure": true}``, with any further fields (``hh.label`` adds the
+  labeller, the time and the 8-point scale value). An unknown id, a second judgement of a pair,
+  or a preferred text that is neither response is a one-line error naming ``file:line``; a pair
+  with no judgement is not labelled (``Labels.judged``).
+
+``to_label`` writes the pairs people are to judge: ids, the conversation and the two responses
+in a random order (``shown``: which sampled response is shown as A, kept beside the sampled pairs
+for un-blinding; a judgement names the preferred text, so it does not depend on the order).
 
 ``write`` turns labelled pairs into ``<dir>/<subset>/<split>.jsonl.gz`` in hh-rlhf's layout
 (the hh-rlhf release's README: full transcripts, chosen and rejected sharing the context); the PM reads it through
@@ -55,9 +60,11 @@ class Pair:
 
 @dataclasses.dataclass(frozen=True)
 class Labels:
-  """``a_preferred`` [N] bool and ``kept`` [N] bool (False: unsure or unjudged, dropped)."""
+  """``a_preferred`` [N] bool and ``kept`` [N] bool (False: unsure or unjudged, dropped);
+  ``judged`` [N] bool: a judgement was given (None: every pair was)."""
   a_preferred: np.ndarray
   kept: np.ndarray
+  judged: np.ndarray | None = None
 
 
 class LabelSource(Protocol):
@@ -129,7 +136,21 @@ class JsonlLabels:
         if pairs[k].a == pairs[k].b:
           continue  # identical responses: no comparison
         a[k], kept[k] = pref == pairs[k].a, True
-    return Labels(a, kept)
+    judged = np.zeros(len(pairs), bool)
+    judged[[index[pid] for pid in seen]] = True
+    return Labels(a, kept, judged)
+
+
+def shown_order(n: int, seed) -> np.ndarray:
+  """[n] bool: True where a pair's second sampled response is shown as A (a fair coin each)."""
+  return np.random.default_rng(seed).random(n) < 0.5
+
+
+def to_label(pairs: Sequence[Pair], swapped: np.ndarray) -> list[dict]:
+  """The rows people judge: id, the conversation, responses A and B in the shown order (no
+  family, no sampled order: nothing that hints at either response)."""
+  return [{"id": p.id, "context": p.context, "a": p.b if s else p.a, "b": p.a if s else p.b}
+          for p, s in zip(pairs, swapped)]
 
 
 def write_judgements(path: str, pairs: Sequence[Pair], labels: Labels):
