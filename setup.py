@@ -32,12 +32,12 @@ setuptools.setup(
     ],
     extras_require={
         # torch and transformers (CPU) are the reference the checkpoint conversion is tested
-        # against; pinned so that reference does not move under the tests
         # against; pinned so that reference does not move under the tests. gcsfs and an
-        # in-memory GCS emulator test gs:// workdirs (hh/io.py)
+        # in-memory GCS emulator test gs:// workdirs (hh/io.py); selenium drives Debian's
+        # chromium and chromedriver through the labelling page (hh/label.py)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "portpicker>=1.6",
                  "torch==2.13.0", "transformers==5.23.0", "gcsfs>=2024.2",
-                 "gcp-storage-emulator>=2024.8"],
+                 "gcp-storage-emulator>=2024.8", "selenium>=4.20"],
         # gs:// workdirs, datasets and tokenizers (epath's filesystem for Cloud Storage)
         "gcs": ["gcsfs>=2024.2"],
         # accelerators: JAX's own builds for a Cloud TPU VM and for NVIDIA GPUs (CUDA 13); a
