@@ -13,10 +13,12 @@ declare -A TARGETS=(
   [hh/ppo/step.py]="tests/test_ppo.py"
   [hh/cd/step.py]="tests/test_best_of_n.py::test_cd_loss_is_the_51_way_kl_in_float64 tests/test_evaluate.py"
   [hh/policy/best_of_n.py]="tests/test_best_of_n.py"
+  [hh/agreement.py]="tests/test_agreement.py"
+  [hh/sim/labellers.py]="tests/test_agreement.py"
 )
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py \
-  hh/ppo/step.py hh/cd/step.py hh/policy/best_of_n.py)
+  hh/ppo/step.py hh/cd/step.py hh/policy/best_of_n.py hh/agreement.py hh/sim/labellers.py)
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
