@@ -88,6 +88,13 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+  """``batch_size`` rounded up to a multiple of the batch shards (data × fsdp): what host-side
+  scoring and sampling pad each call's rows to, so any batch size runs on any mesh."""
+  shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
+  return -(-batch_size // shards) * shards
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

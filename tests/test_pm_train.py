@@ -121,3 +121,22 @@ def test_ppo_scores_responses_on_ids_or_on_text_alike(real_pm):
                              atol=1e-6)
   no_space = scorer.score(ctx, [r.strip() for r in resp])
   assert np.abs(no_space - want).max() > 1e-4
+
+
+def test_a_scorer_of_any_batch_size_pads_to_the_mesh_and_scores_alike(real_pm):
+  """Host-side scoring pads each call to a multiple of the batch shards (data × fsdp), so a batch
+  size the mesh does not divide (1, 3 rows on 8 devices) runs and gives the 8-row scores."""
+  import math
+
+  from hh import sharding
+  workdir, _ = real_pm
+  ref = pm_score.Scorer(str(workdir), batch_size=8)
+  shards = math.prod(ref.mesh.shape[a] for a in sharding.BATCH_AXES)
+  assert shards > 1
+  ctx = ["\n\nHuman: hello there"] * 5 + ["\n\nHuman: what is a cat?"] * 6
+  resp = [" " + "word " * k for k in range(11)]
+  want = ref.score(ctx, resp)
+  for bs in (1, 3):
+    sc = pm_score.Scorer(str(workdir), batch_size=bs)
+    assert sc.batch_size == shards * -(-bs // shards)
+    np.testing.assert_allclose(sc.score(ctx, resp), want, atol=1e-5)

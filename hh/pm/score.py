@@ -66,8 +66,9 @@ class Scorer:
     result = io.read_json(result_path)
     self.offset = result["offset"]
     self.tok = tok_lib.Tokenizer.load(result["tokenizer"])
-    self.seq_len, self.batch_size = cfg.pm.finetune.seq_len, batch_size
+    self.seq_len = cfg.pm.finetune.seq_len
     self.mesh = sharding.make_mesh(cfg.mesh)
+    self.batch_size = sharding.padded_batch_size(batch_size, self.mesh)
     model = PreferenceModel(ModelConfig.from_config(cfg.model, self.tok.vocab_size))
     rules = sharding.rules(cfg)
     example = (jnp.zeros((1, self.seq_len), jnp.int32),) * 2 + (jnp.zeros((1,), jnp.int32),)

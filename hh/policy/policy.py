@@ -132,6 +132,7 @@ def generate(policy: Policy, contexts: Sequence[str], n: int, cfg: sample_lib.Sa
   """
   if n < 1:
     raise ValueError(f"n={n}: samples per prompt must be ≥ 1")
+  batch_size = sharding.padded_batch_size(batch_size, policy.mesh)
   ids = prompt_ids(policy, contexts, buckets)
   rows = [(i * n + j, i) for i in range(len(contexts)) for j in range(n)]
   sampler = sample_lib.Sampler(policy.model, policy.mesh, policy.rules, cfg, buckets)
@@ -177,6 +178,7 @@ def response_log_probs(policy: Policy, samples: Samples, batch_size: int) -> np.
   prompts = policy.tok.encode_batch([policy.prefix + c + tok_lib.ASSISTANT
                                      for c in samples.contexts])
   prompt_len = -(-max(len(r) for r in prompts) // 64) * 64  # one compilation per call
+  batch_size = sharding.padded_batch_size(batch_size, policy.mesh)
   total = np.zeros(len(prompts))
   with jax.set_mesh(policy.mesh):
     for start in range(0, len(prompts), batch_size):
