@@ -31,9 +31,9 @@ def stage(size: str) -> ml_collections.ConfigDict:
       test_every=10,             # every 10th pair is held out as the tranche's test set
       helpful_only=False,        # the paper's online helpful-only run
       # "annotator": the world's annotator; "people": judgements in iter_<i>/labels.jsonl
-      # (python -m hh.label serve writes them; the loop stops and waits for them); or a folder
-      # with iter_<i>.jsonl judgements (hh/online/tranche.py: {"id": ..., "preferred": <text>}
-      # or {"id": ..., "unsure": true})
+      # (python -m hh.label serve writes them; the loop stops and waits for them); "pm:<dir>":
+      # AI feedback, that PM's preferences; or a folder with iter_<i>.jsonl judgements
+      # (hh/online/tranche.py: {"id": ..., "preferred": <text>} or {"id": ..., "unsure": true})
       labels="annotator",
       # with judgements from people: "wait" until every pair is judged, or "drop" the unjudged
       # pairs and go on once any are judged

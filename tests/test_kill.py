@@ -16,7 +16,7 @@ resumes to the uninterrupted loop's tranches, PMs and policies. The processes sh
 compilation cache, so the reruns do not pay XLA's compile time again. The uninterrupted
 pipeline's policy-stage outputs (context distillation, PPO's first iteration, policy evaluation,
 best-of-N) are checked here too, on the run that makes them anyway; and the same pipeline in 2
-processes × 4 devices (jax.distributed, started with SLURM's variables) gives its records.
+processes (jax.distributed, started with SLURM's variables) gives its records.
 """
 import json
 import os
@@ -87,11 +87,14 @@ def test_a_kill_in_every_kind_of_stage_then_a_rerun_gives_the_uninterrupted_outp
 
 
 def test_two_processes_run_every_stage_as_the_one_process_run(runs, tmp_path):
-  """world → LM → PM → CD → PPO → policies → report in 2 processes × 4 CPU devices, started as
-  srun starts them (jax.distributed.initialize() with no arguments): every stage record equals
-  the uninterrupted run's (1 process × 2 devices) within test_multihost.TOLERANCE."""
+  """world → LM → PM → CD → PPO → policies → report in 2 processes, started as srun starts
+  them (jax.distributed.initialize() with no arguments): every stage record equals the
+  uninterrupted run's (1 process × 2 devices) within test_multihost.TOLERANCE. One device per
+  process, so the global mesh is the reference's (121 s here against 175 s with 4 each, the
+  kill tests' file being CI's longest); tests/test_multihost.py's slow test runs 2 × 4 devices
+  and an online iteration."""
   two = tmp_path / "two"
-  test_multihost.launch(two, runs["tokenizer"], 2, 4, launcher="slurm", optimise=True,
+  test_multihost.launch(two, runs["tokenizer"], 2, 1, launcher="slurm", optimise=True,
                         command=[sys.executable, KILL_AT, str(two), runs["tokenizer"]])
   one, got = test_multihost.records(runs["ref"]), test_multihost.records(two)
   assert list(got) == list(one) == sorted(STAGES)
@@ -353,6 +356,29 @@ def test_labels_from_people_wait_and_the_resumed_tranche_is_the_no_wait_runs(run
   assert json.loads((it1 / "stages" / "tranche.json").read_text())["judged"] == 32
   files = sorted(str(f.relative_to(ref)) for f in (ref / "tranche").rglob("*.jsonl.gz"))
   assert files and all((it1 / f).read_bytes() == (ref / f).read_bytes() for f in files)
+
+
+def test_ai_feedback_prefers_the_response_its_pm_scores_higher(runs, online_runs):
+  """``online.labels="pm:<dir>"`` (RLAIF): on the loop's first sampled pairs, the labels are the
+  sign of the PM's score difference, scored one text at a time by a Scorer of its own; identical
+  responses are unsure, and a margin above every difference leaves no pair."""
+  from hh.online import tranche
+  from hh.pm import score as pm_score
+  pm = str(runs["ref"] / "pm")
+  rows = [json.loads(x) for x in (online_runs["ref"] / "online" / "iter_1" / "sampled.jsonl")
+          .read_text().splitlines()]
+  pairs = [tranche.Pair(r["id"], r["context"], r["family"], r["a"], r["b"]) for r in rows]
+  labels = tranche.PMLabels(pm).label(pairs)
+  one = pm_score.Scorer(pm, batch_size=1)
+  s = np.array([[one.score([p.context], [" " + x])[0] for x in (p.a, p.b)] for p in pairs])
+  same = np.array([p.a == p.b for p in pairs])
+  assert not same.all()
+  np.testing.assert_array_equal(labels.kept, ~same)
+  clear = ~same & (np.abs(s[:, 0] - s[:, 1]) > 1e-5)  # batching may move a score by rounding
+  assert clear.sum() > 0.8 * (~same).sum()
+  np.testing.assert_array_equal(labels.a_preferred[clear], (s[:, 0] > s[:, 1])[clear])
+  assert 0 < labels.a_preferred[~same].sum() < (~same).sum()
+  assert not tranche.PMLabels(pm, margin=1e9).label(pairs).kept.any()
 
 
 def test_the_reports_online_section_shows_the_loops_results(online_runs, tmp_path):

@@ -176,13 +176,10 @@ def _prompts(config, places, i: int) -> tuple[list[str], list[str]]:
   return [contexts[k] for k in pick], [str(fams[k]) for k in pick]
 
 
-LABEL_MODES = ("annotator", "people")
-
-
 def labels_path(config, workdir: str, i: int) -> str | None:
   """Where iteration i's judgements are read (None: the world's annotator labels)."""
   src = config.online.labels
-  if src == "annotator":
+  if src == "annotator" or src.startswith("pm:"):
     return None
   if src == "people":
     return os.path.join(iter_dir(workdir, i), "labels.jsonl")
@@ -195,6 +192,8 @@ def _label(config, workdir: str, i: int, pairs: list) -> tranche_lib.Labels:
   o = config.online
   if o.unlabelled not in ("wait", "drop"):
     raise ValueError(f"config.online.unlabelled={o.unlabelled!r}; allowed: 'wait', 'drop'")
+  if o.labels.startswith("pm:"):  # AI feedback: another PM's preferences
+    return tranche_lib.PMLabels(o.labels[3:]).label(pairs)
   path = labels_path(config, workdir, i)
   if path is None:
     return tranche_lib.AnnotatorLabels(config.world.to_dict(), config.seed + 1000 * i).label(pairs)

@@ -19,6 +19,8 @@ dropped "unsure" comparisons, Bai et al. 2022, eq. 2.1):
 in a random order (``shown``: which sampled response is shown as A, kept beside the sampled pairs
 for un-blinding; a judgement names the preferred text, so it does not depend on the order).
 
+* ``PMLabels``: AI feedback — a PM's preference (RLAIF).
+
 ``write`` turns labelled pairs into ``<dir>/<subset>/<split>.jsonl.gz`` in hh-rlhf's layout
 (the hh-rlhf release's README: full transcripts, chosen and rejected sharing the context); the PM reads it through
 the same TFDS builder as every comparison set, with the dataset spec
@@ -139,6 +141,25 @@ class JsonlLabels:
     judged = np.zeros(len(pairs), bool)
     judged[[index[pid] for pid in seen]] = True
     return Labels(a, kept, judged)
+
+
+class PMLabels:
+  """AI feedback (RLAIF): a PM prefers the response it scores higher; pairs whose scores differ
+  by less than ``margin`` (or whose responses are identical) are unsure. Any finished PM
+  workdir: typically one larger, or trained on other data, than the PM being made."""
+
+  def __init__(self, pm_dir: str, margin: float = 0.0):
+    from hh.pm import score as pm_score
+    self.scorer, self.margin = pm_score.Scorer(pm_dir), margin
+
+  def scores(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    ctx = [p.context for p in pairs]
+    return tuple(self.scorer.score(ctx, [" " + getattr(p, x) for p in pairs]) for x in "ab")
+
+  def label(self, pairs: Sequence[Pair]) -> Labels:
+    s_a, s_b = self.scores(pairs)
+    same = np.array([p.a == p.b for p in pairs], bool)
+    return Labels(s_a > s_b, (np.abs(s_a - s_b) >= self.margin) & ~same)
 
 
 def shown_order(n: int, seed) -> np.ndarray:
