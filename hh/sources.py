@@ -54,10 +54,12 @@ def _builder(name: str, places: Places):
     name, src = name.split("@", 1)
     if not io.isdir(src):
       raise ValueError(f"{name}@{src}: no such folder (expected the hh-rlhf layout)")
-    # the build folder is named by the files' contents: a tranche rewritten in place is rebuilt
+    # the build folder is named by the files' contents: a tranche rewritten in place is rebuilt.
+    # Only the data files: another process's atomic write may have its temporary file there.
     digest = hashlib.sha256(name.encode())
     folder = os.path.join(src, name.split("/", 1)[1])
-    for f in sorted(io.listdir(folder)) if io.isdir(folder) else ():
+    for f in sorted(f for f in io.listdir(folder) if f.endswith(".jsonl.gz")) \
+        if io.isdir(folder) else ():
       with io.open(os.path.join(folder, f), "rb") as fh:
         digest.update(f.encode() + hashlib.sha256(fh.read()).digest())
     key = digest.hexdigest()[:12]

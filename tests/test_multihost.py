@@ -57,9 +57,12 @@ def launch(workdir, tokenizer, n_processes, devices_each, launcher="explicit", c
         command or [sys.executable, "-m", "hh.main", *ARGS, f"--config.tokenizer.path={tokenizer}",
                     f"--workdir={workdir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True))
-  for p in procs:
-    out, err = p.communicate(timeout=1800)
-    assert p.returncode == 0, err[-3000:]
+  errors = [p.communicate(timeout=1800)[1] for p in procs]
+  # every process's end: the first to fail is often not process 0 (which then waits for it
+  # at a collective until the coordination service gives up)
+  failed = [f"process {i} (exit {p.returncode}): …{err[-2500:]}"
+            for i, (p, err) in enumerate(zip(procs, errors)) if p.returncode]
+  assert not failed, "\n\n".join(failed)
 
 
 @pytest.fixture(scope="module")

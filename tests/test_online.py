@@ -244,6 +244,12 @@ def test_a_tranche_rewritten_in_place_is_read_anew(pairs, tmp_path):
     seen.append([tfds_io.text(src[i]["chosen_transcript"]) for i in range(len(src))])
     assert seen[-1] == [r["chosen"] for r in tranche.rows(ps, labels)["helpful"]]
   assert seen[0] != seen[1]  # the two label draws differ, so the second read is a new build
+  # another process's atomic write in flight (its temporary file beside the data) changes nothing
+  dirs = {d for d in os.listdir(tmp_path / "tfds")}
+  (tmp_path / "t" / "helpful-online" / "test.jsonl.gz.tmp4242").write_bytes(b"half a fi")
+  src = sources.open_split(spec, places)
+  assert [tfds_io.text(src[i]["chosen_transcript"]) for i in range(len(src))] == seen[1]
+  assert {d for d in os.listdir(tmp_path / "tfds")} == dirs
 
 
 def _tranche_records(workdir, rows):
