@@ -190,11 +190,25 @@ TOLERANCE = 1e-4
 @pytest.mark.slow
 def test_two_processes_run_the_pipeline_and_an_online_iteration_as_one(tmp_path,
                                                                        wikitext_tokenizer):
-  """python -m pytest -n 0 -m slow tests/test_multihost.py"""
+  """python -m pytest -n 0 -m slow tests/test_multihost.py
+
+  Every record within TOLERANCE and the iteration's sampled pairs and tranche byte for byte,
+  except the loop's PPO "after" evaluation: a policy at the end of the longest chain of
+  trainings (LM → PM → CD → PPO → the loop's PM → its PPO) sampled anew, where the last-bit
+  differences can flip a near-tied token of one sample (measured 2026-12-06: one of its 4 samples
+  ended its turn in one run only; 428 of 434 numbers within 1e-4, the loop's evaluation of the
+  same policy on other draws among them)."""
   one = _pipeline(tmp_path / "one", wikitext_tokenizer.path, 1, 8, online=True)
   two = _pipeline(tmp_path / "two", wikitext_tokenizer.path, 2, 4, online=True)
   assert "online_run/online" in one and {"world", "lm", "pm", "cd", "ppo", "policies",
                                          "report"} <= set(one)
   assert list(one) == list(two)
-  differ = differences(one, two)
+  differ = [d for d in differences(one, two) if "/ppo_after/" not in d]
   assert not differ, differ
+  it = os.path.join("online_run", "online", "iter_1")
+  files = [os.path.relpath(f, tmp_path / "one" / it) for f in
+           (tmp_path / "one" / it).glob("**/*") if f.is_file() and
+           (f.name == "sampled.jsonl" or "tranche" in f.parts)]
+  assert len(files) >= 3
+  for f in files:
+    assert (tmp_path / "one" / it / f).read_bytes() == (tmp_path / "two" / it / f).read_bytes(), f
