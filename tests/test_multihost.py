@@ -194,7 +194,7 @@ def test_two_processes_run_the_pipeline_and_an_online_iteration_as_one(tmp_path,
 
   Every record within TOLERANCE and the iteration's sampled pairs and tranche byte for byte,
   except the loop's PPO "after" evaluation: a policy at the end of the longest chain of
-  trainings (LM → PM → CD → PPO → the loop's PM → its PPO) sampled anew, where the last-bit
+  trainings (LM → PM → the loop's PM on sampled pairs; LM → CD → the loop's PPO) sampled anew, where the last-bit
   differences can flip a near-tied token of one sample (measured 2026-12-06: one of its 4 samples
   ended its turn in one run only; 428 of 434 numbers within 1e-4, the loop's evaluation of the
   same policy on other draws among them)."""
