@@ -421,21 +421,67 @@ def test_xla_fused_attention_matches_the_reference_and_float64_with_its_gradient
   w = jnp.asarray(seen[..., None, None] * np.random.default_rng(0).normal(size=q.shape),
                   jnp.float32)
   outs = {}
-  for impl in ("reference", "xla"):
+  for impl in ("reference", "xla", "blockwise"):
     out, vjp = jax.vjp(lambda q, k, v, i=impl: attend(q, k, v, mask, chunk, i), q, k, v)
     np.testing.assert_allclose(np.asarray(out, np.float64)[seen], want[seen], atol=1e-5)
     outs[impl] = vjp(w)
-  for a, b in zip(outs["reference"], outs["xla"]):
+  for impl in ("xla", "blockwise"):
+    for a, b in zip(outs["reference"], outs[impl]):
+      assert np.abs(np.asarray(a)).max() > 1e-2
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+
+
+def attention_mask_of(kv_mask, t_len):
+  from hh.models.transformer import attention_mask
+  return attention_mask(jnp.asarray(kv_mask), t_len, kv_mask.shape[1] - t_len)
+
+
+@pytest.mark.parametrize("t_len,block", [(12, 4), (12, 6), (12, 5), (1, 4)])
+def test_blockwise_attention_matches_float64_and_the_references_gradients_at_every_query(
+    t_len, block):
+  """hh's flash attention in plain JAX over key blocks of 4 and 6 (3 and 2 blocks; 5 does not
+  divide 12: one block), causal with left padding, every query — those that see no key too (the
+  uniform average of v, as the reference) — against float64 numpy, and its custom backward's
+  q, k, v gradients against autodiff of the reference; one query over 12 keys is the read-out."""
+  from hh.models import attention
+  q, k, v, kv_mask = _attention_case(t_len=t_len)
+  mask = attention_mask_of(kv_mask, t_len)
+  np.testing.assert_allclose(np.asarray(attention.blockwise(q, k, v, mask, block), np.float64),
+                             _attention_reference(q, k, v, mask, 0), atol=1e-5)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
+  grads = [jax.grad(lambda q, k, v, f=f: (f(q, k, v) * w).sum(), (0, 1, 2))(q, k, v)
+           for f in (lambda q, k, v: attention.attend(q, k, v, mask),
+                     lambda q, k, v: attention.blockwise(q, k, v, mask, block))]
+  for a, b in zip(*grads):
     assert np.abs(np.asarray(a)).max() > 1e-2
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
 
 
-def test_models_with_xla_attention_match_the_reference_forward_read_out_and_decode():
-  """A whole LM and PM with config.model.attention="xla" against the reference model: logits
-  at real positions and the PM's score at the EOC token (the cached decode:
+@pytest.mark.parametrize("impl,keeps_scores", [("reference", True), ("blockwise", False)])
+def test_what_a_train_step_keeps_for_attentions_backward(capsys, impl, keeps_scores):
+  """The residuals autodiff saves for an LM's loss gradient without remat: the reference keeps
+  float32 [B, H, T, T] scores per layer; the blockwise form keeps no [.., T, T] array at all
+  (its output and [B, H, T] statistics; the mask is boolean), as the flash kernels do."""
+  import dataclasses
+  cfg = dataclasses.replace(CFG, attention=impl, d_model=32, n_head=2)
+  tokens, mask = left_padded_batch([16, 11, 5], 16, seed=2)
+  params = DecoderLM(cfg).init(jax.random.key(0), tokens, mask)["params"]
+
+  def loss(p):
+    return DecoderLM(cfg).apply({"params": p}, tokens, mask).astype(jnp.float32).mean()
+  jax.ad_checkpoint.print_saved_residuals(loss, params)
+  saved = capsys.readouterr().out.splitlines()
+  scores = [line for line in saved if line.startswith("f32[") and ",16,16]" in line]
+  assert bool(scores) == keeps_scores, saved
+
+
+@pytest.mark.parametrize("impl", ["xla", "blockwise"])
+def test_models_with_fused_attention_match_the_reference_forward_read_out_and_decode(impl):
+  """A whole LM and PM with config.model.attention="xla" or "blockwise" against the reference
+  model: logits at real positions and the PM's score at the EOC token (the cached decode:
   test_cached_decoding_equals_full_forward)."""
   import dataclasses
-  xla = dataclasses.replace(CFG, attention="xla")
+  xla = dataclasses.replace(CFG, attention=impl)
   params = init_params(seed=4, scale=1.0)
   tokens, mask = left_padded_batch([9, 6, 2], 9, seed=4)
   ref = DecoderLM(CFG).apply({"params": params}, tokens, mask)
@@ -456,5 +502,6 @@ def test_attention_implementations_are_chosen_by_backend_and_named_when_unknown(
   assert attention.resolve("auto", "gpu", jnp.float32) == "xla"
   assert attention.resolve("auto", "tpu", jnp.bfloat16) == "pallas"
   assert attention.resolve("xla", "tpu", jnp.bfloat16) == "xla"
+  assert attention.resolve("auto", "plan", jnp.bfloat16) == "blockwise"  # hh.plan's programs
   with pytest.raises(ValueError, match=r"config\.model\.attention='flash'; allowed: auto"):
     attention.resolve("flash", "cpu", jnp.float32)

@@ -1,18 +1,22 @@
 """Attention: the reference softmax attention (einsum; scores and softmax in float32), its
 KV-cache form, the mask, and the fused kernels that ship with JAX — ``jax.nn.dot_product_attention``
-(its XLA form anywhere, cuDNN flash attention on GPU) and the Pallas flash-attention kernel on TPU.
+(its XLA form anywhere, cuDNN flash attention on GPU) and the Pallas flash-attention kernel on TPU;
+and ``blockwise``, flash attention in plain JAX (any backend): an online softmax over key blocks
+whose backward recomputes each block's scores, so only the output and the log-sum-exp are kept.
 
 Shapes: B batch, T queries, S keys (cache slots), H heads, K d_head. Queries arrive scaled by
 1/√K; masks are boolean [B, 1, T, S] (a query sees the keys marked True).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 # config.model.attention: "auto" chooses by backend (``resolve``); "reference" is the einsum form
-IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
+IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas", "blockwise")
 
 
 def attention_mask(kv_mask: Array, q_len: int, q_offset: Array | int) -> Array:
@@ -79,8 +83,8 @@ def resolve(name: str, backend: str, dtype) -> str:
     raise ValueError(f"config.model.attention={name!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
   if name != "auto":
     return name
-  if backend == "plan":  # an accelerator's program compiled on CPU devices (hh.plan)
-    return "xla"
+  if backend == "plan":  # an accelerator's program compiled on CPU devices (hh.plan): the
+    return "blockwise"   # flash kernels' memory (output and log-sum-exp kept), compiled anywhere
   if backend == "gpu":
     return "cudnn" if jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla"
   return "pallas" if backend == "tpu" else "reference"
@@ -103,3 +107,96 @@ def pallas_tpu(q: Array, k: Array, v: Array, kv_mask: Array) -> Array:
   out = fa.flash_attention(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v)),
                            segment_ids=fa.SegmentIds(q=seg, kv=seg), causal=True, sm_scale=1.0)
   return jnp.swapaxes(out, 1, 2)
+
+
+def _key_blocks(s_len: int, block: int) -> int:
+  """The key block size: ``block`` where it divides S, else all S keys in one block."""
+  return block if 0 < block < s_len and s_len % block == 0 else s_len
+
+
+def _blocks(x: Array, n: int, axis: int) -> Array:
+  """x split into n equal blocks along ``axis``, stacked first: [n, ..., size / n, ...]."""
+  shape = x.shape[:axis] + (n, x.shape[axis] // n) + x.shape[axis + 1:]
+  return jnp.moveaxis(x.reshape(shape), axis, 0)
+
+
+def _blockwise_forward(q, k, v, mask, block):
+  """→ out [B, T, H, K] (q's dtype) and the softmax statistics, each [B, H, T] float32: the
+  masked scores' maximum m and Σ exp(s − m). (Not their log-sum-exp: a fully masked row's
+  m is float32's minimum, which absorbs log S.)"""
+  b, t, h, d = q.shape
+  n = k.shape[1] // _key_blocks(k.shape[1], block)
+  low = jnp.finfo(jnp.float32).min
+
+  def step(carry, kvm):
+    acc, m, total = carry                       # [B, T, H, K] f32, [B, H, T], [B, H, T]
+    kb, vb, mb = kvm                            # [B, s, H, K], [B, s, H, K], [B, 1, T, s]
+    s = jnp.einsum("bthk,bshk->bhts", q, kb, preferred_element_type=jnp.float32)
+    s = jnp.where(mb, s, low)                   # as the reference: a finite minimum
+    m_new = jnp.maximum(m, s.max(-1))
+    scale = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])           # [B, H, T, s]
+    total = total * scale + p.sum(-1)
+    pv = jnp.einsum("bhts,bshk->bthk", p.astype(v.dtype), vb, preferred_element_type=jnp.float32)
+    acc = acc * jnp.transpose(scale, (0, 2, 1))[..., None] + pv
+    return (acc, m_new, total), None
+
+  init = (jnp.zeros((b, t, h, d), jnp.float32), jnp.full((b, h, t), low, jnp.float32),
+          jnp.zeros((b, h, t), jnp.float32))
+  (acc, m, total), _ = jax.lax.scan(step, init, (_blocks(k, n, 1), _blocks(v, n, 1),
+                                              _blocks(mask, n, 3)))
+  out = acc / jnp.transpose(total, (0, 2, 1))[..., None]
+  return out.astype(q.dtype), (m, total)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _blockwise(q, k, v, mask, block):
+  return _blockwise_forward(q, k, v, mask, block)[0]
+
+
+def _blockwise_fwd(q, k, v, mask, block):
+  out, stats = _blockwise_forward(q, k, v, mask, block)
+  return out, (q, k, v, mask, out, stats)
+
+
+def _blockwise_bwd(block, res, g):
+  """Each key block's scores recomputed: p = exp(s − m) / total; dv = pᵀ·g,
+  ds = p ⊙ (g·vᵀ − Σ g ⊙ out), zero where masked; dq = ds·k, dk = dsᵀ·q."""
+  q, k, v, mask, out, (m, total) = res
+  n = k.shape[1] // _key_blocks(k.shape[1], block)
+  low = jnp.finfo(jnp.float32).min
+  g32 = g.astype(jnp.float32)
+  delta = jnp.einsum("bthk,bthk->bht", g32, out.astype(jnp.float32))     # [B, H, T]
+
+  def step(dq, kvm):
+    kb, vb, mb = kvm
+    s = jnp.einsum("bthk,bshk->bhts", q, kb, preferred_element_type=jnp.float32)
+    p = jnp.exp(jnp.where(mb, s, low) - m[..., None]) / total[..., None]  # [B, H, T, s]
+    dv = jnp.einsum("bhts,bthk->bshk", p.astype(g.dtype), g, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bthk,bshk->bhts", g, vb, preferred_element_type=jnp.float32)
+    ds = jnp.where(mb, p * (dp - delta[..., None]), 0.0).astype(q.dtype)
+    dq = dq + jnp.einsum("bhts,bshk->bthk", ds, kb, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bhts,bthk->bshk", ds, q, preferred_element_type=jnp.float32)
+    return dq, (dk.astype(k.dtype), dv.astype(v.dtype))
+
+  dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(q.shape, jnp.float32),
+                              (_blocks(k, n, 1), _blocks(v, n, 1), _blocks(mask, n, 3)))
+
+  def unblock(x):  # [n, B, s, H, K] → [B, S, H, K]
+    return jnp.moveaxis(x, 0, 1).reshape(k.shape)
+  return dq.astype(q.dtype), unblock(dk), unblock(dv), None
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
+
+
+def blockwise(q: Array, k: Array, v: Array, mask: Array, block: int = 512) -> Array:
+  """Flash attention in plain JAX: q [B, T, H, K] (scaled), k, v [B, S, H, K], mask [B, 1, T, S]
+  → [B, T, H, K], the reference's values (a fully masked row: the uniform average of v).
+
+  Keys in blocks of ``block`` (all S when it does not divide S), an online softmax over them in
+  float32; the backward recomputes each block's scores from q, k and the saved statistics, so
+  what a train step keeps for it is the output and [B, H, T] statistics, never the [B, H, T, S]
+  scores — the memory of the cuDNN and Pallas kernels, on any backend (hh.plan's stand-in for
+  them). Every block is computed, the masked upper triangle too."""
+  return _blockwise(q, k, v, mask, block)

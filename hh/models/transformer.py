@@ -208,8 +208,9 @@ def take_rows(x: Array, index: Array) -> Array:
 
 def _backend() -> str:
   """The backend the program is traced for: the default one, or the accelerator's under
-  ``accelerator_paths`` (hh.plan compiles a TPU/GPU step on CPU devices: XLA's fused attention,
-  which compiles anywhere, stands in for cuDNN's and Pallas's kernels there)."""
+  ``accelerator_paths`` (hh.plan compiles a TPU/GPU step on CPU devices: hh's blockwise
+  attention, which compiles anywhere and keeps what they keep, stands in for cuDNN's and
+  Pallas's kernels there)."""
   return jax.default_backend() if cpu_ops.cpu_paths() or jax.default_backend() != "cpu" else "plan"
 
 
@@ -224,6 +225,8 @@ def attend(q: Array, k: Array, v: Array, mask: Array, chunk: int = 0,
     if cpu_ops.cpu_bf16(q, k, v):
       return cpu_ops.attend_f32acc(q, k, v, mask, chunk)
     return attention.attend(q, k, v, mask, chunk)
+  if implementation == "blockwise":
+    return attention.blockwise(q, k, v, mask)
   if implementation == "pallas":
     if q.shape[1] == k.shape[1]:
       return attention.pallas_tpu(q, k, v, mask[:, 0, -1, :])
