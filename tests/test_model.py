@@ -458,21 +458,24 @@ def test_blockwise_attention_matches_float64_and_the_references_gradients_at_eve
 
 
 @pytest.mark.parametrize("impl,keeps_scores", [("reference", True), ("blockwise", False)])
-def test_what_a_train_step_keeps_for_attentions_backward(capsys, impl, keeps_scores):
-  """The residuals autodiff saves for an LM's loss gradient without remat: the reference keeps
-  float32 [B, H, T, T] scores per layer; the blockwise form keeps no [.., T, T] array at all
-  (its output and [B, H, T] statistics; the mask is boolean), as the flash kernels do."""
+def test_what_a_train_step_keeps_for_the_backward(capsys, impl, keeps_scores):
+  """The residuals autodiff saves for an LM's loss gradient without remat: the reference
+  attention keeps float32 [B, H, T, T] scores per layer, the blockwise form no [.., T, T] array
+  at all (its output and [B, H, T] statistics; the mask is boolean), as the flash kernels do; and
+  the MLP keeps one [B, T, F] activation per layer, not the five intermediates of the tanh GELU
+  (recomputed from its input in the backward)."""
   import dataclasses
-  cfg = dataclasses.replace(CFG, attention=impl, d_model=32, n_head=2)
+  cfg = dataclasses.replace(CFG, attention=impl, d_model=32, n_head=2, d_ff=40)
   tokens, mask = left_padded_batch([16, 11, 5], 16, seed=2)
   params = DecoderLM(cfg).init(jax.random.key(0), tokens, mask)["params"]
 
   def loss(p):
     return DecoderLM(cfg).apply({"params": p}, tokens, mask).astype(jnp.float32).mean()
   jax.ad_checkpoint.print_saved_residuals(loss, params)
-  saved = capsys.readouterr().out.splitlines()
-  scores = [line for line in saved if line.startswith("f32[") and ",16,16]" in line]
+  saved = [line.split(" ")[0] for line in capsys.readouterr().out.splitlines()]
+  scores = [s for s in saved if s.startswith("f32[") and s.endswith(",16,16]")]
   assert bool(scores) == keeps_scores, saved
+  assert 1 <= sum(s.endswith("[2,3,16,40]") for s in saved) <= 2, saved  # [L, B, T, F]
 
 
 @pytest.mark.parametrize("impl", ["xla", "blockwise"])

@@ -15,6 +15,7 @@ F d_ff, V vocab, L layers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -332,7 +333,10 @@ class Mlp(nn.Module):
     if cfg.mlp == "swiglu":
       h = jax.nn.silu(_project(self, x, "wg", *up)) * h
     else:
-      h = jax.nn.gelu(h, approximate=cfg.gelu_approximate)
+      # recomputed from its input in the backward (elementwise, as PyTorch's GELU backward):
+      # autodiff of the tanh form would keep five [B, T, F] intermediates per layer
+      h = jax.checkpoint(functools.partial(jax.nn.gelu, approximate=cfg.gelu_approximate),
+                         prevent_cse=False)(h)
     h = nn.with_logical_constraint(h, ("act_batch", "act_len", "act_mlp"))
     return _project(self, h, "wo", (cfg.d_ff, cfg.d_model), ("mlp", "embed"),
                     cfg.init_std / (2 * cfg.n_layer) ** 0.5, cfg.mlp_bias)
