@@ -52,11 +52,17 @@ def done(workdir: str, name: str) -> dict | None:
 
 
 def mark(workdir: str, name: str, result: dict):
-  """Records step ``name`` as complete (after all its outputs are written)."""
-  if jax.process_index() != 0:
-    return
-  io.makedirs(os.path.join(workdir, "stages"))
-  io.write_json(_marker(workdir, name), result)
+  """Records step ``name`` as complete (after all its outputs are written). With several
+  processes, process 0 writes the record and every process waits for it here (they all mark
+  the same steps): what process 0 alone writes — records, a PM's result, an exported policy — is
+  there for every process's next step (without it the online loop's process 1 read an
+  iteration's tranche record before process 0 had written it)."""
+  if jax.process_index() == 0:
+    io.makedirs(os.path.join(workdir, "stages"))
+    io.write_json(_marker(workdir, name), result)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"hh: {name} marked in {workdir}")
 
 
 def write_config(config, workdir: str):

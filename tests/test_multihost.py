@@ -45,6 +45,7 @@ def launch(workdir, tokenizer, n_processes, devices_each, launcher="explicit", c
   for pid in range(n_processes):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "HH_COORDINATOR", "HH_NUM_", "HH_PROCESS"))}
+    env.update(PYTHONFAULTHANDLER="1")  # a process killed by the coordination service says where
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count="
                f"{devices_each}" + ("" if optimise else f" {FAST_COMPILE}"))
     if n_processes > 1 and launcher == "explicit":
@@ -59,9 +60,14 @@ def launch(workdir, tokenizer, n_processes, devices_each, launcher="explicit", c
         stderr=subprocess.PIPE, text=True))
   errors = [p.communicate(timeout=1800)[1] for p in procs]
   # every process's end: the first to fail is often not process 0 (which then waits for it
-  # at a collective until the coordination service gives up)
-  failed = [f"process {i} (exit {p.returncode}): …{err[-2500:]}"
-            for i, (p, err) in enumerate(zip(procs, errors)) if p.returncode]
+  # at a collective until the coordination service gives up); whole logs beside the workdir
+  failed = []
+  for i, (p, err) in enumerate(zip(procs, errors)):
+    log = f"{workdir}.process{i}.log"
+    with open(log, "w") as f:
+      f.write(err)
+    if p.returncode:
+      failed.append(f"process {i} (exit {p.returncode}, {log}): …{err[-2500:]}")
   assert not failed, "\n\n".join(failed)
 
 
