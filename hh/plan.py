@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from hh import cli
+from hh import aot, cli
 
 GiB = 2**30
 
@@ -49,11 +49,10 @@ def _step_and_batch(config, mesh):
   return built, batch, what
 
 
-def plan(config, mesh) -> dict[str, float]:
+def plan(config, mesh, with_hlo: bool = False) -> dict[str, float]:
   """Compiles the train step of ``config`` (an LM or PM config) on ``mesh`` from abstract shapes;
-  returns bytes per device."""
+  returns bytes per device (and, ``with_hlo``, the compiled program's text under "hlo")."""
   from hh import sharding
-  from hh.models import transformer
 
   with jax.set_mesh(mesh):
     built, batch, what = _step_and_batch(config, mesh)
@@ -61,8 +60,7 @@ def plan(config, mesh) -> dict[str, float]:
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          abstract, shardings)
     t0 = time.perf_counter()
-    with transformer.accelerator_paths():  # the TPU/GPU program, not the CPU's bf16 forms
-      compiled = built.train_step.lower(state, batch).compile()
+    compiled = aot.compile_accelerator_program(built.train_step, state, batch)
     compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
@@ -81,6 +79,8 @@ def plan(config, mesh) -> dict[str, float]:
   # Donated state is aliased to the output, so the peak is arguments + temporaries + the outputs
   # that are not aliased (the metrics).
   out["peak"] = out["arguments"] + out["temporaries"] + out["outputs"] - out["aliased"]
+  if with_hlo:
+    out["hlo"] = compiled.as_text()
   return out
 
 

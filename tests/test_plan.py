@@ -105,3 +105,42 @@ def test_the_sampler_never_gathers_a_weight_under_the_decode_rules():
       gathered[name] = set(re.findall(r"= (f32\[[0-9,]+\])\S* all-gather", hlo)) & weights
   assert gathered["train"], "the check would not see a gathered weight"
   assert not gathered["decode"], gathered["decode"]
+
+
+def _largest_f32(hlo: str) -> int:
+  """Elements of the largest float32 array anywhere in a compiled program's text."""
+  import math
+  import re
+  return max(math.prod(int(n) for n in dims.split(",") if n)
+             for dims in re.findall(r"f32\[([0-9,]*)\]", hlo))
+
+
+def test_the_bf16_steps_store_neither_whole_scores_nor_whole_logits():
+  """The accelerator's LM and PM steps as planned (bf16, no remat, 4 × 2,048 tokens on one
+  device): no float32 array as large as one layer's attention scores [B, H, T, T] or as the
+  LM's logits [B, T, V] (the head runs in 4,096-row chunks). XLA's fused attention form does
+  store the scores of every layer, and the plan's temporaries show them."""
+  import jax
+
+  from configs import pm
+  b, t, vocab = 4, 2048, 6144   # sizes that differ: scores 67M elements, logits 50M, d_ff 1,024
+  results = {}
+  for stage, attention in (("lm", "auto"), ("lm", "xla"), ("pm", "auto")):
+    config = (lm.get_config("size=small") if stage == "lm"
+              else pm.get_config("size=small"))
+    config.model.update(dtype="bfloat16", remat_policy="none", attention=attention)
+    config.tokenizer.vocab_size = vocab
+    if stage == "lm":
+      config.lm.data.batch_size, config.lm.data.seq_len = b, t
+    else:
+      config.pm.finetune.batch_pairs, config.pm.finetune.seq_len = b // 2, t
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    results[stage, attention] = plan.plan(config, mesh, with_hlo=True)
+  n_layer, n_head = 4, 4                                       # size=small
+  scores = b * n_head * t * t
+  for key in (("lm", "auto"), ("pm", "auto")):
+    assert _largest_f32(results[key]["hlo"]) < min(scores, b * t * vocab), key
+  assert _largest_f32(results["lm", "xla"]["hlo"]) >= scores   # the check sees stored scores
+  stored = results["lm", "xla"]["temporaries"] - results["lm", "auto"]["temporaries"]
+  assert stored >= n_layer * scores * 4

@@ -24,7 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from hh import sharding
+from hh import aot, sharding
 
 GiB = 2**30
 
@@ -49,7 +49,7 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
   (``programs=False``: the models' bytes only, nothing compiled)."""
   import flax.linen as nn
 
-  from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel, transformer
+  from hh.models import DecoderLM, ModelConfig, PreferenceModel, ValueModel
   from hh.pm import step as pm_step
   from hh.policy import sample as sample_lib
   from hh.ppo import step as ppo
@@ -99,8 +99,7 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
 
     def compile_(name, fn, args, extra_args):
       t0 = time.perf_counter()
-      with transformer.accelerator_paths():  # the TPU/GPU program, not the CPU's bf16 forms
-        compiled = fn.lower(*args).compile()
+      compiled = aot.compile_accelerator_program(fn, *args)
       out["compile_s"] += time.perf_counter() - t0
       out["programs"][name] = _memory(compiled, extra_args, resident)
 
