@@ -76,8 +76,7 @@ def main():
     tokens = jnp.concatenate([prompts, out["tokens"]], 1)
     mask = jnp.concatenate([pmask, out["mask"]], 1)
     resp = out["mask"].astype(jnp.float32)
-    ref_lp = ppo.token_log_probs(ppo.at_response(policy, ref_p, tokens, mask, NEW),
-                                 out["tokens"])
+    ref_lp = ppo.response_log_probs(policy, ref_p, tokens, mask, NEW)
     values = ppo.response_values(policy, value, (state.policy.params, state.value.params), tokens,
                                  mask, NEW)
     eoc = mask.sum(-1) - 1  # the PM read at the last token (the stage appends its EOC)

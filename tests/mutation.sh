@@ -15,12 +15,13 @@ declare -A TARGETS=(
   [hh/policy/best_of_n.py]="tests/test_best_of_n.py"
   [hh/agreement.py]="tests/test_agreement.py"
   [hh/sim/labellers.py]="tests/test_agreement.py"
+  [hh/models/head.py]="tests/test_head.py"
   [hh/models/attention.py]="tests/test_model.py::test_blockwise_attention_matches_float64_and_the_references_gradients_at_every_query tests/test_model.py::test_xla_fused_attention_matches_the_reference_and_float64_with_its_gradients tests/test_model.py::test_what_a_train_step_keeps_for_the_backward"
 )
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=(hh/lm/step.py hh/pm/step.py hh/pm/eval.py hh/elo.py \
   hh/ppo/step.py hh/cd/step.py hh/policy/best_of_n.py hh/agreement.py hh/sim/labellers.py \
-  hh/models/attention.py)
+  hh/models/attention.py hh/models/head.py)
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -119,11 +119,12 @@ def test_cd_loss_from_the_stored_teacher_top_k_equals_the_51_way_kl():
   sl = rng.normal(size=(2, 3, 80)) * 3
   w = np.array([[1, 1, 0], [1, 0, 1]], np.float32)
 
-  class Stub:  # a "model" whose logits are fixed
+  class Stub:  # a "model" whose logits are fixed: head inputs x = the logits, w = identity
     @staticmethod
-    def apply(variables, inputs, mask):
+    def apply(variables, inputs, mask, method):
       del variables, inputs, mask
-      return jnp.asarray(sl, jnp.float32)
+      assert method == "head_inputs"
+      return jnp.asarray(sl, jnp.float32), jnp.eye(80, dtype=jnp.float32)
 
   t_lp, t_idx, t_rest = distill.teacher_topk(jnp.asarray(tl, jnp.float32), 50)
   loss, m = distill.cd_loss(Stub)(None, {"inputs": jnp.zeros((2, 3), jnp.int32),

@@ -279,16 +279,19 @@ def test_value_model_starts_from_the_pm_or_from_pi0s_trunk_with_a_zero_head():
 
 
 def test_a_shared_value_head_reads_the_policys_own_trunk():
-  """``value_model=None``: logits as the policy's own head gives them, values = the trunk's
-  states at the positions before each response token · kernel + bias (float64 numpy), the same
-  from ``response_values``; the states are the policy's (another trunk's would differ)."""
+  """``value_model=None``: log-probs (at a temperature) and entropies as the policy's own head
+  gives them, values = the trunk's states at the positions before each response token · kernel
+  + bias (float64 numpy), the same from ``response_values``; the states are the policy's
+  (another trunk's would differ)."""
   state, _ = _state(shared=True)
   tokens, mask = left_padded_batch([9, 5], 9, seed=7)
   n = 3
   params = (state.policy.params, state.value.params)
-  logits, values = ppo.response_outputs(POLICY, None, params, tokens, mask, n)
-  np.testing.assert_allclose(np.asarray(logits), np.asarray(
-      ppo.at_response(POLICY, state.policy.params, tokens, mask, n)), atol=1e-6)
+  logp, h, values = ppo.response_outputs(POLICY, None, params, tokens, mask, n, 0.7)
+  logits = ppo.at_response(POLICY, state.policy.params, tokens, mask, n)
+  np.testing.assert_allclose(np.asarray(logp), np.asarray(
+      ppo.token_log_probs(logits, tokens[:, -n:], 0.7)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(h), np.asarray(ppo.token_entropy(logits)), atol=1e-6)
   hidden = np.asarray(POLICY.apply({"params": state.policy.params}, tokens, mask,
                                    method=lambda m, t, k: m.trunk(t, k)), np.float64)
   head = state.value.params["head"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hh.models import head
+
 
 def teacher_topk(teacher_logits: jax.Array, k: int = 50):
   """The teacher's side of the loss, what a CD step needs of it: log-probs of its k most likely
@@ -65,11 +67,14 @@ def cd_loss(model):
   """``loss_fn(params, batch, rng)`` for ``build.make_update``: the student (``params``) reads
   ``batch["inputs"]`` [B, T] without the prompt; the teacher's top-k for the same positions
   (``teacher_topk`` of the frozen LM with the prompt) come in the batch as ``t_lp``, ``t_idx``
-  [B, T, k] and ``t_rest`` [B, T]; ``weights`` [B, T]."""
+  [B, T, k] and ``t_rest`` [B, T]; ``weights`` [B, T]. The student's head runs in chunks
+  (``head.per_position``): no [B, T, V] logits kept for the backward."""
   def loss_fn(params, batch, rng):
     del rng
-    logits = model.apply({"params": params}, batch["inputs"], jnp.ones_like(batch["inputs"]))
-    kl = bucket_kl(batch["t_lp"], batch["t_idx"], batch["t_rest"], logits)
+    x, w = model.apply({"params": params}, batch["inputs"], jnp.ones_like(batch["inputs"]),
+                       method="head_inputs")
+    kl = head.per_position(lambda logits, lp, idx, rest: bucket_kl(lp, idx, rest, logits), x, w,
+                           batch["t_lp"], batch["t_idx"], batch["t_rest"])
     m = {"loss_sum": (kl * batch["weights"]).sum(), "loss_count": batch["weights"].sum()}
     return m["loss_sum"] / jnp.maximum(m["loss_count"], 1e-6), m
   return loss_fn

@@ -24,7 +24,7 @@ from hh import io, sharding
 from hh import tokenizer as tok_lib
 from hh.cd import step as distill
 from hh.lm import train as lm_train
-from hh.models import DecoderLM, ModelConfig
+from hh.models import DecoderLM, ModelConfig, head
 from hh.policy import policy as policy_lib
 from hh.train import build as build_lib
 from hh.train import checkpoint, loop
@@ -51,8 +51,8 @@ def teacher_fn(model: DecoderLM, prefix: np.ndarray, k: int):
   def fn(params, inputs):
     b = inputs.shape[0]
     tokens = jnp.concatenate([jnp.broadcast_to(jnp.asarray(prefix), (b, p_len)), inputs], 1)
-    logits = model.apply({"params": params}, tokens, jnp.ones_like(tokens))[:, p_len:]
-    return distill.teacher_topk(logits, k)
+    x, w = model.apply({"params": params}, tokens, jnp.ones_like(tokens), method="head_inputs")
+    return head.per_position(lambda logits: distill.teacher_topk(logits, k), x[:, p_len:], w)
   return fn
 
 

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hh.models import transformer
+from hh.models import head, transformer
 
 
 def next_token_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> dict:
@@ -28,12 +28,19 @@ def log_probs(model: nn.Module, params, tokens: jax.Array, mask: jax.Array) -> j
   """log p(tokens[b, t] | tokens[b, <t]) [B, T] float32 under a ``DecoderLM``; 0 where the token
   or its predecessor is padding (and at t = 0), so ``.sum(-1)`` is each row's log-likelihood of
   its real tokens after the first. Left or right padding alike (positions come from the mask).
+  The head runs in chunks (``head.per_position``).
   """
-  logits = model.apply({"params": params}, tokens, mask)                      # [B, T, V]
-  logz = jax.nn.logsumexp(logits[:, :-1], axis=-1)                           # [B, T-1]
-  picked = jnp.take_along_axis(logits[:, :-1], tokens[:, 1:, None], axis=-1).squeeze(-1)
+  x, w = model.apply({"params": params}, tokens, mask, method="head_inputs")   # [B, T, D]
+  following = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))                      # token t + 1
+  lp = head.per_position(target_log_probs, x, w, following)                  # [B, T]
   real = (mask[:, 1:] * mask[:, :-1]).astype(jnp.float32)
-  return jnp.pad((picked - logz) * real, ((0, 0), (1, 0)))
+  return jnp.pad(lp[:, :-1] * real, ((0, 0), (1, 0)))
+
+
+def target_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """log softmax(logits)[target]: logits [B, T, V] float32, targets [B, T] → [B, T]."""
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
 def lm_loss(model: nn.Module):
@@ -47,7 +54,7 @@ def lm_loss(model: nn.Module):
   def loss_fn(params, batch, rng):
     del rng  # no dropout (the paper uses none)
     inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
-    chunk = _token_chunk(*inputs.shape, rows=1024 if transformer.cpu_paths() else 4096)
+    chunk = head.token_chunk(*inputs.shape, rows=head.chunk_rows())
     if chunk:
       x, w = model.apply({"params": params}, inputs, jnp.ones_like(inputs),
                          method="head_inputs")
@@ -59,15 +66,6 @@ def lm_loss(model: nn.Module):
       m = eval_metrics(model, params, batch)
     return m["loss_sum"] / jnp.maximum(m["loss_count"], 1e-6), m
   return loss_fn
-
-
-def _token_chunk(b: int, t: int, rows: int = 1024) -> int:
-  """Positions per row in one chunk of ``fused_head_loss``: B × chunk ≈ ``rows`` (1,024 rows
-  was the fastest of 512–2,048 for the 13M head on CPU), a divisor of T; 0 if none fits."""
-  chunk = t
-  while b * chunk > rows and chunk % 2 == 0:
-    chunk //= 2
-  return chunk if b * chunk <= max(rows, b) else 0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))

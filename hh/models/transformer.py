@@ -499,6 +499,14 @@ class Transformer(nn.Module):
     return self.ln_final(x)
 
 
+def head_logits(x: Array, w: Array) -> Array:
+  """The LM head's logits float32 [B, T, V] from x [B, T, D] and its kernel w [D, V], both in the
+  compute dtype (the product is in that dtype, then widened)."""
+  logits = _dense(x, w)
+  logits = nn.with_logical_constraint(logits, ("act_batch", "act_len", "act_vocab"))
+  return logits.astype(jnp.float32)
+
+
 class LMHead(nn.Module):
   """Projection to the vocabulary; logits in float32 [B, T, V]. Its own kernel [D, V], or with
   ``cfg.tie_embeddings`` the embedding's transpose, passed in as ``tied`` [D, V]."""
@@ -507,9 +515,7 @@ class LMHead(nn.Module):
   @nn.compact
   def __call__(self, x: Array, tied: Array | None = None) -> Array:
     w = tied.astype(self.cfg.dtype) if tied is not None else self.kernel()
-    logits = _dense(x.astype(self.cfg.dtype), w)
-    logits = nn.with_logical_constraint(logits, ("act_batch", "act_len", "act_vocab"))
-    return logits.astype(jnp.float32)
+    return head_logits(x.astype(self.cfg.dtype), w)
 
   @nn.nowrap
   def kernel(self) -> Array:
@@ -563,12 +569,14 @@ class DecoderLM(nn.Module):
 
   def head_inputs(self, tokens: Array, mask: Array) -> tuple[Array, Array]:
     """(the trunk's output [B, T, D], the head's kernel [D, V]), both in the compute dtype: what
-    ``__call__`` multiplies, for ``lm.step``'s fused head loss."""
-    x = self.trunk(tokens, mask).astype(self.cfg.dtype)
+    ``__call__`` multiplies, for the chunked heads (hh/models/head.py, ``lm.step``)."""
+    return self.trunk(tokens, mask).astype(self.cfg.dtype), self.head_kernel()
+
+  def head_kernel(self) -> Array:
+    """The LM head's kernel [D, V] in the compute dtype (the embedding's transpose when tied)."""
     if self.cfg.tie_embeddings:
-      return x, self._tied().astype(self.cfg.dtype)
-    w = nn.unbox(self.head.variables["params"]["kernel"])
-    return x, w.astype(self.cfg.dtype)
+      return self._tied().astype(self.cfg.dtype)
+    return nn.unbox(self.head.variables["params"]["kernel"]).astype(self.cfg.dtype)
 
   def decode(self, tokens: Array, positions: Array, cache: KVCache, cache_index: Array,
              kv_mask: Array) -> tuple[Array, KVCache]:

@@ -118,8 +118,8 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
                                                          key), 2 * _bytes(prompt) + _bytes(row_ids))
 
     # 2. scoring: π0's log-probs and the values on response positions, the PM at the EOC
-    ref_lp = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
-        ppo.at_response(policy_model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
+    ref_lp = build_lib.jit_forward(lambda p, t, m: ppo.response_log_probs(
+        policy_model, p, t, m, n, cfg.temperature), mesh, rules)
     values = build_lib.jit_forward(lambda p, t, m: ppo.at_response(value_model, p, t, m, n),
                                    mesh, rules)
     pm_score = build_lib.jit_forward(pm_step.score_fn(pm_model), mesh, rules)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hh.models import ScalarHead
+from hh.models import ScalarHead, head
 from hh.train.state import TrainState
 
 
@@ -124,10 +124,19 @@ def value_loss(values: jax.Array, values_old: jax.Array, returns: jax.Array, mas
                               .astype(jnp.float32) * m).sum(), "vf_clipfrac_count": n}
 
 
+def token_entropy(logits: jax.Array) -> jax.Array:
+  """Entropy of softmax(logits) at each position: logits [B, N, V] → [B, N] float32."""
+  lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -(jnp.exp(lp) * lp).sum(-1)
+
+
 def entropy(logits: jax.Array, mask: jax.Array) -> dict:
   """Entropy of the policy at each response position, logits [B, N, V]: sum + count."""
-  lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  h = -(jnp.exp(lp) * lp).sum(-1)
+  return entropy_sums(token_entropy(logits), mask)
+
+
+def entropy_sums(h: jax.Array, mask: jax.Array) -> dict:
+  """Per-position entropies [B, N] summed over the response (``mask``) + their count."""
   m = mask.astype(jnp.float32)
   return {"entropy_sum": (h * m).sum(), "entropy_count": m.sum()}
 
@@ -183,19 +192,41 @@ def at_response(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> ja
 
 
 def response_outputs(policy_model, value_model, params: tuple, tokens: jax.Array,
-                     mask: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-  """(logits [B, N, V], values [B, N]) at the response positions, ``params`` = (policy, value).
+                     mask: jax.Array, n: int, temperature: float = 1.0
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(log-probs of the response tokens at ``temperature`` [B, N], the policy's entropy [B, N],
+  values [B, N]) at the response positions, ``params`` = (policy, value); the LM head in chunks
+  (``head.per_position``: no [B, N, V] logits kept for the backward).
 
   ``value_model``: a ValueModel with its own trunk (two forward passes), or None for a scalar
   head on the policy's own trunk (value params ``{"head": ...}``, one pass: the value loss then
   trains the shared trunk too, scaled by ``vf_coef``)."""
   pol_params, val_params = params
-  if value_model is not None:
-    return (at_response(policy_model, pol_params, tokens, mask, n),
-            at_response(value_model, val_params, tokens, mask, n))
   hidden = _trunk_at_response(policy_model, pol_params, tokens, mask, n)
-  logits = policy_model.apply({"params": pol_params}, hidden, method=lambda m, h: m.head(h))
-  return logits, _shared_values(policy_model, val_params, hidden)
+  if value_model is not None:
+    values = at_response(value_model, val_params, tokens, mask, n)
+  else:
+    values = _shared_values(policy_model, val_params, hidden)
+  logp, h = _policy_head(policy_model, pol_params, hidden, tokens[:, -n:], temperature)
+  return logp, h, values
+
+
+def response_log_probs(model, params, tokens: jax.Array, mask: jax.Array, n: int,
+                       temperature: float = 1.0) -> jax.Array:
+  """log π(response token | context) at ``temperature`` [B, N] (π0's, the policy's), the head in
+  chunks."""
+  hidden = _trunk_at_response(model, params, tokens, mask, n)
+  return _policy_head(model, params, hidden, tokens[:, -n:], temperature)[0]
+
+
+def _policy_head(model, params, hidden: jax.Array, targets: jax.Array, temperature: float):
+  """(``token_log_probs``, ``token_entropy``) [B, N] of the LM head on ``hidden`` [B, N, D]."""
+  w = model.apply({"params": params}, method="head_kernel")
+
+  def stats(logits, t):
+    return (token_log_probs(logits, t, temperature),
+            token_entropy(jax.lax.stop_gradient(logits)))
+  return head.per_position(stats, hidden.astype(model.cfg.dtype), w, targets)
 
 
 def _trunk_at_response(model, params, tokens: jax.Array, mask: jax.Array, n: int) -> jax.Array:
@@ -242,15 +273,13 @@ def make_ppo_update(policy_model, value_model, policy_tx: optax.GradientTransfor
   def losses(params, mb):
     pol_params, val_params = params
     n = mb["resp_mask"].shape[1]
-    targets = mb["tokens"][:, -n:]
-    logits, values = response_outputs(policy_model, value_model, (pol_params, val_params),
-                                      mb["tokens"], mb["mask"], n)
-    logp = token_log_probs(logits, targets, temperature)
+    logp, h, values = response_outputs(policy_model, value_model, (pol_params, val_params),
+                                       mb["tokens"], mb["mask"], n, temperature)
     pg = policy_loss(logp, mb["logp_old"], mb["advantages"], mb["resp_mask"], clip_eps)
     vf = value_loss(values, mb["values_old"], mb["returns"], mb["resp_mask"], vf_clip)
     count = jnp.maximum(pg["pg_loss_count"], 1.0)
     loss = (pg["pg_loss_sum"] + vf_coef * vf["vf_loss_sum"]) / count
-    return loss, {**pg, **vf, **entropy(jax.lax.stop_gradient(logits), mb["resp_mask"])}
+    return loss, {**pg, **vf, **entropy_sums(jax.lax.stop_gradient(h), mb["resp_mask"])}
 
   def minibatch_step(state: PPOState, mb):
     with nn.logical_axis_rules(axis_rules):

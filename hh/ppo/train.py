@@ -142,8 +142,8 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
     mngr = checkpoint.manager(workdir, cfg.loop.keep_ckpts, cfg.loop.ckpt_every)
     state = build_lib.initial_state(build_lib.state_spec(fresh, ref_params, value_params), mngr)
 
-    ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.token_log_probs(
-        ppo.at_response(model, p, t, m, n), t[:, -n:], cfg.temperature), mesh, rules)
+    ref_lp_fn = build_lib.jit_forward(lambda p, t, m: ppo.response_log_probs(
+        model, p, t, m, n, cfg.temperature), mesh, rules)
     values_fn = build_lib.jit_forward(
         lambda p, t, m: ppo.response_values(model, value_model, p, t, m, n), mesh, rules)
 
