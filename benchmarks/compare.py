@@ -2,11 +2,14 @@
 
   python benchmarks/compare.py --baseline=PATH            # W1: hh's PM step vs TRL's RewardTrainer
   python benchmarks/compare.py --baseline=PATH --workload W2   # hh's sampler vs HF generate
+  python benchmarks/compare.py --baseline=PATH --workload W3   # a PPO iteration vs TRL's
   python benchmarks/compare.py --baseline=PATH -- --dtype=bfloat16 --unroll=4   # hh's options
 
 ``--baseline`` (or ``HH_BASELINE``): a script run as ``bash PATH W1|W2`` that runs the same
 workload in PyTorch + transformers (+ TRL) and ends with one JSON line of the same keys
-(``tokens_per_s`` or ``gen_tokens_per_s``, ``peak_matmul_gflops_before``, ``peak_matmul_gflops``).
+(``tokens_per_s``, ``gen_tokens_per_s`` or ``iter_s_median``, ``peak_matmul_gflops_before``,
+``peak_matmul_gflops``). The ratio is hh's speed over the baseline's: for W3, the baseline's
+seconds per iteration over hh's.
 
 The machine's speed drifts by 2–3× between days, and JAX's and PyTorch's matmuls do not drift
 alike, so a ratio is only meaningful when both sides run in the same minutes: this runs hh, then
@@ -23,10 +26,18 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# workload → (hh's command, the JSON key both sides print for the figure)
-HH = {"W1": ([sys.executable, os.path.join(REPO, "benchmarks", "pm_step.py")], "tokens_per_s"),
+# workload → (hh's command, the JSON key both sides print for the figure, its unit)
+HH = {"W1": ([sys.executable, os.path.join(REPO, "benchmarks", "pm_step.py")], "tokens_per_s",
+             "tokens/s"),
       "W2": ([sys.executable, os.path.join(REPO, "benchmarks", "generate.py")],
-             "gen_tokens_per_s")}
+             "gen_tokens_per_s", "tokens/s"),
+      "W3": ([sys.executable, os.path.join(REPO, "benchmarks", "ppo_step.py")], "iter_s_median",
+             "s/iteration")}
+
+
+def speed_ratio(key: str, hh: float, base: float) -> float:
+  """hh's speed over the baseline's: a rate's quotient, or a time's inverse quotient."""
+  return base / hh if key.endswith("_s_median") else hh / base
 
 
 def last_json(out: str) -> dict:
@@ -56,16 +67,16 @@ def main():
     sys.exit(f"compare: --baseline={args.baseline!r}: no such script (the PyTorch side, run as "
              "`bash PATH WORKLOAD`; or set HH_BASELINE)")
   ratios = []
-  cmd, key = HH[args.workload]
+  cmd, key, unit = HH[args.workload]
   cmd = cmd + args.hh_args
   for i in range(args.rounds):
     hh = run(cmd)
     base = run(["bash", args.baseline, args.workload])
-    ratio = hh[key] / base[key]
+    ratio = speed_ratio(key, hh[key], base[key])
     ratios.append(ratio)
-    print(f"round {i + 1}: hh {hh[key]:,.0f} tokens/s (JAX peak "
-          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  PyTorch {base[key]:,.0f} "
-          f"tokens/s (torch peak {base['peak_matmul_gflops_before']:,.1f} → "
+    print(f"round {i + 1}: hh {hh[key]:,.2f} {unit} (JAX peak "
+          f"{hh['peak_matmul_gflops']:,.1f} GFLOP/s)  |  PyTorch {base[key]:,.2f} "
+          f"{unit} (torch peak {base['peak_matmul_gflops_before']:,.1f} → "
           f"{base['peak_matmul_gflops']:,.1f})  |  ratio {ratio:.2f}×", flush=True)
   print(f"{args.workload}: hh / PyTorch = {statistics.median(ratios):.2f}× (median of "
         f"{', '.join(f'{r:.2f}' for r in ratios)})")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run on one GPU, both sides minutes apart: hh's bf16 LM and PM train steps of the
 # 810M and 2.7B shapes without remat (MFU against the bf16 matmul peak with float32 accumulation,
-# measured there), bf16 decoding at 810M (fraction of the memory bandwidth measured there), then
+# measured there), bf16 decoding at 810M (fraction of the memory bandwidth measured there), one
+# PPO iteration at 810M (policy, π0, value and PM on the GPU; generation / scoring / training), then
 # the PyTorch side of the same workloads when HH_GPU_BASELINE names its script (eager PyTorch +
 # transformers, one JSON line per workload: `python3 $HH_GPU_BASELINE pm gen lm`), and each ratio.
-#   HH_GPU_BASELINE=/path/to/baseline_gpu.py bash benchmarks/gpu.sh [steps|generate|all]
+#   HH_GPU_BASELINE=/path/to/baseline_gpu.py bash benchmarks/gpu.sh [steps|generate|ppo|all]
 # Logs and the JSON lines under $OUT (or /tmp/hh_gpu). Sized to fit 10 minutes of GPU time,
 # compilation included (each run has its own time limit).
 set -uo pipefail
@@ -30,6 +31,9 @@ run pm_2.7B 100 python3 benchmarks/pm_step.py --size=2.7B --dtype=bfloat16 --pai
 fi
 if [ "$what" = generate ] || [ "$what" = all ]; then
 run gen_810M 100 python3 benchmarks/generate.py --size=810M --dtype=bfloat16 --batch=64 --prompt=128 --new=128
+fi
+if [ "$what" = ppo ] || [ "$what" = all ]; then
+run ppo_810M 120 python3 benchmarks/ppo_step.py --size=810M --dtype=bfloat16 --iters=2
 fi
 if [ -n "${HH_GPU_BASELINE:-}" ]; then
 run torch_810M 150 python3 "$HH_GPU_BASELINE" pm gen lm

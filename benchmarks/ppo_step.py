@@ -1,18 +1,18 @@
 """One PPO iteration, split into generation / scoring / training: the workload of TRL's
 ``PPOTrainer`` figure (the PyTorch baseline's W3).
 
-  python benchmarks/ppo_step.py [--value=separate|shared]
+  python benchmarks/ppo_step.py [--value=separate|shared] [--size=810M --dtype=bfloat16]
 
-Policy, reference π0, value and reward model all of the 13M shape (4 layers, d 512, 8 heads,
-d_ff 2048, vocab 32,000), random weights, fp32; a separate value model (the work TRL does), or
+Policy, reference π0, value and reward model all of one shape (default the 13M: 4 layers, d 512,
+8 heads, d_ff 2048, vocab 32,000), random weights, fp32 by default; a separate value model (the work TRL does), or
 with ``--value=shared`` a scalar value head on the policy's trunk (``value_init="shared"``: one
 trunk's forward and backward in training instead of two — not TRL's workload).
 Per iteration: sample 16 prompts × 64 tokens, 64 new tokens each, no early stop, T = 1
 (hh/policy/sample.py); score with π0 (log-probs on the response positions only), the value model
 and the PM at the last token; per-token rewards with λ_KL = 0.001 and GAE (γ 1, λ 0.95)
 (hh/ppo/step.py); then 4 epochs × 2 minibatches of 8 of the jitted update (AdamW on policy and
-value). Ends with one JSON line with the PyTorch baseline's keys (``iter_s_median``, ``split_s_median``) and
-the measured matmul peak. A ratio to TRL holds only when measured side by side in the same hour.
+value). Ends with one JSON line: ``iter_s_median`` (the PyTorch baseline's key), the split
+(``gen_s``, ``score_s``, ``train_s``) and the measured matmul peak. A ratio to TRL holds only when measured side by side in the same hour.
 """
 from __future__ import annotations
 
@@ -43,10 +43,13 @@ def main():
   ap.add_argument("--iters", type=int, default=3)
   ap.add_argument("--vocab", type=int, default=32_000)
   ap.add_argument("--value", choices=("separate", "shared"), default="separate")
+  ap.add_argument("--size", default="13M")
+  ap.add_argument("--dtype", default="float32", help="compute dtype (params stay float32)")
+  ap.add_argument("--remat", default="none")
   args = ap.parse_args()
   shared = args.value == "shared"
-  mc = cfg_common.model_config("13M")
-  mc.dtype = "float32"
+  mc = cfg_common.model_config(args.size)
+  mc.dtype, mc.remat_policy = args.dtype, args.remat
   cfg = ModelConfig.from_config(mc, args.vocab)
   policy, value, pm = DecoderLM(cfg), ValueModel(cfg), PreferenceModel(cfg)
   tok = jnp.zeros((1, 8), jnp.int32)
@@ -100,7 +103,7 @@ def main():
     t3 = time.perf_counter()
     if it:
       rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
-  peak = common.matmul_peak()
+  peak = common.matmul_peak(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
   med = np.median(np.array(rows), axis=0)
   # training FLOPs: policy and value, fwd+bwd over 128 tokens × 16 rows × 4 epochs (the LM head
   # on the 64 response positions only); the floor the issue names is ~1.9 TFLOP an iteration
@@ -109,18 +112,17 @@ def main():
   trunk = common.lm_train_flops(n_layer, d, f, 0, BATCH * seq, seq)
   head = 6 * d * v * BATCH * NEW
   train_flops = EPOCHS * ((1 if shared else 2) * trunk + head)
-  print(f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; 13M shape, {BATCH} "
-        f"prompts × {PROMPT}, {NEW} new, {EPOCHS} epochs × {MINIBATCHES} minibatches, fp32, "
-        f"{args.value} value")
+  print(f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; {args.size} shape, "
+        f"{BATCH} prompts × {PROMPT}, {NEW} new, {EPOCHS} epochs × {MINIBATCHES} minibatches, "
+        f"{args.dtype}, {args.value} value")
   print(f"iteration {med[0]:.2f} s  |  generation {med[1]:.2f}  |  scoring {med[2]:.2f}  |  "
         f"training {med[3]:.2f}")
   print(f"training: {train_flops / 1e12:.2f} TFLOP → {train_flops / med[3] / 1e9:.1f} GFLOP/s = "
-        f"{train_flops / med[3] / peak:.1%} of the measured fp32 peak {peak / 1e9:.1f} GFLOP/s")
+        f"{train_flops / med[3] / peak:.1%} of the measured {args.dtype} peak "
+        f"{peak / 1e9:.1f} GFLOP/s")
   common.emit("hh_ppo_step" + ("_shared" if shared else ""), iter_s_median=med[0], gen_s=med[1],
               score_s=med[2], train_s=med[3],
               train_mfu=train_flops / med[3] / peak, peak_matmul_gflops=peak / 1e9)
-  print('{"split_s_median": {"generation": %.3f, "scoring": %.3f, "training": %.3f}}'
-        % (med[1], med[2], med[3]))
 
 
 if __name__ == "__main__":
