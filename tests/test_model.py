@@ -440,7 +440,7 @@ def attention_mask_of(kv_mask, t_len):
 def test_blockwise_attention_matches_float64_and_the_references_gradients_at_every_query(
     t_len, block):
   """hh's flash attention in plain JAX over key blocks of 4 and 6 (3 and 2 blocks; 5 does not
-  divide 12: one block), causal with left padding, every query — those that see no key too (the
+  divide 12: blocks of 4), causal with left padding, every query — those that see no key too (the
   uniform average of v, as the reference) — against float64 numpy, and its custom backward's
   q, k, v gradients against autodiff of the reference; one query over 12 keys is the read-out."""
   from hh.models import attention
@@ -455,6 +455,20 @@ def test_blockwise_attention_matches_float64_and_the_references_gradients_at_eve
   for a, b in zip(*grads):
     assert np.abs(np.asarray(a)).max() > 1e-2
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+
+
+def test_blockwise_key_blocks_divide_the_keys_or_warn():
+  """The largest divisor of S up to the block; one block of all keys when S fits in one, and
+  with a warning when the divisor would be under an eighth of the block (S prime)."""
+  import warnings
+
+  from hh.models import attention
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert [attention._key_blocks(s, b) for s, b in ((4096, 512), (1000, 512), (12, 5),
+                                                    (12, 16), (7, 0))] == [512, 500, 4, 12, 7]
+  with pytest.warns(UserWarning, match="31 keys have no divisor between 2 and 16"):
+    assert attention._key_blocks(31, 16) == 31
 
 
 @pytest.mark.parametrize("impl,keeps_scores", [("reference", True), ("blockwise", False)])

@@ -76,6 +76,22 @@ def test_the_annotator_labels_follow_gold_scores_with_noise(pairs):
   assert np.mean(labels.a_preferred[decided] == (s_a > s_b)[decided]) > 0.6
 
 
+def test_a_pm_labeller_calls_exact_ties_and_close_scores_unsure():
+  """``PMLabels`` by hand on fixed scores: the higher-scored response preferred; an exact tie,
+  a difference under the margin and identical responses unsure (a tie is no preference for B)."""
+  class Scores:
+    def score(self, contexts, texts):
+      return np.array([{" x": 1.0, " y": 0.5, " z": 1.0, " w": 0.95}[t] for t in texts])
+  labeller = tranche.PMLabels.__new__(tranche.PMLabels)
+  pairs = [tranche.Pair(str(i), "c", "helpful", a, b)
+           for i, (a, b) in enumerate([("x", "y"), ("y", "x"), ("x", "z"), ("x", "x"), ("x", "w")])]
+  for margin, kept in ((0.0, [1, 1, 0, 0, 1]), (0.1, [1, 1, 0, 0, 0])):
+    labeller.scorer, labeller.margin = Scores(), margin
+    labels = labeller.label(pairs)
+    np.testing.assert_array_equal(labels.kept, np.array(kept, bool))
+    np.testing.assert_array_equal(labels.a_preferred[:2], [True, False])
+
+
 def test_jsonl_labels_holding_the_annotators_give_the_same_tranche(pairs, tmp_path):
   cfg, ps = pairs
   labels = tranche.AnnotatorLabels(cfg, seed=5).label(ps)

@@ -10,6 +10,7 @@ Shapes: B batch, T queries, S keys (cache slots), H heads, K d_head. Queries arr
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -110,8 +111,17 @@ def pallas_tpu(q: Array, k: Array, v: Array, kv_mask: Array) -> Array:
 
 
 def _key_blocks(s_len: int, block: int) -> int:
-  """The key block size: ``block`` where it divides S, else all S keys in one block."""
-  return block if 0 < block < s_len and s_len % block == 0 else s_len
+  """The key block size: the largest divisor of S up to ``block``; all S keys in one block when
+  S ≤ ``block``, or, with a warning (the [B, H, T, S] scores are then made whole), when that
+  divisor is below ``block`` / 8 (S prime, say: blocks of one key)."""
+  if block <= 0 or s_len <= block:
+    return s_len
+  size = max(d for d in range(1, block + 1) if s_len % d == 0)
+  if size * 8 < block:
+    warnings.warn(f"blockwise attention: {s_len} keys have no divisor between {block // 8} and "
+                  f"{block}; one block of all {s_len} keys (the scores made whole)", stacklevel=2)
+    return s_len
+  return size
 
 
 def _blocks(x: Array, n: int, axis: int) -> Array:
@@ -194,7 +204,7 @@ def blockwise(q: Array, k: Array, v: Array, mask: Array, block: int = 512) -> Ar
   """Flash attention in plain JAX: q [B, T, H, K] (scaled), k, v [B, S, H, K], mask [B, 1, T, S]
   → [B, T, H, K], the reference's values (a fully masked row: the uniform average of v).
 
-  Keys in blocks of ``block`` (all S when it does not divide S), an online softmax over them in
+  Keys in blocks of ``block`` (the largest divisor of S up to it, ``_key_blocks``), an online softmax over them in
   float32; the backward recomputes each block's scores from q, k and the saved statistics, so
   what a train step keeps for it is the output and [B, H, T] statistics, never the [B, H, T, S]
   scores — the memory of the cuDNN and Pallas kernels, on any backend (hh.plan's stand-in for

@@ -145,7 +145,7 @@ class JsonlLabels:
 
 class PMLabels:
   """AI feedback (RLAIF): a PM prefers the response it scores higher; pairs whose scores differ
-  by less than ``margin`` (or whose responses are identical) are unsure. Any finished PM
+  by less than ``margin`` or not at all (or whose responses are identical) are unsure. Any finished PM
   workdir: typically one larger, or trained on other data, than the PM being made."""
 
   def __init__(self, pm_dir: str, margin: float = 0.0):
@@ -159,7 +159,8 @@ class PMLabels:
   def label(self, pairs: Sequence[Pair]) -> Labels:
     s_a, s_b = self.scores(pairs)
     same = np.array([p.a == p.b for p in pairs], bool)
-    return Labels(s_a > s_b, (np.abs(s_a - s_b) >= self.margin) & ~same)
+    diff = np.abs(s_a - s_b)
+    return Labels(s_a > s_b, (diff >= self.margin) & (diff > 0) & ~same)
 
 
 def shown_order(n: int, seed) -> np.ndarray:
