@@ -79,6 +79,44 @@ def load_json(path: str) -> dict:
     return json.load(f)
 
 
+def save_json(name: str, obj: dict) -> str:
+  """``obj`` as the figure folder's ``name`` (written whole or not at all, hh.io) → its path."""
+  from hh import io
+  path = figure_path(name)
+  io.write_json(path, obj)
+  return path
+
+
+def world_rows(base: str, task: str) -> tuple[dict, list[dict]]:
+  """The world config of the base run ``base`` and its ``task``'s training comparisons,
+  regenerated from it (the same rows the PM trained on)."""
+  from hh import io
+  from hh.sim import dataset
+  cfg = io.read_json(os.path.join(base, "config.json"))["world"]
+  return cfg, dataset.generate(task, cfg)["train"]
+
+
+def gold_evaluation(size: str, name: str, seed: int, trained) -> dict:
+  """π0 of ``size`` and the exported policies ``trained()`` returns ({name: policy dir}) on the
+  same held-out prompts of the size's base world: the online loop's evaluation record (gold
+  scores, gold Elo per task relative to π0), kept as ``ROOT/name/evaluation.json`` (read back
+  when there, without calling ``trained``)."""
+  from configs import online as online_config
+  from hh import sources
+  from hh.online import loop as online_lib
+  out = os.path.join(ROOT, name)
+  path = os.path.join(out, "evaluation.json")
+  if os.path.exists(path):
+    return load_json(path)
+  policies = trained()
+  config = online_config.get_config(f"size={size}")
+  config.data_dirs.world = base(size)
+  config.seed = config.policies.seed = seed
+  os.makedirs(out, exist_ok=True)
+  places = sources.Places.from_config(config, out, config.data_dirs.world)
+  return online_lib.evaluate_policies(config, out, places, cd(size), {}, policies)
+
+
 def spread(values: list[float], within_se: list[float]) -> tuple[float, float]:
   """Mean, and the SE over seeds (several) or the one run's own SE."""
   v = np.asarray(values, np.float64)

@@ -19,7 +19,6 @@ policy's, 50 iterations on the CPU ladder). All policies answer the same 120 hel
 ``fig1_ladder_seed<S>/evaluation.json`` and prints each policy's per-task Elo ± SE. At paper
 sizes: ``--sizes=13M,42M,...`` (each run's config is its size's: configs/ppo.py, online.py).
 """
-import json
 import os
 
 from absl import app, flags
@@ -62,27 +61,16 @@ def online(size: str, seed: int, helpful_only: bool = False) -> str:
 
 
 def evaluation(seed: int, ladder: tuple[str, ...] = SIZES) -> dict:
-  from configs import online as online_config
-  from hh import sources
-  from hh.online import loop as online_lib
-  out = os.path.join(common.ROOT, _name(ladder, seed))
-  path = os.path.join(out, "evaluation.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  trained = {}
-  for s in ladder:
-    if s != ladder[-1]:
-      trained[f"pi0 {s}"] = common.cd(s)
-    trained[f"static {s}"] = static(s)
-    trained[f"online {s}"] = online(s, seed)
-    trained[f"online helpful-only {s}"] = online(s, seed, helpful_only=True)
-  config = online_config.get_config(f"size={ladder[-1]}")
-  config.data_dirs.world = common.base(ladder[-1])
-  config.seed = config.policies.seed = seed
-  os.makedirs(out, exist_ok=True)
-  places = sources.Places.from_config(config, out, config.data_dirs.world)
-  return online_lib.evaluate_policies(config, out, places, common.cd(ladder[-1]), {}, trained)
+  def trained():
+    policies = {}
+    for s in ladder:
+      if s != ladder[-1]:
+        policies[f"pi0 {s}"] = common.cd(s)
+      policies[f"static {s}"] = static(s)
+      policies[f"online {s}"] = online(s, seed)
+      policies[f"online helpful-only {s}"] = online(s, seed, helpful_only=True)
+    return policies
+  return common.gold_evaluation(ladder[-1], _name(ladder, seed), seed, trained)
 
 
 def _name(ladder: tuple[str, ...], seed: int) -> str:

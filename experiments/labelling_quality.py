@@ -33,10 +33,7 @@ FLAGS = flags.FLAGS
 
 def comparisons(base: str) -> dict[str, np.ndarray | list]:
   """The base world's helpful training comparisons, A/B in a fixed random order."""
-  from hh import io
-  from hh.sim import dataset
-  cfg = io.read_json(os.path.join(base, "config.json"))["world"]
-  rows = dataset.generate("helpful", cfg)["train"]
+  cfg, rows = common.world_rows(base, "helpful")
   swap = np.random.default_rng([cfg["seed"], 5]).random(len(rows)) < 0.5
   pick = lambda r, s, first: r["rejected" if s == first else "chosen"].strip()  # noqa: E731
   out = {"context": [r["context_text"] for r in rows],
@@ -117,8 +114,7 @@ def main(argv):
         rows.append(row)
         print(json.dumps(row), flush=True)
   out = {"size": FLAGS.size, "pairs": len(c["a"]), "bayes_ceiling": ceiling, "rows": rows}
-  with open(common.figure_path("labelling_quality.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  common.save_json("labelling_quality.json", out)
   plot(out)
 
 

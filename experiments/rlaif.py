@@ -37,11 +37,8 @@ TASKS = ("helpful", "harmless")
 
 def rest_of(base: str, task: str, start: int):
   """The task's training comparisons from ``start`` on: pairs (A = chosen), gold scores."""
-  from hh import io
   from hh.online import tranche
-  from hh.sim import dataset
-  cfg = io.read_json(os.path.join(base, "config.json"))["world"]
-  rows = dataset.generate(task, cfg)["train"][start:]
+  rows = common.world_rows(base, task)[1][start:]
   fam = "harmful" if task == "harmless" else "helpful"
   pairs = [tranche.Pair(str(i), r["context_text"], fam, r["chosen"].strip(),
                         r["rejected"].strip()) for i, r in enumerate(rows)]
@@ -57,24 +54,6 @@ def ppo(pm_dir: str, name: str, seed: int) -> str:
                    f"--config.ppo.init_from={common.cd(FLAGS.size)}", f"--config.ppo.pm={pm_dir}",
                    f"--config.data_dirs.world={common.base(FLAGS.size)}", f"--config.seed={seed}")
   return os.path.join(workdir, "policy")
-
-
-def gold_evaluation(trained: dict[str, str], seed: int) -> dict:
-  """π0 and the ``trained`` policies on the same held-out prompts → evaluate's policies record
-  (gold scores, gold Elo per task relative to π0)."""
-  from configs import online as online_config
-  from hh import sources
-  from hh.online import loop as online_lib
-  out = os.path.join(common.ROOT, f"rlaif_eval_{FLAGS.size}_s{seed}")
-  path = os.path.join(out, "evaluation.json")
-  if not os.path.exists(path):
-    config = online_config.get_config(f"size={FLAGS.size}")
-    config.data_dirs.world = common.base(FLAGS.size)
-    config.seed = config.policies.seed = seed
-    os.makedirs(out, exist_ok=True)
-    places = sources.Places.from_config(config, out, config.data_dirs.world)
-    online_lib.evaluate_policies(config, out, places, common.cd(FLAGS.size), {}, trained)
-  return common.load_json(path)["policies"]
 
 
 def main(argv):
@@ -119,8 +98,10 @@ def main(argv):
         per[task][key].append(res["accuracy"])
       per[task]["ceiling"].append(res["bayes_ceiling"])
     if FLAGS.ppo:
-      pol = gold_evaluation({f"ppo_{k}": ppo(w, f"rlaif_ppo_{k}_{FLAGS.size}_s{seed}", seed)
-                             for k, w in (("ai", ai), ("annotator", human))}, seed)
+      pol = common.gold_evaluation(
+          FLAGS.size, f"rlaif_eval_{FLAGS.size}_s{seed}", seed,
+          lambda: {f"ppo_{k}": ppo(w, f"rlaif_ppo_{k}_{FLAGS.size}_s{seed}", seed)
+                   for k, w in (("ai", ai), ("annotator", human))})["policies"]
       for task in TASKS:
         for name in ("pi0", "ppo_ai", "ppo_annotator"):
           per[task].setdefault(f"gold_{name}", []).append(pol[name][f"gold_{task}"]["mean"])
@@ -129,8 +110,7 @@ def main(argv):
   for task, r in per.items():
     out["rows"][task] = {k: common.spread(v, [0.0]) for k, v in r.items()}
   print(json.dumps(out, indent=1))
-  with open(common.figure_path("rlaif.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  common.save_json("rlaif.json", out)
 
 
 if __name__ == "__main__":
