@@ -10,10 +10,19 @@ from hh.models import head, transformer
 
 
 def _stats(logits, targets):
-  """Two per-position outputs with different cotangents: log p(target) and the entropy."""
+  """Per-position outputs with different cotangents: log p(target), the entropy and the two
+  largest log-probs (an output with a trailing axis, as CD's teacher top-k)."""
   lp = jax.nn.log_softmax(logits, axis=-1)
   return (jnp.take_along_axis(lp, targets[..., None], axis=-1)[..., 0],
-          -(jnp.exp(lp) * lp).sum(-1))
+          -(jnp.exp(lp) * lp).sum(-1), jax.lax.top_k(lp, 2)[0])
+
+
+def test_token_chunk_halves_to_a_divisor_of_t_that_fits_the_rows():
+  """By hand: halving T until B × chunk ≤ rows (a divisor of T), T itself when it fits, 0 when
+  no halving fits (T odd)."""
+  cases = {(4, 2048, 4096): 1024, (16, 96, 1024): 48, (3, 8, 4): 1, (2, 8, 16): 8,
+           (4, 7, 8): 0, (4, 12, 8): 0, (4, 12, 24): 6}
+  assert {k: head.token_chunk(*k) for k in cases} == cases
 
 
 @pytest.mark.parametrize("rows", [16, 8, 4, 2])  # 1, 2, 4 and 8 chunks of 2 × 8 positions
@@ -27,7 +36,8 @@ def test_per_position_values_and_gradients_equal_the_whole_logits(rows):
   w = jnp.asarray(rng.normal(size=(d, v)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
   ct = (jnp.asarray(rng.normal(size=(b, t)), jnp.float32),
-        jnp.asarray(rng.normal(size=(b, t)), jnp.float32))
+        jnp.asarray(rng.normal(size=(b, t)), jnp.float32),
+        jnp.asarray(rng.normal(size=(b, t, 2)), jnp.float32))
 
   def loss(fn):
     return lambda x, w: sum((o * c).sum() for o, c in zip(fn(x, w), ct))
@@ -38,7 +48,7 @@ def test_per_position_values_and_gradients_equal_the_whole_logits(rows):
   p = np.exp(logits - logits.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
   want = (np.log(np.take_along_axis(p, np.asarray(targets)[..., None], -1)[..., 0]),
-          -(p * np.log(p)).sum(-1))
+          -(p * np.log(p)).sum(-1), np.log(np.sort(p, -1)[..., ::-1][..., :2]))
   for got, ref in zip(chunked(x, w), want):
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
   for got, ref in zip(jax.grad(loss(chunked), (0, 1))(x, w), jax.grad(loss(whole), (0, 1))(x, w)):
