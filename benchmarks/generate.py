@@ -7,7 +7,8 @@
 The workload of the PyTorch baseline's W2 (``benchmarks/compare.py --workload W2``, HF ``generate``): 4 layers, d 512,
 8 heads, d_ff 2048, vocab 32,000, random weights and prompt ids, 64 new tokens per row with no
 early stop, temperature 1, top-k and top-p off, fp32. The sampler is hh's own jitted program
-(hh/policy/sample.py): prefill, then a while-loop of one-token steps over the KV cache.
+(hh/policy/sample.py): prefill, then while-loops of one-token steps over a KV cache that grows by
+``--cache_block`` slots at a time.
 
 A decode step must read every weight once and the cache written so far: its bytes over the
 step's time, against a bandwidth measured here (a large on-device reduction), is the roofline
@@ -51,6 +52,8 @@ def main():
   ap.add_argument("--vocab", type=int, default=32_000)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--iters", type=int, default=3)
+  ap.add_argument("--cache_block", type=int, default=64,
+                  help="the KV cache grows by this many slots at a time; 0: the whole cache")
   args = ap.parse_args()
 
   config = lm.get_config(f"size={args.size}")
@@ -66,7 +69,8 @@ def main():
     params = state_lib.create_state(built.init, built.shardings).params
     times = {}
     for n in (1, args.new):
-      cfg = sample_lib.SamplingConfig(max_new_tokens=n, temperature=1.0, stop_ids=())
+      cfg = sample_lib.SamplingConfig(max_new_tokens=n, temperature=1.0, stop_ids=(),
+                                      cache_block=args.cache_block)
       sampler = sample_lib.Sampler(built.model, mesh, sharding.rules(config), cfg,
                                    buckets=(args.prompt,))
       times[n] = common.time_fn(lambda p: sampler(p, prompts, masks, np.arange(args.batch),

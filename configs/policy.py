@@ -28,6 +28,9 @@ def sampling(size: str) -> ml_collections.ConfigDict:
       # error, not silently cut
       buckets=(128, 256, 512, 1024, 2048) if big else (64, 128, 256, 512),
       batch_size=64,       # rows per sampler call
+      # the KV cache grows by this many slots at a time, so a decode step attends over the
+      # filled cache rounded up to it rather than all max_new_tokens; 0: the whole cache
+      cache_block=64,
   ))
 
 

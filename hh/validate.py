@@ -33,7 +33,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kl_coef": _NONNEG, "clip_eps": _POS, "vf_clip": _POS, "vf_coef": _NONNEG,
     "eot_penalty": _NONNEG, "gamma": _UNIT, "lam": _UNIT, "harmful_fraction": _UNIT,
     "temperature": _NONNEG, "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"), "top_k": _NONNEG,
-    "vocab_size": (lambda v: v >= 16, "≥ 16"), "init_std": _POS,
+    "cache_block": _NONNEG, "vocab_size": (lambda v: v >= 16, "≥ 16"), "init_std": _POS,
     "kl_target": _POS, "kl_horizon": _POS,
 }
 # full paths whose rule differs from their key's (PPO takes log-probs at its temperature), or

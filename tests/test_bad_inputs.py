@@ -292,6 +292,8 @@ CASES = [
          r"config's size"),
     Case("config", "top-p = 0", _config("policy", {"sampling.top_p": 0.0}),
          r"config\.sampling\.top_p=0\.0: allowed in \(0, 1\]"),
+    Case("config", "a negative cache block", _config("policy", {"sampling.cache_block": -8}),
+         r"config\.sampling\.cache_block=-8: allowed ≥ 0"),
     Case("config", "a mesh that does not cover the devices (`mesh.data=3`)",
          _config("lm", {"mesh.data": 3}), r"config\.mesh \(data=3 × fsdp=-1 × tensor=1\) does "
          r"not divide the 8 devices"),

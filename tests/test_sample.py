@@ -34,12 +34,14 @@ def _full_logits(params, prompt, mask, out):
   return logits[:, p - 1:-1]                                 # predicts tokens p … p+N−1
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampler_log_probs_equal_the_full_forward(temperature):
-  """fp32, tolerance 1e-4: logp_t1 = log_softmax(logits)[token]; logp = the same at T."""
+@pytest.mark.parametrize("temperature,cache_block", [(1.0, 64), (0.7, 64), (1.0, 4)])
+def test_sampler_log_probs_equal_the_full_forward(temperature, cache_block):
+  """fp32, tolerance 1e-4: logp_t1 = log_softmax(logits)[token]; logp = the same at T. With
+  ``cache_block`` 4 the cache grows once, after step 4 of 6."""
   params = _params()
   prompt, mask = left_padded_batch([7, 3, 5], 8, seed=2)
-  cfg = sample_lib.SamplingConfig(max_new_tokens=6, temperature=temperature, stop_ids=())
+  cfg = sample_lib.SamplingConfig(max_new_tokens=6, temperature=temperature, stop_ids=(),
+                                  cache_block=cache_block)
   out = _run(params, prompt, mask, cfg)
   assert out["mask"].all() and (out["length"] == 6).all()
   ref = _full_logits(params, prompt, mask, out)
@@ -50,11 +52,12 @@ def test_sampler_log_probs_equal_the_full_forward(temperature):
   np.testing.assert_allclose(out["logp"], picked(lsm(ref / temperature)), atol=1e-4)
 
 
-def test_greedy_equals_step_by_step_argmax_of_the_full_forward():
+@pytest.mark.parametrize("cache_block", [64, 2])
+def test_greedy_equals_step_by_step_argmax_of_the_full_forward(cache_block):
   params = _params(seed=22)
   prompt, mask = left_padded_batch([6, 2], 6, seed=3)
-  out = _run(params, prompt, mask, sample_lib.SamplingConfig(max_new_tokens=5, temperature=0.0,
-                                                             stop_ids=()))
+  out = _run(params, prompt, mask, sample_lib.SamplingConfig(
+      max_new_tokens=5, temperature=0.0, stop_ids=(), cache_block=cache_block))
   tokens, m = prompt, mask
   for t in range(5):
     logits = MODEL.apply({"params": params}, tokens, m)
@@ -149,13 +152,16 @@ def test_a_prompt_alone_and_inside_a_padded_batch_gives_the_same_tokens():
   np.testing.assert_allclose(batch["logp_t1"][1], alone["logp_t1"][0], atol=1e-5)
 
 
-def test_turns_end_at_a_stop_token_which_is_part_of_the_response():
+@pytest.mark.parametrize("cache_block", [64, 3])
+def test_turns_end_at_a_stop_token_which_is_part_of_the_response(cache_block):
+  """(With ``cache_block`` 3, rows end in each of the three cache segments.)"""
   params = _params(seed=25)
   prompt, mask = left_padded_batch([4] * 64, 4, seed=6)
-  free = _run(params, prompt, mask, sample_lib.SamplingConfig(max_new_tokens=8, stop_ids=()))
+  free = _run(params, prompt, mask, sample_lib.SamplingConfig(max_new_tokens=8, stop_ids=(),
+                                                              cache_block=cache_block))
   stop = int(np.bincount(free["tokens"].ravel()).argmax())  # a token some rows do emit
-  out = _run(params, prompt, mask, sample_lib.SamplingConfig(max_new_tokens=8,
-                                                             stop_ids=(stop,)))
+  out = _run(params, prompt, mask, sample_lib.SamplingConfig(
+      max_new_tokens=8, stop_ids=(stop,), cache_block=cache_block))
   for row in range(64):
     toks, n = out["tokens"][row], out["length"][row]
     hits = np.flatnonzero(free["tokens"][row] == stop)
@@ -210,10 +216,30 @@ def test_calls_of_fewer_rows_give_the_draws_of_one_call():
   assert (local["tokens"] != whole["tokens"][4:]).any()
 
 
+def test_the_cache_grows_in_blocks_and_each_loop_attends_over_its_own_size():
+  """Each decode loop of the program carries caches of P + its end slots (P = 8 here), and the
+  tokens and log-probs are those of one loop over the whole cache."""
+  assert sample_lib.cache_ends(6, 4) == [4, 6] and sample_lib.cache_ends(9, 3) == [3, 6, 9]
+  assert sample_lib.cache_ends(8, 0) == sample_lib.cache_ends(8, 8) == [8]
+  params = _params(seed=28)
+  prompt, mask = left_padded_batch([8, 3, 5], 8, seed=9)
+  cfgs = [sample_lib.SamplingConfig(max_new_tokens=7, stop_ids=(), cache_block=b)
+          for b in (0, 3)]
+  for cfg, want in zip(cfgs, ([8 + 7], [8 + 3, 8 + 6, 8 + 7])):
+    jaxpr = jax.make_jaxpr(lambda p, c=cfg: sample_lib.sample(
+        MODEL, p, prompt, mask, jnp.arange(3), jax.random.PRNGKey(0), c))(params)
+    loops = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "while"]
+    slots = [{v.aval.shape[2] for v in e.outvars if v.aval.ndim == 4} for e in loops]
+    assert slots == [{s} for s in want]  # every layer's k and v: [B, Hkv, slots, K]
+  whole, grown = (_run(params, prompt, mask, cfg, rng=4) for cfg in cfgs)
+  np.testing.assert_array_equal(grown["tokens"], whole["tokens"])
+  np.testing.assert_allclose(grown["logp_t1"], whole["logp_t1"], atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs,msg", [
     (dict(max_new_tokens=0), "max_new_tokens=0"), (dict(temperature=-1.0), "temperature=-1.0"),
     (dict(top_p=0.0), "top_p=0.0; expected in"), (dict(top_p=1.5), "top_p=1.5"),
-    (dict(top_k=-2), "top_k=-2")])
+    (dict(top_k=-2), "top_k=-2"), (dict(cache_block=-1), "cache_block=-1")])
 def test_bad_sampling_settings_are_named(kwargs, msg):
   with pytest.raises(ValueError, match=msg):
     sample_lib.SamplingConfig(**{"max_new_tokens": 4, **kwargs})

@@ -10,6 +10,7 @@ from hh.models.transformer import (
   ValueModel,
   attention_mask,
   decode_params,
+  grow_cache,
   init_cache,
   param_logical_axes,
   positions_from_mask,
@@ -17,4 +18,4 @@ from hh.models.transformer import (
 
 __all__ = ["DecoderLM", "KVCache", "LMHead", "ModelConfig", "PreferenceModel", "ScalarHead",
            "Transformer", "ValueModel", "attention_mask", "init_cache", "positions_from_mask",
-           "decode_params", "param_logical_axes"]
+           "decode_params", "grow_cache", "param_logical_axes"]

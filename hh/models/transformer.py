@@ -634,6 +634,13 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCach
                      for _ in range(2)) for _ in range(cfg.n_layer))
 
 
+def grow_cache(cache: KVCache, extra: int) -> KVCache:
+  """``cache`` with ``extra`` zero slots appended to each layer's k and v: [B, Hkv, S, K] →
+  [B, Hkv, S + extra, K], constrained to ``CACHE_AXES`` as ``init_cache`` makes them."""
+  pad = ((0, 0), (0, 0), (0, extra), (0, 0))
+  return jax.tree.map(lambda c: nn.with_logical_constraint(jnp.pad(c, pad), CACHE_AXES), cache)
+
+
 def decode_params(params: dict, axes=None) -> dict:
   """``params`` of a DecoderLM / PreferenceModel laid out for decoding: the stacked
   ``trunk/layers`` [L, ...] split into layers "0" … "L−1" (one copy of the layer weights), what

@@ -165,7 +165,7 @@ def sampling_config(policy: Policy, sampling_cfg) -> sample_lib.SamplingConfig:
     return sample_lib.SamplingConfig(
         max_new_tokens=sampling_cfg.max_new_tokens, temperature=sampling_cfg.temperature,
         top_k=sampling_cfg.top_k, top_p=sampling_cfg.top_p,
-        stop_ids=sample_lib.end_of_turn_ids(policy.tok))
+        stop_ids=sample_lib.end_of_turn_ids(policy.tok), cache_block=sampling_cfg.cache_block)
   except ValueError as e:
     raise ValueError(f"config.sampling.{e}") from None
 

@@ -1,8 +1,9 @@
 """Sampling from a policy with the model, parameters and sharding it trains with (Bai et al. 2022, §4).
 
 One jitted program per (prompt bucket, batch): a prefill of the left-padded prompts into an
-explicit KV cache, then a ``lax.while_loop`` of one-token decode steps that exits as soon as every
-row has ended its Assistant turn. A turn ends at the token that starts the next speaker's turn —
+explicit KV cache, then ``lax.while_loop``s of one-token decode steps that exit as soon as every
+row has ended its Assistant turn; the cache grows by ``cache_block`` slots from one loop to the
+next, so a step attends over the filled cache rounded up to a block, not over all P + N slots. A turn ends at the token that starts the next speaker's turn —
 ``"\\n\\nHuman:"``, one piece of hh's tokenizer — or at ``</s>``; the ending token is part of the
 response (its mask is 1) so PPO sees, and can be charged for, where the policy stopped.
 
@@ -17,6 +18,7 @@ Shapes: B rows, P prompt bucket, N = max_new_tokens, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -25,7 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from hh import sharding
-from hh.models import DecoderLM, decode_params, init_cache, param_logical_axes, positions_from_mask
+from hh.models import (
+  DecoderLM,
+  decode_params,
+  grow_cache,
+  init_cache,
+  param_logical_axes,
+  positions_from_mask,
+)
 from hh.tokenizer import EOS_ID, PAD_ID
 
 DEFAULT_BUCKETS = (64, 128, 256, 512, 1024, 2048)
@@ -39,6 +48,7 @@ class SamplingConfig:
   top_k: int = 0          # keep the k most likely tokens; 0: off
   top_p: float = 1.0      # keep the smallest set whose probability reaches p; 1: off
   stop_ids: tuple[int, ...] = (EOS_ID,)
+  cache_block: int = 64   # the KV cache grows by this many slots at a time; 0: all N at once
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -49,6 +59,19 @@ class SamplingConfig:
       raise ValueError(f"top_k={self.top_k}; expected ≥ 0 (0: off)")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"top_p={self.top_p}; expected in (0, 1] (1: off)")
+    if self.cache_block < 0:
+      raise ValueError(f"cache_block={self.cache_block}; expected ≥ 0 (0: the whole cache)")
+
+
+def cache_ends(n: int, block: int) -> list[int]:
+  """The decode steps at which the KV cache grows: while steps [previous end, end) run it holds
+  P + end slots, so a step attends over the cache filled so far rounded up to ``block`` slots,
+  not over all P + N (with N = 256 new tokens a decode reads on average 5/8 of the cache the
+  whole one would). Each segment is its own loop in the program, so ``block`` trades compile
+  time for reads: ``[n]`` (one loop) when ``block`` is 0 or ≥ n."""
+  if not block or block >= n:
+    return [n]
+  return [*range(block, n, block), n]
 
 
 def end_of_turn_ids(tok) -> tuple[int, ...]:
@@ -134,8 +157,9 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
   n = cfg.max_new_tokens
   # once, outside the loop (see Transformer.decode), each weight laid out by the rules in force
   params = decode_params(params, param_logical_axes(model, prompt[:1, :1], mask[:1, :1]))
-  cache = init_cache(model.cfg, b, p_len + n)
-  kv_mask = jnp.zeros((b, p_len + n), jnp.int32).at[:, :p_len].set(mask.astype(jnp.int32))
+  ends = cache_ends(n, cfg.cache_block)
+  cache = init_cache(model.cfg, b, p_len + ends[0])
+  kv_mask = jnp.zeros((b, p_len + ends[0]), jnp.int32).at[:, :p_len].set(mask.astype(jnp.int32))
   logits, cache = model.apply({"params": params}, prompt, positions_from_mask(mask), cache,
                               jnp.zeros((), jnp.int32), kv_mask, method=DecoderLM.decode_last)
   position = mask.astype(jnp.int32).sum(-1)                               # next position [B]
@@ -143,8 +167,8 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
   greedy = cfg.temperature == 0
   untruncated_t1 = cfg.temperature == 1 and not cfg.top_k and cfg.top_p == 1
 
-  def cond(c):
-    return (c["t"] < n) & ~jnp.all(c["done"])
+  def cond(end, c):
+    return (c["t"] < end) & ~jnp.all(c["done"])
 
   def body(c):
     t = c["t"]
@@ -178,7 +202,12 @@ def sample(model: DecoderLM, params, prompt: jax.Array, mask: jax.Array, row_ids
           "position": position, "tokens": jnp.full((b, n), PAD_ID, jnp.int32),
           "logp": zeros_f, "logp_t1": zeros_f, "length": jnp.zeros((b,), jnp.int32),
           "done": jnp.zeros((b,), bool)}
-  c = jax.lax.while_loop(cond, body, init)
+  c = init
+  for i, end in enumerate(ends):  # one loop per cache size (see cache_ends)
+    if i:  # P + ends[i - 1] slots → P + end: zeros, and slots no query may see yet
+      c = {**c, "cache": grow_cache(c["cache"], end - ends[i - 1]),
+           "kv_mask": jnp.pad(c["kv_mask"], ((0, 0), (0, end - ends[i - 1])))}
+    c = jax.lax.while_loop(functools.partial(cond, end), body, c)
   return {"tokens": c["tokens"], "logp": c["logp"], "logp_t1": c["logp_t1"],
           "mask": (jnp.arange(n)[None] < c["length"][:, None]).astype(jnp.int32),
           "length": c["length"], "finished": c["done"]}

@@ -105,7 +105,7 @@ def plan_ppo(config, mesh, prompt_len: int, frozen_dtype: str = "float32",
 
     # 1. the sampler on the policy's training params, config.sampling.batch_size rows per call
     sampling = sample_lib.SamplingConfig(max_new_tokens=n, temperature=cfg.temperature,
-                                         stop_ids=(1,))
+                                         stop_ids=(1,), cache_block=config.sampling.cache_block)
 
     def run(params, prompt, mask, row_ids, rng):  # as sample_lib.Sampler runs it
       with nn.logical_axis_rules(sharding.decode_rules(rules)):

@@ -118,7 +118,7 @@ def run(config, workdir: str, pi0_dir: str, pm_dir: str, world_dir: str | None,
                      f"{scorer.seq_len}")
   sampling = sample_lib.SamplingConfig(
       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-      stop_ids=sample_lib.end_of_turn_ids(tok))
+      stop_ids=sample_lib.end_of_turn_ids(tok), cache_block=config.sampling.cache_block)
   sampler = sample_lib.Sampler(model, mesh, rules, sampling, config.sampling.buckets)
   rows_per_call = min(config.sampling.batch_size, cfg.rollout_batch)
   # (a π0 of another shape than config.model is refused by hh/validate.py before this)
