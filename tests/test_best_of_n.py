@@ -59,3 +59,23 @@ def test_cd_loss_is_the_51_way_kl_in_float64():
   ref = _reference_kl(tl, sl, 50)
   assert float(m["loss_sum"]) == pytest.approx((ref * w).sum(), rel=1e-4)
   assert float(m["loss_count"]) == 3.0
+
+
+def test_cd_defaults_to_the_papers_top_50_and_with_all_tokens_kept_is_the_full_kl():
+  """k = 50 unless told (Bai et al. 2022, App. A.1): the default gives the 51-way KL, which here
+  differs from the 52-way one; with k = V no bucket is left and the KL is the whole KL."""
+  rng = np.random.default_rng(2)
+  tl, sl = rng.normal(size=(2, 3, 120)), rng.normal(size=(2, 3, 120))  # mass outside the top
+  t, s = jnp.asarray(tl, jnp.float32), jnp.asarray(sl, jnp.float32)
+  ref50, ref51 = _reference_kl(tl, sl, 50), _reference_kl(tl, sl, 51)
+  assert (np.abs(ref50 - ref51) / ref50).max() > 1e-3  # well beyond the tolerance below
+  np.testing.assert_allclose(distill.topk_bucket_kl(t, s), ref50, rtol=1e-4, atol=1e-6)
+  assert distill.teacher_topk(t)[1].shape == (2, 3, 50)
+  w = jnp.ones((2, 3))
+  assert float(distill.distill_loss(t, s, w)["loss_sum"]) == pytest.approx(ref50.sum(), rel=1e-4)
+  p = np.exp(tl - tl.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  q = np.exp(sl - sl.max(-1, keepdims=True))
+  q /= q.sum(-1, keepdims=True)
+  full = (p * np.log(p / q)).sum(-1)
+  np.testing.assert_allclose(distill.topk_bucket_kl(t, s, 120), full, rtol=1e-4, atol=1e-6)

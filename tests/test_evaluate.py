@@ -122,12 +122,12 @@ def test_cd_loss_from_the_stored_teacher_top_k_equals_the_51_way_kl():
   class Stub:  # a "model" whose logits are fixed: head inputs x = the logits, w = identity
     @staticmethod
     def apply(variables, inputs, mask, method):
-      del variables, inputs, mask
-      assert method == "head_inputs"
+      del inputs, mask
+      assert method == "head_inputs" and variables == {"params": "the student's"}
       return jnp.asarray(sl, jnp.float32), jnp.eye(80, dtype=jnp.float32)
 
   t_lp, t_idx, t_rest = distill.teacher_topk(jnp.asarray(tl, jnp.float32), 50)
-  loss, m = distill.cd_loss(Stub)(None, {"inputs": jnp.zeros((2, 3), jnp.int32),
+  loss, m = distill.cd_loss(Stub)("the student's", {"inputs": jnp.zeros((2, 3), jnp.int32),
                                          "weights": jnp.asarray(w), "t_lp": t_lp,
                                          "t_idx": t_idx, "t_rest": t_rest}, None)
   kl = np.asarray(distill.topk_bucket_kl(jnp.asarray(tl), jnp.asarray(sl), 50))
