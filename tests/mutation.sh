@@ -6,7 +6,7 @@
 # the surviving mutants' diffs. Later modules' math is added to TARGETS with its fast tests.
 set -uo pipefail
 declare -A TARGETS=(
-  [hh/lm/step.py]="tests/test_lm_step.py::test_next_token_loss_and_gradient_match_float64 tests/test_lm_step.py::test_log_probs_match_float64_under_left_padding tests/test_lm_step.py::test_lm_loss_is_the_weighted_mean_token_loss"
+  [hh/lm/step.py]="tests/test_lm_step.py::test_next_token_loss_and_gradient_match_float64 tests/test_lm_step.py::test_log_probs_match_float64_under_left_padding tests/test_lm_step.py::test_lm_loss_is_the_weighted_mean_token_loss tests/test_lm_step.py::test_fused_head_loss_and_its_gradients_match_float64 tests/test_lm_step.py::test_lm_loss_gives_the_plain_heads_loss_and_gradients_on_every_backends_path"
   [hh/pm/step.py]="tests/test_pm_step.py::test_preference_loss_and_gradient_match_float64 tests/test_pm_step.py::test_score_is_read_at_the_eoc_token_whatever_the_padding tests/test_pm_step.py::test_pm_loss_returns_the_weighted_mean_of_the_scored_pairs tests/test_stage.py::test_pm_step_learns_to_prefer_the_chosen_response tests/test_stage.py::test_harmless_weight_lambda_enters_the_loss_as_the_formula_says"
   [hh/pm/eval.py]="tests/test_pm_eval.py"
   [hh/elo.py]="tests/test_pm_eval.py"

@@ -174,10 +174,11 @@ def test_lm_loss_is_the_weighted_mean_token_loss():
   inputs = rng.integers(0, CFG.vocab_size, (3, 6)).astype(np.int32)
   targets = rng.integers(0, CFG.vocab_size, (3, 6)).astype(np.int32)
   weights = rng.choice([0.0, 0.5, 1.0], (3, 6)).astype(np.float32)
-  batch = {"inputs": inputs, "targets": targets, "weights": weights}
   model = DecoderLM(CFG)
-  loss, m = lm_step.lm_loss(model)(params, batch, None)
   logits = np.asarray(model.apply({"params": params}, inputs, np.ones_like(inputs)), np.float64)
+  targets[:, ::2] = logits.argmax(-1)[:, ::2]  # half the targets predicted right
+  batch = {"inputs": inputs, "targets": targets, "weights": weights}
+  loss, m = lm_step.lm_loss(model)(params, batch, None)
   lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   nll = lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
   assert float(loss) == pytest.approx((weights * nll).sum() / weights.sum(), rel=1e-5)
@@ -185,6 +186,12 @@ def test_lm_loss_is_the_weighted_mean_token_loss():
   assert float(m["accuracy_sum"]) == pytest.approx((weights * correct).sum(), rel=1e-6)
   assert float(m["loss_count"]) == pytest.approx(weights.sum())
   assert float(m["accuracy_count"]) == pytest.approx(weights.sum())  # what reduce() divides by
+  e = lm_step.eval_metrics(model, params, batch)  # the validation's metrics: the whole logits
+  assert sorted(e) == sorted(m)
+  assert float(e["loss_sum"]) == pytest.approx((weights * nll).sum(), rel=1e-5)
+  assert float(e["accuracy_sum"]) == pytest.approx((weights * correct).sum(), rel=1e-6)
+  assert float(e["loss_count"]) == float(e["accuracy_count"]) == pytest.approx(weights.sum())
+  assert 0 < (weights * correct).sum() < weights.sum()  # some right, some wrong: a flip shows
 
 
 @pytest.mark.parametrize("dtype,chunk", [("float32", 8), ("float32", 2), ("float32", 1),
