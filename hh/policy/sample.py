@@ -3,9 +3,10 @@
 One jitted program per (prompt bucket, batch): a prefill of the left-padded prompts into an
 explicit KV cache, then ``lax.while_loop``s of one-token decode steps that exit as soon as every
 row has ended its Assistant turn; the cache grows by ``cache_block`` slots from one loop to the
-next, so a step attends over the filled cache rounded up to a block, not over all P + N slots. A turn ends at the token that starts the next speaker's turn —
-``"\\n\\nHuman:"``, one piece of hh's tokenizer — or at ``</s>``; the ending token is part of the
-response (its mask is 1) so PPO sees, and can be charged for, where the policy stopped.
+next, so a step attends over the filled cache rounded up to a block, not over all P + N slots.
+A turn ends at the token that starts the next speaker's turn — ``"\\n\\nHuman:"``, one piece
+of hh's tokenizer — or at ``</s>``; the ending token is part of the response (its mask is 1) so
+PPO sees, and can be charged for, where the policy stopped.
 
 Randomness: row i at step t draws with ``fold_in(fold_in(rng, row_id_i), t)``, ``row_id`` the
 row's global index, so a prompt's samples do not depend on the batch it is in, its bucket or the
