@@ -58,7 +58,7 @@ def pytest_sessionfinish(session, exitstatus):
 # first, so that the two xdist workers start on them and the other files fill in behind (handed
 # out in collection order, --no-loadscope-reorder). Otherwise the longest file could start last
 # and run alone at the end.
-SLOWEST = ("test_kill.py", "test_kill_online.py", "test_world_pm.py")
+SLOWEST = ("test_kill.py", "test_world_pm.py")
 
 
 def pytest_collection_modifyitems(config, items):
