@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
-from configs import lm  # noqa: E402
+from configs import lm, policy  # noqa: E402
 from hh import sharding  # noqa: E402
 from hh.lm import train as lm_train  # noqa: E402
 from hh.policy import sample as sample_lib  # noqa: E402
@@ -52,11 +52,14 @@ def main():
   ap.add_argument("--vocab", type=int, default=32_000)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--iters", type=int, default=3)
-  ap.add_argument("--cache_block", type=int, default=64,
-                  help="the KV cache grows by this many slots at a time; 0: the whole cache")
+  ap.add_argument("--cache_block", type=int, default=None,
+                  help="the KV cache grows by this many slots at a time; 0: the whole cache "
+                       "(default: config.sampling.cache_block)")
   args = ap.parse_args()
 
   config = lm.get_config(f"size={args.size}")
+  if args.cache_block is None:
+    args.cache_block = policy.sampling(args.size).cache_block
   config.model.dtype = args.dtype
   if args.dtype == "bfloat16":
     config.model.param_dtype = "bfloat16"  # serving weights: half the bytes a step reads

@@ -67,8 +67,8 @@ class SamplingConfig:
 def cache_ends(n: int, block: int) -> list[int]:
   """The decode steps at which the KV cache grows: while steps [previous end, end) run it holds
   P + end slots, so a step attends over the cache filled so far rounded up to ``block`` slots,
-  not over all P + N (with N = 256 new tokens a decode reads on average 5/8 of the cache the
-  whole one would). Each segment is its own loop in the program, so ``block`` trades compile
+  not over all P + N (with N = 256 and blocks of 64 a step reads on average 5/8 of the new
+  tokens' slots, and all P of the prompt's). Each segment is its own loop in the program, so ``block`` trades compile
   time for reads: ``[n]`` (one loop) when ``block`` is 0 or ≥ n."""
   if not block or block >= n:
     return [n]
